@@ -1,0 +1,72 @@
+/// Framing for byte streams: `type (varint) | length (varint) | payload`.
+///
+/// Stream transports (QUIC streams, files) carry a sequence of frames. `FrameDecoder` accepts bytes in
+/// any pieces and yields whole frames; it refuses a frame whose declared length is above its limit
+/// as soon as the header is read, before buffering the payload.
+public struct Frame: Hashable, Sendable {
+    public var type: UInt64
+    public var payload: [UInt8]
+
+    public init(type: UInt64, payload: [UInt8]) {
+        self.type = type
+        self.payload = payload
+    }
+
+    /// A frame whose payload is a message's wire bytes.
+    public init(type: UInt64, message: some WireCodable) {
+        self.init(type: type, payload: message.wireBytes())
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.varint(type)
+        writer.lengthPrefixed(payload)
+    }
+
+    public var encoded: [UInt8] {
+        var w = WireWriter(reservingCapacity: payload.count + 16)
+        encode(to: &w)
+        return w.bytes
+    }
+}
+
+public struct FrameDecoder: Sendable {
+    /// The largest payload accepted; a bigger declared length fails the stream.
+    public let maxPayload: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var consumedTotal = 0
+
+    public init(maxPayload: Int) { self.maxPayload = maxPayload }
+
+    /// Bytes received but not yet returned as a frame.
+    public var bufferedCount: Int { buffer.count - start }
+
+    public mutating func append(_ bytes: some Collection<UInt8>) {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next whole frame, nil if more bytes are needed, or an error if the stream is malformed.
+    /// After an error the stream must be closed: the decoder does not resynchronise.
+    public mutating func next() throws(WireError) -> Frame? {
+        var r = WireReader(buffer, range: start..<buffer.count)
+        // A header is at most two 8-byte varints; wait until it is complete.
+        guard let type = try? r.varint() else { return nil }
+        let lengthAt = r.position
+        guard let length = try? r.varint() else { return nil }
+        guard length <= UInt64(maxPayload) else {
+            throw WireError.lengthOverLimit(length, limit: maxPayload, at: consumedTotal + lengthAt - start)
+        }
+        guard r.remaining >= Int(length) else { return nil }
+        let payload = try r.raw(count: Int(length))
+        consumedTotal += r.position - start
+        start = r.position
+        return Frame(type: type, payload: payload)
+    }
+
+    /// True when no partial frame is buffered (a clean place for the stream to end).
+    public var isIdle: Bool { bufferedCount == 0 }
+}
