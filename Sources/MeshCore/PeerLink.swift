@@ -56,6 +56,9 @@ public struct PeerMessage: Hashable, Sendable {
 /// What a core asks of its shell after handling an input.
 public struct Outbox: Sendable {
     public var messages: [PeerMessage] = []
+    /// Addresses the shell should open a link to (seeds, mDNS finds). Once the link is up and the
+    /// peer has proved its identity, the shell reports `LinkEvent.up` with the peer's `NodeID`.
+    public var dials: [PeerAddress] = []
     /// The earliest instant the core wants `tick(now:)` called; nil for "no timer".
     public private(set) var wakeAt: Instant?
 
@@ -73,11 +76,39 @@ public struct Outbox: Sendable {
         wakeAt = instant
     }
 
+    public mutating func dial(_ address: PeerAddress) { dials.append(address) }
+
     /// Appends another outbox (messages in order, earliest wake-up).
     public mutating func merge(_ other: Outbox) {
         messages.append(contentsOf: other.messages)
+        dials.append(contentsOf: other.dials)
         if let w = other.wakeAt { wake(at: w) }
     }
+}
+
+/// What the shell tells a core about its links.
+public enum LinkEvent: Hashable, Sendable {
+    /// An authenticated link to `peer` at `address` is up (dialled by us or accepted).
+    case up(peer: NodeID, address: PeerAddress)
+    /// The link to `peer` is gone (closed, timed out, or the peer failed authentication).
+    case down(peer: NodeID)
+    /// A dial to `address` failed before any identity was learned.
+    case dialFailed(address: PeerAddress)
+}
+
+/// The shape every sans-IO protocol core has, so one shell (the daemon's `MeshPeer` or the
+/// simulator's virtual host) can drive any of them. A core never reads a clock, a socket or a file.
+public protocol MeshProtocolCore {
+    /// The node (re)starts. Returns what to send first and when to wake.
+    mutating func start(now: Instant) -> Outbox
+    /// A message arrived from `message.peer`.
+    mutating func receive(_ message: PeerMessage, now: Instant) -> Outbox
+    /// A link changed state.
+    mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox
+    /// The wake-up the core asked for is due (or later: shells may call late, never early).
+    mutating func tick(now: Instant) -> Outbox
+    /// True if this core handles frames of `type` (its `FrameTypeRange` block).
+    func handles(frameType type: UInt64) -> Bool
 }
 
 /// A network address as the cores see it: a host (IP literal or DNS name) and a UDP port.
