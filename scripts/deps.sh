@@ -3,18 +3,9 @@
 # Idempotent and quiet when everything is present. Needs root (or sudo) the first time.
 set -euo pipefail
 
-# Libraries the package links (pkg-config names are checked by SwiftPM) and the tools tests drive:
-# zstd (anchor), ngtcp2 sample peers (interop), avahi + dbus (mDNS in namespaces), skopeo (OCI
-# export check), iproute2 + nftables (network-namespace harness), prometheus (promtool).
-PACKAGES=(
-  pkg-config
-  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev libnghttp3-dev
-  libavahi-client-dev libzstd-dev libssl-dev
-  zstd ngtcp2-server ngtcp2-client
-  avahi-daemon avahi-utils dbus
-  skopeo iproute2 nftables util-linux
-  ${GQUIC_EXTRA_PACKAGES:-}
-)
+# Each area lists what it needs in scripts/deps.d/<area>.txt (package names, # comments).
+here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t PACKAGES < <(sed 's/#.*//' "$here"/deps.d/*.txt | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
