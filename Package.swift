@@ -42,6 +42,10 @@ let package = Package(
         // MARK: Swarm (issue 8)
 
         // MARK: MeshPeer and executables (issue 9)
+        .target(name: "MeshPeer", dependencies: [
+            "MeshCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         .executableTarget(name: "gquic-bench", dependencies: [
             "MeshCore",
@@ -51,6 +55,7 @@ let package = Package(
         // MARK: Tests
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        .testTarget(name: "MeshPeerTests", dependencies: ["MeshPeer"]),
         .testTarget(name: "CBindingTests",
                     dependencies: ["CNgtcp2", "CGnuTLS", "CNghttp3", "CZstd", "CAvahiClient", "COpenSSLCrypto"]),
     ],
