@@ -36,7 +36,13 @@ public struct DataDirectory: Sendable {
     @discardableResult
     public func initialise() throws(PeerError) -> NodeIdentity {
         if exists { throw .alreadyInitialised(path) }
-        for dir in [path, storePath, statePath] {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw .system("creating \(prefix)", errno) }
+        }
+        chmod(path, 0o700)
+        for dir in [storePath, statePath] {
             if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw .system("creating \(dir)", errno) }
         }
         let identity: NodeIdentity
