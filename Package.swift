@@ -43,6 +43,8 @@ let package = Package(
         // MARK: ClusterState (issue 7)
 
         // MARK: Swarm (issue 8)
+        .target(name: "Swarm", dependencies: ["MeshCore"]),
+        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "MeshCore"]),
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [

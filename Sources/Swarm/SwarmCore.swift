@@ -1,0 +1,625 @@
+import MeshCore
+
+/// Tunables of the download planner. Every default says where it comes from.
+public struct SwarmSettings: Sendable {
+    /// Chunks fetched in random order before switching to rarest-first, so a new node quickly has
+    /// something to trade (BitTorrent's "random first piece" policy, Cohen 2003). Default 4.
+    public var randomFirst = 4
+    /// Requests kept in flight per source at the least, whatever its measured bandwidth-delay
+    /// product: two keeps the pipe full across one request's turnaround. Default 2.
+    public var minPipelineChunks = 2
+    /// In-flight bytes per source at the most. Default 32 MiB (a 1 Gbit/s path at 250 ms RTT).
+    public var maxPipelineBytes = 32 << 20
+    /// The pipeline target is this many bandwidth-delay products. Default 2.
+    public var pipelineBDPs = 2.0
+    /// Throughput assumed for a source before any chunk has arrived: 100 Mbit/s, the per-node
+    /// uplink the benchmarks use. Default 12.5 MB/s.
+    public var initialThroughput = 12_500_000.0
+    /// RTT assumed before the transport reports one. Default 10 ms (a LAN with some queueing).
+    public var initialRTT: Duration = .milliseconds(10)
+    /// A request is abandoned after max(this, 4·RTT + 3·queued bytes/throughput). Default 3 s.
+    public var requestTimeoutFloor: Duration = .seconds(3)
+    /// Endgame starts when this few chunks (or 2% of the blob) are missing and all are requested.
+    /// Default 4: BitTorrent enters endgame when every piece is requested; starting only at the
+    /// last few keeps duplicate bytes small while still cutting the tail.
+    public var endgameChunks = 4
+    /// In endgame, at most this many sources are asked for the same chunk. Default 2
+    /// (the original plus one duplicate; more wastes uplink for little gain).
+    public var endgameSources = 2
+    /// How often progress events are emitted per transfer. Default 250 ms (a progress bar's pace).
+    public var progressInterval: Duration = .milliseconds(250)
+    /// How often a transfer with idle pipelines asks its links again who holds the blob. Default 1 s.
+    public var rediscoverInterval: Duration = .seconds(1)
+    /// A node holding a blob that few others hold serves each chunk once before serving any chunk
+    /// twice, answering repeat requests with a busy reject so requesters fetch those chunks from
+    /// the peers that already have them (BitTorrent's super-seeding, in spirit). It lifts the seed's
+    /// uplink from serving duplicates, which is what keeps a swarm near the fluid bound. Default on.
+    public var uniqueFirstServing = true
+    /// After a busy reject, the requester leaves that chunk to other sources for this long. Default 1 s.
+    public var busyBackoff: Duration = .seconds(1)
+    /// Requests in flight for one transfer across all its sources, at the most. Asking every holder
+    /// at once queues requests behind each other on every uplink; a bounded set, refilled from the
+    /// fastest sources first, keeps the pick of each next chunk fresh. Default 24.
+    public var maxRequestsPerTransfer = 24
+    /// Bad pieces tolerated from one source before it is dropped from the transfer. Default 1:
+    /// content is verified, so one bad piece is proof of a faulty or lying peer.
+    public var badPiecesBeforeDrop = 1
+
+    public init() {}
+}
+
+/// Directives for the shell that involve the store or the user. Drained after each call.
+public enum SwarmEffect: Hashable, Sendable {
+    /// Read chunk `index` of `blob` and hand it to `servePiece` (or `cannotServe`).
+    case serve(peer: NodeID, blob: Digest, index: UInt32)
+    /// A verified chunk: write it to the store.
+    case store(blob: Digest, index: UInt32, data: [UInt8])
+    /// Every chunk is present and verified: commit the blob (the store checks the whole digest).
+    case completed(blob: Digest, manifest: SwarmManifest)
+    case progress(SwarmProgress)
+    /// `peer` sent data that failed verification; record it (metrics, cluster-wide reputation).
+    case penalize(peer: NodeID, blob: Digest, reason: String)
+}
+
+public struct SwarmProgress: Hashable, Sendable {
+    public var blob: Digest
+    public var bytesDone: UInt64
+    public var bytesTotal: UInt64
+    public var sources: Int
+    /// Bytes per second over the transfer so far.
+    public var rate: Double
+    public var done: Bool
+}
+
+/// Optional knowledge about a peer from cluster state and the transport, used to order sources.
+public struct PeerHint: Hashable, Sendable {
+    /// The peer runs gaming containers: ask it last.
+    public var gaming = false
+    /// Load in 0...1 (CPU or uplink utilisation).
+    public var load = 0.0
+    /// Smoothed RTT from the transport.
+    public var rtt: Duration?
+    public init(gaming: Bool = false, load: Double = 0, rtt: Duration? = nil) { self.gaming = gaming; self.load = load; self.rtt = rtt }
+}
+
+/// The swarm: serves the chunks this node holds and pulls the blobs it wants from many peers at once.
+///
+/// Sans-IO: it never reads the store or the clock. Chunk bytes come in through `servePiece`, and
+/// verified chunks leave as `SwarmEffect.store`.
+public struct SwarmCore: MeshProtocolCore, Sendable {
+    public let me: NodeID
+    public var settings: SwarmSettings
+    private var rng: SeededRandom
+    private var links: Set<NodeID> = []
+    private var blobs: [Digest: BlobState] = [:]
+    private var hints: [NodeID: PeerHint] = [:]
+    /// A random rank per peer, this node's own, to break ties between equally good sources: with a
+    /// shared order (say, by NodeID) every requester would pile onto the same few sources.
+    private var ranks: [NodeID: UInt64] = [:]
+    private var effects: [SwarmEffect] = []
+    /// Bad pieces received, by sender, over this core's life.
+    public private(set) var penalties: [NodeID: Int] = [:]
+
+    public init(me: NodeID, settings: SwarmSettings = SwarmSettings(), seed: UInt64) {
+        self.me = me
+        self.settings = settings
+        self.rng = SeededRandom(seed: seed)
+    }
+
+    // MARK: Shell API
+
+    /// Registers chunks this node holds (a complete blob, or a partial one after a restart).
+    public mutating func hold(_ manifest: SwarmManifest, chunks: Bitfield? = nil, now: Instant) -> Outbox {
+        var out = Outbox()
+        let b = blobs[manifest.blob] ?? BlobState(started: now)
+        b.setManifest(manifest)
+        if let chunks, chunks.count == manifest.chunks.count {
+            for i in 0..<chunks.count where chunks[i] { b.markHave(i) }
+        } else if chunks == nil {
+            for i in 0..<manifest.chunks.count { b.markHave(i) }
+        }
+        blobs[manifest.blob] = b
+        announceHave(manifest.blob, to: b.interested, &out)
+        return out
+    }
+
+    /// Starts (or resumes) fetching `blob`. Pass the manifest if known and the chunks already on
+    /// disk; otherwise the manifest is fetched from a holder. Holders are found by asking links.
+    public mutating func fetch(_ blob: Digest, manifest: SwarmManifest? = nil, have: Bitfield? = nil, now: Instant) -> Outbox {
+        var out = Outbox()
+        let b = blobs[blob] ?? BlobState(started: now)
+        b.downloading = true
+        b.started = now
+        if let manifest, b.manifest == nil { b.setManifest(manifest) }
+        if let have, let m = b.manifest, have.count == m.chunks.count {
+            for i in 0..<have.count where have[i] { b.markHave(i) }
+        }
+        b.bytesAtStart = b.bytesDone
+        blobs[blob] = b
+        for peer in links { out.send(to: peer, .interactive, SwarmMessage.interested(blob: blob).frame) }
+        blobs[blob]!.nextRediscover = now + settings.rediscoverInterval
+        if let m = blobs[blob]!.manifest, blobs[blob]!.have!.isComplete {
+            effects.append(.completed(blob: blob, manifest: m))
+            blobs[blob]!.downloading = false
+        }
+        schedule(blob, now: now, &out)
+        out.wake(at: now + .milliseconds(100))
+        return out
+    }
+
+    /// The bytes for a `.serve` effect.
+    public mutating func servePiece(to peer: NodeID, blob: Digest, index: UInt32, data: [UInt8], now: Instant) -> Outbox {
+        var out = Outbox()
+        guard links.contains(peer) else { return out }
+        out.send(to: peer, .bulk, SwarmMessage.piece(blob: blob, index: index, data: data).frame)
+        return out
+    }
+
+    /// The store could not produce a chunk it was asked to serve.
+    public mutating func cannotServe(_ peer: NodeID, blob: Digest, index: UInt32) -> Outbox {
+        var out = Outbox()
+        out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: false).frame)
+        return out
+    }
+
+    /// The store refused the assembled blob (its whole digest did not match): the manifest was a
+    /// lie. Its source is penalised and the transfer starts over with another holder's manifest.
+    public mutating func blobCommitFailed(_ blob: Digest, now: Instant) -> Outbox {
+        guard let b = blobs[blob] else { return Outbox() }
+        if let liar = b.manifestFrom {
+            penalties[liar, default: 0] += 1
+            effects.append(.penalize(peer: liar, blob: blob, reason: "manifest does not match the blob digest"))
+            b.bad.insert(liar)
+        }
+        let fresh = BlobState(started: now)
+        fresh.bad = b.bad
+        blobs[blob] = fresh
+        return fetch(blob, now: now)
+    }
+
+    /// Knowledge about a peer (gaming, load, RTT) from cluster state and the transport.
+    public mutating func setHint(_ hint: PeerHint, for peer: NodeID) { hints[peer] = hint }
+
+    public mutating func drainEffects() -> [SwarmEffect] {
+        defer { effects.removeAll(keepingCapacity: true) }
+        return effects
+    }
+
+    public func progress(of blob: Digest) -> SwarmProgress? {
+        guard let b = blobs[blob], let m = b.manifest else { return nil }
+        return b.progress(blob, m, now: nil)
+    }
+
+    /// Blobs currently being fetched.
+    public var transfers: [SwarmProgress] {
+        blobs.compactMap { d, b in b.downloading ? b.manifest.map { b.progress(d, $0, now: nil) } : nil }
+    }
+
+    public func holds(_ blob: Digest) -> Bitfield? { blobs[blob]?.have }
+
+    // MARK: MeshProtocolCore
+
+    public func handles(frameType type: UInt64) -> Bool { (0x50...0x58).contains(type) }
+
+    public mutating func start(now: Instant) -> Outbox { Outbox() }
+
+    public mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
+        var out = Outbox()
+        switch event {
+        case .up(let peer, _):
+            links.insert(peer)
+            for (d, b) in blobs where b.downloading {
+                out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
+            }
+        case .down(let peer):
+            links.remove(peer)
+            for d in Array(blobs.keys) {
+                blobs[d]!.interested.remove(peer)
+                if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
+            }
+        case .dialFailed: break
+        }
+        return out
+    }
+
+    public mutating func receive(_ message: PeerMessage, now: Instant) -> Outbox {
+        var out = Outbox()
+        let peer = message.peer
+        let msg: SwarmMessage
+        do { msg = try SwarmMessage(frame: message.frame) } catch {
+            // A malformed frame from a peer: drop it and count it against the sender.
+            penalties[peer, default: 0] += 1
+            return out
+        }
+        switch msg {
+        case .interested(let blob):
+            guard let b = blobs[blob] else { return out }
+            b.interested.insert(peer)
+            blobs[blob] = b
+            if let have = b.have, have.setCount > 0 {
+                out.send(to: peer, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
+            }
+        case .have(let blob, let n, let bits):
+            guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            b.interested.insert(peer)
+            b.updateSource(peer, count: Int(n), bits: bits, settings: settings, hint: hints[peer])
+            if b.manifest == nil, b.manifestAskedAt == nil || now > b.manifestAskedAt! + settings.requestTimeoutFloor {
+                b.manifestAskedAt = now
+                b.manifestFrom = peer
+                out.send(to: peer, .interactive, SwarmMessage.manifestRequest(blob: blob).frame)
+            }
+            blobs[blob] = b
+            schedule(blob, now: now, &out)
+        case .haveMore(let blob, let indices):
+            guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            b.addToSource(peer, indices: indices, settings: settings, hint: hints[peer])
+            blobs[blob] = b
+            schedule(blob, now: now, &out, only: peer)
+        case .manifestRequest(let blob):
+            if let m = blobs[blob]?.manifest, blobs[blob]!.have!.setCount > 0 {
+                out.send(to: peer, .interactive, SwarmMessage.manifest(m).frame)
+            }
+        case .manifest(let m):
+            guard let b = blobs[m.blob], b.downloading, b.manifest == nil, b.manifestFrom == peer else { return out }
+            b.setManifest(m)
+            b.manifestAskedAt = nil
+            blobs[m.blob] = b
+            schedule(m.blob, now: now, &out)
+        case .request(let blob, let index):
+            guard let b = blobs[blob], let have = b.have, have[Int(index)] else {
+                out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: false).frame)
+                return out
+            }
+            let i = Int(index)
+            if settings.uniqueFirstServing && !b.downloading && have.isComplete && b.served[i] > 0 && b.servedOnce < have.count {
+                // Some chunk has not left this node yet: serve that first, leave this one to peers.
+                out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
+                return out
+            }
+            if b.served[i] == 0 { b.servedOnce += 1 }
+            b.served[i] &+= 1
+            blobs[blob] = b
+            effects.append(.serve(peer: peer, blob: blob, index: index))
+        case .cancel:
+            // Pieces are produced as soon as the store answers; a cancel that arrives later has
+            // nothing left to stop. Counted by the shell's metrics only.
+            break
+        case .reject(let blob, let index, let busy):
+            guard let b = blobs[blob] else { return out }
+            b.requestFailed(Int(index), from: peer, now: now)
+            if busy {
+                b.sources[peer]?.avoid[Int(index)] = now + settings.busyBackoff
+            } else {
+                b.sources[peer]?.unmark(Int(index))
+            }
+            blobs[blob] = b
+            schedule(blob, now: now, &out, only: peer)
+        case .piece(let blob, let index, let data):
+            receivePiece(blob, Int(index), data, from: peer, now: now, &out)
+        }
+        return out
+    }
+
+    public mutating func tick(now: Instant) -> Outbox {
+        var out = Outbox()
+        var anyActive = false
+        for d in Array(blobs.keys) where blobs[d]!.downloading {
+            anyActive = true
+            let b = blobs[d]!
+            let expired = b.expireRequests(now: now, settings: settings)
+            if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil) {
+                for peer in links where !b.bad.contains(peer) {
+                    out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
+                }
+                b.nextRediscover = now + settings.rediscoverInterval
+            }
+            if let m = b.manifest, now >= b.lastProgress + settings.progressInterval {
+                b.lastProgress = now
+                effects.append(.progress(b.progress(d, m, now: now)))
+            }
+            blobs[d] = b
+            _ = expired
+            schedule(d, now: now, &out)
+        }
+        if anyActive { out.wake(at: now + .milliseconds(50)) }
+        return out
+    }
+
+    // MARK: Planner
+
+    private mutating func receivePiece(_ blob: Digest, _ index: Int, _ data: [UInt8], from peer: NodeID, now: Instant, _ out: inout Outbox) {
+        guard let b = blobs[blob], let m = b.manifest, index < m.chunks.count else { return }
+        let wasRequested = b.sources[peer]?.inflight[index] != nil
+        guard wasRequested else { return } // unsolicited: ignore (cheap to drop; no store write)
+        let chunk = m.chunks[index]
+        guard data.count == Int(chunk.size), Digest.of(data) == chunk.digest else {
+            penalties[peer, default: 0] += 1
+            effects.append(.penalize(peer: peer, blob: blob, reason: "chunk \(index) failed verification"))
+            b.sources[peer]!.badPieces += 1
+            b.requestFailed(index, from: peer, now: now)
+            if b.sources[peer]!.badPieces >= settings.badPiecesBeforeDrop {
+                b.bad.insert(peer)
+                _ = b.dropSource(peer)
+            }
+            blobs[blob] = b
+            schedule(blob, now: now, &out)
+            return
+        }
+        b.delivered(index, from: peer, bytes: data.count, now: now)
+        let wasHave = b.have![index]
+        if !wasHave {
+            b.markHave(index)
+            effects.append(.store(blob: blob, index: UInt32(index), data: data))
+            // Endgame duplicates: tell the others to stop.
+            for other in b.requested[index] ?? [] where other != peer {
+                b.sources[other]?.cancel(index)
+                out.send(to: other, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(index)).frame)
+            }
+            b.requested[index] = nil
+            for p in b.interested where p != peer && links.contains(p) {
+                out.send(to: p, .interactive, SwarmMessage.haveMore(blob: blob, indices: [UInt32(index)]).frame)
+            }
+        }
+        if b.have!.isComplete && b.downloading {
+            b.downloading = false
+            effects.append(.progress(b.progress(blob, m, now: now)))
+            effects.append(.completed(blob: blob, manifest: m))
+            for (p, s) in b.sources { for i in s.inflight.keys { out.send(to: p, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(i)).frame) } }
+            b.sources = [:]
+            b.requested = [:]
+        }
+        blobs[blob] = b
+        if b.downloading { schedule(blob, now: now, &out, only: peer) }
+    }
+
+    private mutating func announceHave(_ blob: Digest, to peers: Set<NodeID>, _ out: inout Outbox) {
+        guard let have = blobs[blob]?.have else { return }
+        for p in peers where links.contains(p) {
+            out.send(to: p, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
+        }
+    }
+
+    /// Fills every source's pipeline for one blob.
+    private mutating func schedule(_ blob: Digest, now: Instant, _ out: inout Outbox, only: NodeID? = nil) {
+        guard let b = blobs[blob], b.downloading, let m = b.manifest else { return }
+        // After a piece, a reject or new holdings from one source, only that source's pipeline
+        // changed, unless this is endgame, when a freed chunk may go to anyone.
+        for p in b.sources.keys where ranks[p] == nil { ranks[p] = rng.next() }
+        let order: [NodeID]
+        if let only, !b.unrequested.isEmpty { order = [only] } else { order = b.sources.keys.sorted { a, c in
+            let ha = hints[a] ?? PeerHint(), hc = hints[c] ?? PeerHint()
+            if ha.gaming != hc.gaming { return !ha.gaming }
+            let sa = b.sources[a]!.throughput * (1 - min(ha.load, 0.9)), sc = b.sources[c]!.throughput * (1 - min(hc.load, 0.9))
+            return sa != sc ? sa > sc : ranks[a]! < ranks[c]!
+        } }
+        let avgChunk = max(1, Int(m.totalSize / UInt64(max(m.chunks.count, 1))))
+        var total = b.sources.values.reduce(0) { $0 + $1.inflight.count }
+        for peer in order where links.contains(peer) {
+            while total < settings.maxRequestsPerTransfer {
+                guard let s = b.sources[peer] else { break }
+                let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
+                let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
+                if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
+                guard let index = pick(b, for: peer, m, now: now) else { break }
+                b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
+                total += 1
+                b.requested[index, default: []].append(peer)
+                b.removeUnrequested(index)
+                out.send(to: peer, .interactive, SwarmMessage.request(blob: blob, index: UInt32(index)).frame)
+            }
+        }
+        blobs[blob] = b
+    }
+
+    /// Random first, then (sampled) rarest first; in endgame, a chunk already asked of someone else.
+    private mutating func pick(_ b: BlobState, for peer: NodeID, _ m: SwarmManifest, now: Instant) -> Int? {
+        guard let src = b.sources[peer], let have = src.have else { return nil }
+        if !b.unrequested.isEmpty {
+            let rarest = b.have!.setCount >= settings.randomFirst
+            var best: Int? = nil
+            var tries = 0
+            while tries < 48 {
+                tries += 1
+                let i = b.unrequested[Int.random(in: 0..<b.unrequested.count, using: &rng)]
+                guard have[i], src.allowed(i, now: now) else { continue }
+                if !rarest { return i }
+                if best == nil || b.availability[i] < b.availability[best!] { best = i }
+                if tries >= 12 && best != nil { break }
+            }
+            if let best { return best }
+            // Sampling missed: scan (rare, when this source holds few of the wanted chunks).
+            return b.unrequested.filter { have[$0] && src.allowed($0, now: now) }.min { b.availability[$0] < b.availability[$1] }
+        }
+        // Endgame: every missing chunk is requested somewhere. Near the very end only, duplicate the
+        // ones with fewest askers, so one slow source does not hold up the finish.
+        let missing = m.chunks.count - b.have!.setCount
+        guard missing <= max(settings.endgameChunks, m.chunks.count / 50) else { return nil }
+        var candidate: Int? = nil
+        for (i, askers) in b.requested where askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) {
+            if candidate == nil || askers.count < b.requested[candidate!]!.count { candidate = i }
+        }
+        return candidate
+    }
+}
+
+/// Per-blob transfer state. A class so that per-message updates mutate in place instead of copying
+/// the whole state out of the core's dictionary (which cost O(sources + chunks) per message).
+final class BlobState: @unchecked Sendable {
+    var manifest: SwarmManifest?
+    var have: Bitfield?
+    var downloading = false
+    var interested: Set<NodeID> = []
+    var sources: [NodeID: Source] = [:]
+    var requested: [Int: [NodeID]] = [:]
+    var unrequested: [Int] = []
+    var unrequestedPos: [Int: Int] = [:]
+    var availability: [UInt16] = []
+    var bad: Set<NodeID> = []
+    var manifestFrom: NodeID?
+    var manifestAskedAt: Instant?
+    var started: Instant
+    var lastProgress = Instant.zero
+    var nextRediscover = Instant.zero
+    var bytesDone: UInt64 = 0
+    var bytesAtStart: UInt64 = 0
+    /// `have` messages that arrived before the manifest.
+    var pendingHave: [NodeID: (Int, [UInt8])] = [:]
+    /// Upload side: how often each chunk was served, and how many chunks were served at least once.
+    var served: [UInt16] = []
+    var servedOnce = 0
+
+    init(started: Instant) { self.started = started }
+
+    func setManifest(_ m: SwarmManifest) {
+        guard manifest == nil else { return }
+        manifest = m
+        have = Bitfield(count: m.chunks.count)
+        availability = Array(repeating: 0, count: m.chunks.count)
+        served = Array(repeating: 0, count: m.chunks.count)
+        unrequested = Array(0..<m.chunks.count)
+        unrequestedPos = Dictionary(uniqueKeysWithValues: unrequested.map { ($0, $0) })
+        for (peer, (n, bits)) in pendingHave { applyHave(peer, count: n, bits: bits) }
+        pendingHave = [:]
+    }
+
+    func markHave(_ i: Int) {
+        guard let m = manifest, !(have![i]) else { return }
+        have!.insert(i)
+        bytesDone += UInt64(m.chunks[i].size)
+        removeUnrequested(i)
+    }
+
+    func removeUnrequested(_ i: Int) {
+        guard let pos = unrequestedPos.removeValue(forKey: i) else { return }
+        let last = unrequested.removeLast()
+        if pos < unrequested.count {
+            unrequested[pos] = last
+            unrequestedPos[last] = pos
+        }
+    }
+
+    func addUnrequested(_ i: Int) {
+        guard unrequestedPos[i] == nil, let have, !have[i] else { return }
+        unrequestedPos[i] = unrequested.count
+        unrequested.append(i)
+    }
+
+    func updateSource(_ peer: NodeID, count: Int, bits: [UInt8], settings: SwarmSettings, hint: PeerHint?) {
+        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        if manifest == nil { pendingHave[peer] = (count, bits); return }
+        applyHave(peer, count: count, bits: bits)
+    }
+
+    private func applyHave(_ peer: NodeID, count: Int, bits: [UInt8]) {
+        guard let m = manifest, count == m.chunks.count, let field = try? Bitfield(bytes: bits, count: count) else { return }
+        let old = sources[peer]?.have
+        for i in 0..<count where field[i] && !(old?[i] ?? false) { availability[i] &+= 1 }
+        sources[peer]?.have = field
+    }
+
+    func addToSource(_ peer: NodeID, indices: [UInt32], settings: SwarmSettings, hint: PeerHint?) {
+        guard let m = manifest else { return }
+        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        if sources[peer]!.have == nil { sources[peer]!.have = Bitfield(count: m.chunks.count) }
+        for i in indices.map(Int.init) where i < m.chunks.count && !sources[peer]!.have![i] {
+            sources[peer]!.have!.insert(i)
+            availability[i] &+= 1
+        }
+    }
+
+    /// Removes a source; returns true if it had requests in flight (now re-queued).
+    func dropSource(_ peer: NodeID) -> Bool {
+        guard let s = sources.removeValue(forKey: peer) else { return false }
+        if let h = s.have { for i in 0..<h.count where h[i] && availability[i] > 0 { availability[i] -= 1 } }
+        for i in s.inflight.keys { forget(i, peer) }
+        return !s.inflight.isEmpty
+    }
+
+    func requestFailed(_ i: Int, from peer: NodeID, now: Instant) {
+        sources[peer]?.cancel(i)
+        forget(i, peer)
+    }
+
+    private func forget(_ i: Int, _ peer: NodeID) {
+        requested[i]?.removeAll { $0 == peer }
+        if requested[i]?.isEmpty ?? false { requested[i] = nil; addUnrequested(i) }
+    }
+
+    func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant) {
+        guard var s = sources[peer], let sent = s.inflight[i] else { return }
+        let since = max(sent, s.lastDelivery ?? sent)
+        let dt = max((now - since).seconds, 1e-6)
+        let sample = Double(bytes) / dt
+        s.throughput = s.deliveries == 0 ? sample : 0.75 * s.throughput + 0.25 * sample
+        s.deliveries += 1
+        let rttSample = now - sent
+        if s.deliveries == 1 || rttSample < s.rtt { s.rtt = max(rttSample, .microseconds(100)) }
+        s.lastDelivery = now
+        s.cancel(i)
+        sources[peer] = s
+    }
+
+    /// Abandons requests that are overdue; returns how many.
+    func expireRequests(now: Instant, settings: SwarmSettings) -> Int {
+        var expired = 0
+        for (peer, s) in sources {
+            let timeout = max(settings.requestTimeoutFloor,
+                              s.rtt * 4 + .seconds(3 * Double(s.inflightBytes) / max(s.throughput, 1)))
+            for (i, sent) in s.inflight where now - sent > timeout {
+                sources[peer]!.throughput /= 2
+                requestFailed(i, from: peer, now: now)
+                expired += 1
+            }
+        }
+        return expired
+    }
+
+    func progress(_ blob: Digest, _ m: SwarmManifest, now: Instant?) -> SwarmProgress {
+        let elapsed = now.map { ($0 - started).seconds } ?? 0
+        let rate = elapsed > 0 ? Double(bytesDone - min(bytesDone, bytesAtStart)) / elapsed : 0
+        return SwarmProgress(blob: blob, bytesDone: bytesDone, bytesTotal: m.totalSize,
+                             sources: sources.values.filter { $0.deliveries > 0 || !$0.inflight.isEmpty }.count,
+                             rate: rate, done: have?.isComplete ?? false)
+    }
+}
+
+struct Source: Sendable {
+    var have: Bitfield?
+    var inflight: [Int: Instant] = [:]
+    var inflightBytes = 0
+    var sizes: [Int: Int] = [:]
+    var throughput: Double
+    var rtt: Duration
+    var lastDelivery: Instant?
+    var deliveries = 0
+    var badPieces = 0
+    /// Chunks this source said it is too busy to serve, until when.
+    var avoid: [Int: Instant] = [:]
+
+    func allowed(_ i: Int, now: Instant) -> Bool { avoid[i].map { now >= $0 } ?? true }
+
+    init(settings: SwarmSettings, hint: PeerHint?) {
+        throughput = settings.initialThroughput
+        rtt = hint?.rtt ?? settings.initialRTT
+    }
+
+    mutating func request(_ i: Int, size: Int, now: Instant) {
+        inflight[i] = now
+        sizes[i] = size
+        inflightBytes += size
+    }
+
+    mutating func cancel(_ i: Int) {
+        guard inflight.removeValue(forKey: i) != nil else { return }
+        inflightBytes -= sizes.removeValue(forKey: i) ?? 0
+        if inflight.isEmpty { inflightBytes = 0 }
+    }
+
+    mutating func unmark(_ i: Int) {
+        // The source said it does not have chunk i after all (evicted): stop asking it for it.
+        guard have?[i] ?? false else { return }
+        var copy = Bitfield(count: have!.count)
+        for j in 0..<have!.count where have![j] && j != i { copy.insert(j) }
+        have = copy
+    }
+}
