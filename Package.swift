@@ -30,6 +30,19 @@ let package = Package(
         .target(name: "MeshCore", dependencies: ["COpenSSLCrypto"]),
 
         // MARK: QUICTransport (issue 3)
+        .target(name: "QUICTransport", dependencies: [
+            "MeshCore", "CNgtcp2", "CNghttp3",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gquic-peer", dependencies: [
+            "QUICTransport", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "gquic-fetch", dependencies: [
+            "QUICTransport", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "QUICTransportTests", dependencies: ["QUICTransport", "MeshCore"]),
 
         // MARK: ContentStore (issue 4)
 
@@ -44,7 +57,7 @@ let package = Package(
         // MARK: MeshPeer and executables (issue 9)
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore",
+            "MeshCore", "QUICTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
