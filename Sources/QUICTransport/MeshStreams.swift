@@ -256,7 +256,7 @@ final class MeshStreams: QUICApplication {
         }
     }
 
-    func streamBlocked(_ connection: QUICConnection, stream id: Int64) {
+    func streamBlocked(_ connection: QUICConnection, stream id: Int64, permanently: Bool) {
         guard let st = streams[id] else { return }
         st.blocked = true
     }

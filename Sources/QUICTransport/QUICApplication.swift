@@ -31,7 +31,7 @@ protocol QUICApplication: AnyObject {
     /// ngtcp2 took `count` bytes of the data last offered on `stream` (and the FIN if `fin`).
     func wroteStreamData(_ connection: QUICConnection, stream: Int64, count: Int, fin: Bool)
     /// The stream cannot send now (flow control, or its write side is shut).
-    func streamBlocked(_ connection: QUICConnection, stream: Int64)
+    func streamBlocked(_ connection: QUICConnection, stream: Int64, permanently: Bool)
     /// The connection is over; `error` says why (nil for a clean close).
     func connectionClosed(_ connection: QUICConnection, error: QUICError?)
 }

@@ -284,8 +284,11 @@ public final class QUICConnection {
             }
             if n < 0 {
                 switch Int32(n) {
-                case NGTCP2_ERR_STREAM_DATA_BLOCKED, NGTCP2_ERR_STREAM_SHUT_WR, NGTCP2_ERR_STREAM_NOT_FOUND:
-                    application?.streamBlocked(self, stream: stream)
+                case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                    application?.streamBlocked(self, stream: stream, permanently: false)
+                    continue outer
+                case NGTCP2_ERR_STREAM_SHUT_WR, NGTCP2_ERR_STREAM_NOT_FOUND:
+                    application?.streamBlocked(self, stream: stream, permanently: true)
                     continue outer
                 case NGTCP2_ERR_WRITE_MORE:
                     let total = vecs.prefix(count).reduce(0) { $0 + $1.len }
@@ -561,6 +564,11 @@ public final class QUICConnection {
             let c = QUICConnection.from(ud)
             let set = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0
             c.application?.streamClosed(c, stream: stream, errorCode: set ? code : nil)
+            // ngtcp2 0.12 leaves MAX_STREAMS to us: a closed peer stream frees one slot for the peer.
+            if let conn = c.conn, ngtcp2_conn_is_local_stream(conn, stream) == 0 {
+                if ngtcp2_is_bidi_stream(stream) != 0 { ngtcp2_conn_extend_max_streams_bidi(conn, 1) }
+                else { ngtcp2_conn_extend_max_streams_uni(conn, 1) }
+            }
             return 0
         }
         cb.stream_reset = { _, stream, _, code, ud, _ in

@@ -164,6 +164,11 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         }
     }
 
+    /// Asks the loop to run `connection`'s write loop (loop thread only).
+    func markDirty(_ connection: QUICConnection) {
+        records[ObjectIdentifier(connection)]?.dirty = true
+    }
+
     private func makeMesh(_ conn: QUICConnection, link: QUICLink) -> MeshStreams {
         let rec = LoopBound(conn)
         let app = MeshStreams(executor: self, link: link, wake: { [unowned self] in
