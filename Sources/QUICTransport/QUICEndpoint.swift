@@ -293,6 +293,13 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 register(r)
                 conn.receive(d, from: from, now: now)
                 processEvents(r)
+                // A genuine Initial always draws a reply (the server's Initial/Handshake flight). One that
+                // failed to decrypt draws nothing: forget it now instead of holding state until timeout.
+                if flush(r, now: now) == 0 && !conn.isEstablished {
+                    forget(r)
+                    QUICMetrics.shared.datagramsDropped.add(1)
+                    return nil
+                }
                 return r
             } catch {
                 configuration.logger.debug("cannot accept from \(from): \(error)")
@@ -303,8 +310,10 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
 
     /// Runs the connection's write loop and sends what it produces, batching equal-sized packets
     /// into one GSO send.
-    private func flush(_ r: Record, now: Instant) {
+    @discardableResult
+    private func flush(_ r: Record, now: Instant) -> Int {
         r.dirty = false
+        var total = 0
         let conn = r.connection
         let maxSeg = configuration.settings.maxUDPPayloadSize
         var batchLen = 0
@@ -327,9 +336,25 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 else if pkt.count < segSize { send() } // a short packet ends a GSO batch
             }
             send()
-            if n < 64 { return }
+            total += n
+            if n < 64 { return total }
         }
         r.dirty = true // more to send: come back after reading ACKs
+        return total
+    }
+
+    private func forget(_ r: Record) {
+        let conn = r.connection
+        for id in conn.localIDs { byID[id] = nil }
+        if let o = conn.originalDestinationID { byID[o] = nil }
+        records[ObjectIdentifier(conn)] = nil
+    }
+
+    /// Connections this endpoint holds (for tests and stats).
+    public func connectionCount() async -> Int {
+        await withCheckedContinuation { (cont: CheckedContinuation<Int, Never>) in
+            post { [self] in cont.resume(returning: records.count) }
+        }
     }
 
     private func processEvents(_ r: Record) {
@@ -360,9 +385,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
             case .newConnectionID(let id): byID[id] = r
             case .retiredConnectionID(let id): byID[id] = nil
             case .closed(let error):
-                for id in conn.localIDs { byID[id] = nil }
-                if let o = conn.originalDestinationID { byID[o] = nil }
-                records[ObjectIdentifier(conn)] = nil
+                forget(r)
                 if let cb = r.onHandshake { r.onHandshake = nil; cb(.failure(error ?? .closed("closed during handshake"))) }
             }
         }
