@@ -41,7 +41,8 @@ public enum HTTP3Client {
         }
     }
 
-    /// Downloads `url` to `path` (written to `path.part`, renamed when complete and verified against
+    /// Downloads `url` to `path` ("/dev/null" discards the body but still counts and hashes it;
+    /// otherwise written to `path.part`, renamed when complete and verified against
     /// the Content-Length). `progress` gets (bytes so far, total if known) about every 64 MiB and at the end.
     public static func download(url: String, to path: String, insecure: Bool = false,
                                 settings: QUICSettings = QUICSettings(),
@@ -53,7 +54,9 @@ public enum HTTP3Client {
         config.acceptsConnections = false
         let endpoint = try QUICEndpoint(bind: PeerAddress(host: remote.isIPv6 ? "::" : "0.0.0.0", port: 0), configuration: config)
         defer { endpoint.shutdown() }
-        let partial = path + ".part"
+        // "/dev/null" discards the body (benchmarks); it is still counted and hashed.
+        let discard = path == "/dev/null"
+        let partial = discard ? path : path + ".part"
         let sink = try FileSink(path: partial)
         let start = ContinuousClock.now
         let result = await withCheckedContinuation { (cont: CheckedContinuation<Result<Int, QUICError>, Never>) in
@@ -96,16 +99,16 @@ public enum HTTP3Client {
             let status = try result.get()
             try sink.close()
             guard status == 200 else {
-                unlink(partial)
+                if !discard { unlink(partial) }
                 throw QUICError.http("server answered \(status) for \(target.path)")
             }
-            guard rename(partial, path) == 0 else { throw QUICError.socket("renaming \(partial) to \(path)", errno) }
+            guard discard || rename(partial, path) == 0 else { throw QUICError.socket("renaming \(partial) to \(path)", errno) }
             progress?(sink.written, sink.total)
             return Download(status: status, bytes: sink.written, digest: sink.finish(),
                             seconds: (ContinuousClock.now - start).seconds)
         } catch {
             sink.abandon()
-            unlink(partial)
+            if !discard { unlink(partial) }
             throw error as! QUICError
         }
     }
@@ -145,6 +148,7 @@ final class FileSink {
         }
         hasher.update(d)
         written += d.count
+        if path == "/dev/null" { return }
         buffer.append(contentsOf: d)
         if buffer.count >= 1 << 20 { try flush() }
     }
