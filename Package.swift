@@ -33,6 +33,15 @@ let package = Package(
         .target(name: "MeshCore", dependencies: ["COpenSSLCrypto"]),
 
         // MARK: QUICTransport (issue 3)
+        .target(name: "QUICTransport", dependencies: [
+            "MeshCore", "CNgtcp2", "CNghttp3",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gquic-fetch", dependencies: [
+            "QUICTransport", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "QUICTransportTests", dependencies: ["QUICTransport", "MeshCore"]),
 
         // MARK: ContentStore (issue 4)
 
@@ -55,13 +64,13 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "gquic-peer", dependencies: [
-            "MeshPeer", "MeshCore",
+            "MeshPeer", "MeshCore", "QUICTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore",
+            "MeshCore", "QUICTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -119,4 +119,8 @@ static inline int gq_ngtcp2_decode_transport_params(ngtcp2_transport_params *par
     return ngtcp2_decode_transport_params(params, exttype, data, datalen);
 }
 
+/* gnutls_free is a global function-pointer variable, which Swift 6 refuses to read (shared mutable
+ * state); this wrapper calls it. */
+static inline void gq_gnutls_free(void *p) { gnutls_free(p); }
+
 #endif

@@ -23,7 +23,7 @@ struct GQuicPeer: AsyncParsableCommand {
         then flags. `gquic-peer config` prints every key with its default.
         """,
         version: GQUICVersion.string,
-        subcommands: [Init.self, Run.self, Status.self, Config.self]
+        subcommands: [Init.self, Run.self, Status.self, Config.self, Serve.self]
     )
 }
 

@@ -1,0 +1,104 @@
+import CNgtcp2
+import MeshCore
+
+/// What runs on top of a connection once the handshake is done: the mesh stream scheduler
+/// (`MeshStreams`, ALPN `gquic/1`) or HTTP/3 (`HTTP3Session`, ALPN `h3`). All calls happen on the
+/// connection's owner thread, inside ngtcp2 callbacks or the write loop.
+protocol QUICApplication: AnyObject {
+    /// The handshake completed and the peer is authenticated.
+    func start(_ connection: QUICConnection) throws(QUICError)
+    /// Stream bytes in order of arrival (ngtcp2 hands them over in order). Throwing closes the connection.
+    func receivedStreamData(_ connection: QUICConnection, stream: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError)
+    /// The peer opened a stream.
+    func streamOpened(_ connection: QUICConnection, stream: Int64)
+    /// A stream is gone from ngtcp2 (both directions done, or reset).
+    func streamClosed(_ connection: QUICConnection, stream: Int64, errorCode: UInt64?)
+    /// The peer reset its sending side.
+    func streamReset(_ connection: QUICConnection, stream: Int64, errorCode: UInt64)
+    /// The peer asked us to stop sending.
+    func stopSending(_ connection: QUICConnection, stream: Int64, errorCode: UInt64)
+    /// The peer acknowledged `length` bytes at `offset`: their buffers may be released.
+    func ackedStreamData(_ connection: QUICConnection, stream: Int64, offset: UInt64, length: UInt64)
+    /// Flow control opened for `stream`.
+    func streamUnblocked(_ connection: QUICConnection, stream: Int64)
+    /// The peer allows more locally-opened streams.
+    func moreStreamsAllowed(_ connection: QUICConnection)
+    /// A DATAGRAM frame arrived.
+    func receivedDatagram(_ connection: QUICConnection, data: UnsafeRawBufferPointer)
+    /// The next stream data to send, highest priority first: fills `vecs` and returns the stream,
+    /// the number of vecs used, and whether the data ends the stream. Nil when nothing is ready.
+    func nextStreamData(_ connection: QUICConnection, vecs: UnsafeMutableBufferPointer<ngtcp2_vec>) -> (stream: Int64, count: Int, fin: Bool)?
+    /// ngtcp2 took `count` bytes of the data last offered on `stream` (and the FIN if `fin`).
+    func wroteStreamData(_ connection: QUICConnection, stream: Int64, count: Int, fin: Bool)
+    /// The stream cannot send now (flow control, or its write side is shut).
+    func streamBlocked(_ connection: QUICConnection, stream: Int64, permanently: Bool)
+    /// The connection is over; `error` says why (nil for a clean close).
+    func connectionClosed(_ connection: QUICConnection, error: QUICError?)
+}
+
+/// Congestion controllers ngtcp2 0.12 offers. BBR is the default: in this ngtcp2, CUBIC collapses at
+/// 1% random loss while BBR holds the link rate (docs/benchmarks.md).
+public enum CongestionControl: String, Sendable, CaseIterable {
+    case bbr, bbr2, cubic, reno
+
+    var ngtcp2: ngtcp2_cc_algo {
+        switch self {
+        case .bbr: NGTCP2_CC_ALGO_BBR
+        case .bbr2: NGTCP2_CC_ALGO_BBR2
+        case .cubic: NGTCP2_CC_ALGO_CUBIC
+        case .reno: NGTCP2_CC_ALGO_RENO
+        }
+    }
+}
+
+/// Transport settings for every connection of an endpoint. Defaults are sized for throughput on a
+/// LAN: flow-control windows start at 4 MiB per stream and auto-tune up to 32 MiB.
+public struct QUICSettings: Sendable {
+    /// Default BBR (see `CongestionControl`).
+    public var congestionControl: CongestionControl = .bbr
+    /// Close a connection silent for this long. Default 30 s.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Give up a handshake after this long. Default 10 s.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// Connection-level flow-control window at start. Default 16 MiB.
+    public var initialMaxData: UInt64 = 16 << 20
+    /// Stream-level flow-control window at start. Default 4 MiB.
+    public var initialMaxStreamData: UInt64 = 4 << 20
+    /// Auto-tuning ceiling for the connection window. Default 64 MiB.
+    public var maxWindow: UInt64 = 64 << 20
+    /// Auto-tuning ceiling for a stream window. Default 32 MiB.
+    public var maxStreamWindow: UInt64 = 32 << 20
+    /// Concurrent bidirectional streams the peer may open. Default 4096.
+    public var maxStreamsBidi: UInt64 = 4096
+    /// Concurrent unidirectional streams the peer may open. Default 1024.
+    public var maxStreamsUni: UInt64 = 1024
+    /// Largest DATAGRAM frame accepted (RFC 9221). Default 1200 bytes; 0 disables DATAGRAM.
+    public var maxDatagramFrameSize: UInt64 = 1200
+    /// Largest UDP payload we send. Default 1452 (Ethernet MTU minus headers).
+    public var maxUDPPayloadSize: Int = 1452
+    /// Send PINGs to keep an idle connection open. Default nil (off).
+    public var keepAlive: Duration? = nil
+
+    public init() {}
+}
+
+/// Per-connection numbers for metrics and `gquic-peer` status.
+public struct ConnectionStats: Sendable, CustomStringConvertible {
+    public var smoothedRTT: Duration
+    public var rttVariance: Duration
+    public var minRTT: Duration
+    public var latestRTT: Duration
+    public var congestionWindow: UInt64
+    public var bytesInFlight: UInt64
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+    public var packetsSent: UInt64
+    public var packetsReceived: UInt64
+    /// Open streams by traffic class (mesh links only).
+    public var streamsByClass: [TrafficClass: Int]
+
+    public var description: String {
+        "srtt=\(smoothedRTT) rttvar=\(rttVariance) cwnd=\(congestionWindow) inflight=\(bytesInFlight) "
+            + "sent=\(bytesSent)B/\(packetsSent)pkt recv=\(bytesReceived)B/\(packetsReceived)pkt"
+    }
+}

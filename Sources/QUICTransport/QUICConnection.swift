@@ -1,0 +1,609 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNgtcp2
+import Logging
+import MeshCore
+
+/// One QUIC connection over ngtcp2 0.12, sans-IO: datagrams and `now` in, datagrams and the next
+/// timer out. Not thread-safe: its owner (an endpoint thread, a test, the simulator) calls it from
+/// one thread at a time.
+public final class QUICConnection {
+    public enum Role: Sendable { case client, server }
+
+    enum State { case handshaking, established, closing(until: Instant), draining(until: Instant), closed }
+
+    /// Things the owner must act on, collected during `receive`/`handleTimeout`/`pollTransmit`.
+    enum Event {
+        case handshakeCompleted
+        /// The server confirmed the handshake (client side): the server accepted our certificate too.
+        case handshakeConfirmed
+        case newConnectionID(ConnectionID)
+        case retiredConnectionID(ConnectionID)
+        case closed(QUICError?)
+    }
+
+    public let role: Role
+    public let remote: SocketAddress
+    public let local: SocketAddress
+    let settings: QUICSettings
+    /// The ngtcp2 connection; owned (deleted in deinit).
+    private(set) var conn: OpaquePointer?
+    private(set) var tls: TLSSession!
+    private let pathStorage: UnsafeMutablePointer<ngtcp2_path_storage>
+    private let resetSecret: [UInt8]
+    private(set) var state: State = .handshaking
+    var events: [Event] = []
+    var application: QUICApplication?
+    /// Called at handshake completion (server side) to pick the application for the negotiated ALPN.
+    var applicationFactory: ((QUICConnection) throws(QUICError) -> QUICApplication)?
+    let logger: Logger
+
+    /// The node the peer proved to be (mesh links), once its certificate was checked.
+    public private(set) var peerNodeID: NodeID?
+    /// For a client dialling a known node: the NodeID the server must prove.
+    let expectedPeer: NodeID?
+    private var closeError: QUICError?
+    /// Why the connection is closing or closed, once known.
+    public var closeReason: QUICError? { closeError }
+    private var closePacket: [UInt8] = []
+    private var pendingDatagrams: [[UInt8]] = []
+    /// Our own source connection IDs (the endpoint routes these to us).
+    private(set) var localIDs: Set<ConnectionID> = []
+    /// The client's original destination ID (server side), also routed to us until the handshake ends.
+    let originalDestinationID: ConnectionID?
+
+    private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
+    private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
+    private var lastKeepAlive = Instant.zero
+
+    /// A client connection to `remote`. `expectedPeer` makes the handshake fail unless the server
+    /// proves that node identity.
+    init(clientTo remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials, alpn: [String],
+         serverName: String?, expectedPeer: NodeID?, settings: QUICSettings, resetSecret: [UInt8],
+         now: Instant, logger: Logger) throws(QUICError) {
+        role = .client
+        self.remote = remote; self.local = local; self.settings = settings
+        self.resetSecret = resetSecret; self.expectedPeer = expectedPeer; self.logger = logger
+        originalDestinationID = nil
+        pathStorage = QUICConnection.makePath(local: local, remote: remote)
+        let dcid = ConnectionID.random(length: 18), scid = ConnectionID.random()
+        localIDs.insert(scid)
+        let owner = Unmanaged.passUnretained(self).toOpaque()
+        tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName, owner: owner)
+        var s = makeSettings(now: now)
+        var p = makeTransportParams()
+        var callbacks = QUICConnection.callbacks(client: true)
+        var d = dcid.ngtcp2, sc = scid.ngtcp2
+        var c: OpaquePointer?
+        let rc = gq_ngtcp2_conn_client_new(&c, &d, &sc, &pathStorage.pointee.path, NGTCP2_PROTO_VER_V1,
+                                           &callbacks, &s, &p, nil, owner)
+        guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a client connection", rc) }
+        conn = c
+        ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+    }
+
+    /// A server connection for a client Initial whose header is `header`.
+    init(serverFor header: ngtcp2_pkt_hd, remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials,
+         alpn: [String], settings: QUICSettings, resetSecret: [UInt8], now: Instant, logger: Logger) throws(QUICError) {
+        role = .server
+        self.remote = remote; self.local = local; self.settings = settings
+        self.resetSecret = resetSecret; self.logger = logger
+        expectedPeer = nil
+        originalDestinationID = ConnectionID(header.dcid)
+        pathStorage = QUICConnection.makePath(local: local, remote: remote)
+        let scid = ConnectionID.random()
+        localIDs.insert(scid)
+        let owner = Unmanaged.passUnretained(self).toOpaque()
+        tls = try TLSSession(isServer: true, credentials: credentials, alpn: alpn, serverName: nil, owner: owner)
+        var s = makeSettings(now: now)
+        s.token = header.token
+        var p = makeTransportParams()
+        p.original_dcid = header.dcid
+        p.stateless_reset_token_present = 1
+        withUnsafeMutableBytes(of: &p.stateless_reset_token) { tok in
+            var cid = scid.ngtcp2
+            _ = resetSecret.withUnsafeBufferPointer {
+                ngtcp2_crypto_generate_stateless_reset_token(tok.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.baseAddress, $0.count, &cid)
+            }
+        }
+        var callbacks = QUICConnection.callbacks(client: false)
+        var d = header.scid, sc = scid.ngtcp2
+        var c: OpaquePointer?
+        let rc = gq_ngtcp2_conn_server_new(&c, &d, &sc, &pathStorage.pointee.path, header.version,
+                                           &callbacks, &s, &p, nil, owner)
+        guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a server connection", rc) }
+        conn = c
+        ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+    }
+
+    deinit {
+        if let conn { ngtcp2_conn_del(conn) }
+        pathStorage.deallocate()
+    }
+
+    private static func makePath(local: SocketAddress, remote: SocketAddress) -> UnsafeMutablePointer<ngtcp2_path_storage> {
+        let ps = UnsafeMutablePointer<ngtcp2_path_storage>.allocate(capacity: 1)
+        ps.initialize(to: ngtcp2_path_storage())
+        var l = local, r = remote
+        withUnsafePointer(to: &l.storage) { lp in
+            withUnsafePointer(to: &r.storage) { rp in
+                lp.withMemoryRebound(to: sockaddr.self, capacity: 1) { lsa in
+                    rp.withMemoryRebound(to: sockaddr.self, capacity: 1) { rsa in
+                        ngtcp2_path_storage_init(ps, lsa, l.length, rsa, r.length, nil)
+                    }
+                }
+            }
+        }
+        return ps
+    }
+
+    private func makeSettings(now: Instant) -> ngtcp2_settings {
+        var s = ngtcp2_settings()
+        gq_ngtcp2_settings_default(&s)
+        s.initial_ts = now.nanoseconds
+        s.cc_algo = settings.congestionControl.ngtcp2
+        s.max_window = settings.maxWindow
+        s.max_stream_window = settings.maxStreamWindow
+        s.handshake_timeout = UInt64(settings.handshakeTimeout.nanosecondsClamped)
+        s.max_tx_udp_payload_size = settings.maxUDPPayloadSize
+        return s
+    }
+
+    private func makeTransportParams() -> ngtcp2_transport_params {
+        var p = ngtcp2_transport_params()
+        gq_ngtcp2_transport_params_default(&p)
+        p.initial_max_data = settings.initialMaxData
+        p.initial_max_stream_data_bidi_local = settings.initialMaxStreamData
+        p.initial_max_stream_data_bidi_remote = settings.initialMaxStreamData
+        p.initial_max_stream_data_uni = settings.initialMaxStreamData
+        p.initial_max_streams_bidi = settings.maxStreamsBidi
+        p.initial_max_streams_uni = settings.maxStreamsUni
+        p.max_idle_timeout = UInt64(settings.idleTimeout.nanosecondsClamped)
+        p.max_datagram_frame_size = settings.maxDatagramFrameSize
+        p.active_connection_id_limit = 4
+        return p
+    }
+
+    // MARK: Inputs
+
+    /// Feeds one received UDP datagram.
+    public func receive(_ datagram: UnsafeRawBufferPointer, from: SocketAddress, now: Instant) {
+        switch state {
+        case .closing:
+            // Answer anything with our CONNECTION_CLOSE again (RFC 9000 §10.2.1); the owner sends it.
+            resendClose = true
+            return
+        case .draining, .closed:
+            return
+        default: break
+        }
+        guard let conn else { return }
+        bytesReceived += UInt64(datagram.count); packetsReceived += 1
+        var pi = ngtcp2_pkt_info()
+        let rc = gq_ngtcp2_conn_read_pkt(conn, &pathStorage.pointee.path, &pi,
+                                         datagram.bindMemory(to: UInt8.self).baseAddress, datagram.count, now.nanoseconds)
+        if rc != 0 { handleLibraryError(rc, while: "reading a packet", now: now) }
+    }
+    var resendClose = false
+
+    /// Runs due timers (loss detection, idle, handshake timeout, closing period).
+    public func handleTimeout(now: Instant) {
+        switch state {
+        case .closing(let until), .draining(let until):
+            if now >= until { finish(closeError) }
+            return
+        case .closed: return
+        default: break
+        }
+        guard let conn else { return }
+        if let ka = settings.keepAlive, case .established = state, now - lastKeepAlive >= ka {
+            lastKeepAlive = now
+            // Any ack-eliciting frame keeps the peer's idle timer fresh; a 0-length datagram would do,
+            // but ngtcp2 sends PINGs itself on PTO, so extending the deadline is enough here.
+        }
+        let rc = ngtcp2_conn_handle_expiry(conn, now.nanoseconds)
+        if rc != 0 { handleLibraryError(rc, while: "handling a timer", now: now) }
+    }
+
+    /// When `handleTimeout` should next be called.
+    public var nextTimeout: Instant {
+        switch state {
+        case .closing(let until), .draining(let until): return until
+        case .closed: return .distantFuture
+        default: break
+        }
+        guard let conn else { return .distantFuture }
+        let e = ngtcp2_conn_get_expiry(conn)
+        return e == UInt64.max ? .distantFuture : Instant(nanoseconds: e)
+    }
+
+    public var isClosed: Bool { if case .closed = state { true } else { false } }
+    public var isEstablished: Bool { if case .established = state { true } else { false } }
+    var isClosingOrDraining: Bool {
+        switch state { case .closing, .draining, .closed: true; default: false }
+    }
+
+    /// Queues a DATAGRAM frame (RFC 9221). Dropped if the peer does not accept DATAGRAM or it is too big.
+    public func sendDatagram(_ bytes: [UInt8]) {
+        guard pendingDatagrams.count < 1024 else { return }
+        pendingDatagrams.append(bytes)
+    }
+
+    // MARK: Output
+
+    /// Writes every packet that is ready (up to the congestion controller's send quantum), calling
+    /// `emit` with each UDP payload. Returns the number of packets written.
+    @discardableResult
+    func writePackets(now: Instant, buffer: UnsafeMutableRawBufferPointer, maxPackets: Int = 64,
+                      emit: (UnsafeRawBufferPointer) -> Void) -> Int {
+        if resendClose, case .closing = state, !closePacket.isEmpty {
+            resendClose = false
+            closePacket.withUnsafeBytes { emit($0) }
+            return 1
+        }
+        guard let conn, case .handshaking = state.orEstablished else { return 0 }
+        let udp = min(buffer.count, ngtcp2_conn_get_max_tx_udp_payload_size(conn))
+        let quantum = max(1, ngtcp2_conn_get_send_quantum(conn) / max(udp, 1))
+        let limit = min(maxPackets, quantum)
+        let dest = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var written = 0
+        var pi = ngtcp2_pkt_info()
+        var vecs = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
+        let ts = now.nanoseconds
+        outer: while written < limit {
+            if !pendingDatagrams.isEmpty, case .established = state {
+                let d = pendingDatagrams[0]
+                var accepted: Int32 = 0
+                let n: Int = d.withUnsafeBufferPointer { b in
+                    var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: b.baseAddress), len: b.count)
+                    return gq_ngtcp2_conn_writev_datagram(conn, &pathStorage.pointee.path, &pi, dest, udp, &accepted, 0, 0, &v, 1, ts)
+                }
+                if n < 0 {
+                    pendingDatagrams.removeFirst() // too large or not negotiated: drop (loss-tolerant by contract)
+                    continue
+                }
+                if accepted != 0 { pendingDatagrams.removeFirst() }
+                if n == 0 { break }
+                account(n); emit(UnsafeRawBufferPointer(start: dest, count: n)); written += 1
+                continue
+            }
+            var stream: Int64 = -1
+            var count = 0
+            var fin = false
+            var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
+            if case .established = state, let app = application,
+               let next = vecs.withUnsafeMutableBufferPointer({ app.nextStreamData(self, vecs: $0) }) {
+                (stream, count, fin) = next
+                if fin { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
+            }
+            var ndatalen: Int = -1
+            let n = vecs.withUnsafeBufferPointer { v in
+                gq_ngtcp2_conn_writev_stream(conn, &pathStorage.pointee.path, &pi, dest, udp, &ndatalen, flags,
+                                             stream, v.baseAddress, count, ts)
+            }
+            if n < 0 {
+                switch Int32(n) {
+                case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                    application?.streamBlocked(self, stream: stream, permanently: false)
+                    continue outer
+                case NGTCP2_ERR_STREAM_SHUT_WR, NGTCP2_ERR_STREAM_NOT_FOUND:
+                    application?.streamBlocked(self, stream: stream, permanently: true)
+                    continue outer
+                case NGTCP2_ERR_WRITE_MORE:
+                    let total = vecs.prefix(count).reduce(0) { $0 + $1.len }
+                    application?.wroteStreamData(self, stream: stream, count: ndatalen, fin: fin && ndatalen == total)
+                    continue outer
+                default:
+                    handleLibraryError(Int32(n), while: "writing packets", now: now)
+                    if case .closing = state, !closePacket.isEmpty {
+                        closePacket.withUnsafeBytes { emit($0) }
+                        written += 1
+                    }
+                    break outer
+                }
+            }
+            if ndatalen >= 0, stream >= 0 {
+                let total = vecs.prefix(count).reduce(0) { $0 + $1.len }
+                application?.wroteStreamData(self, stream: stream, count: ndatalen, fin: fin && ndatalen == total)
+            }
+            if n == 0 { break }
+            account(n)
+            emit(UnsafeRawBufferPointer(start: dest, count: n))
+            written += 1
+        }
+        ngtcp2_conn_update_pkt_tx_time(conn, ts)
+        return written
+    }
+
+    /// Sans-IO convenience: every ready datagram as arrays.
+    public func pollTransmit(now: Instant) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+        defer { buf.deallocate() }
+        while true {
+            let n = writePackets(now: now, buffer: buf) { out.append(Array($0)) }
+            if n == 0 { break }
+        }
+        return out
+    }
+
+    private func account(_ n: Int) { bytesSent += UInt64(n); packetsSent += 1 }
+
+    // MARK: Streams (for applications)
+
+    func openStream(bidirectional: Bool) -> Int64? {
+        guard let conn, case .established = state else { return nil }
+        var id: Int64 = -1
+        let rc = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
+        return rc == 0 ? id : nil
+    }
+
+    /// The application consumed `count` bytes of `stream`: open the flow-control windows by that much.
+    func consumed(stream: Int64, count: Int) {
+        guard let conn, count > 0 else { return }
+        _ = ngtcp2_conn_extend_max_stream_offset(conn, stream, UInt64(count))
+        ngtcp2_conn_extend_max_offset(conn, UInt64(count))
+    }
+
+    func shutdownStream(_ stream: Int64, errorCode: UInt64) {
+        guard let conn else { return }
+        _ = ngtcp2_conn_shutdown_stream(conn, stream, errorCode)
+    }
+
+    func shutdownStreamRead(_ stream: Int64, errorCode: UInt64) {
+        guard let conn else { return }
+        _ = ngtcp2_conn_shutdown_stream_read(conn, stream, errorCode)
+    }
+
+    func shutdownStreamWrite(_ stream: Int64, errorCode: UInt64) {
+        guard let conn else { return }
+        _ = ngtcp2_conn_shutdown_stream_write(conn, stream, errorCode)
+    }
+
+    var negotiatedALPN: String? { tls.negotiatedALPN }
+
+    public var stats: ConnectionStats {
+        var st = ngtcp2_conn_stat()
+        if let conn { gq_ngtcp2_conn_get_conn_stat(conn, &st) }
+        return ConnectionStats(smoothedRTT: .nanoseconds(Int64(clamping: st.smoothed_rtt)),
+                               rttVariance: .nanoseconds(Int64(clamping: st.rttvar)),
+                               minRTT: .nanoseconds(Int64(clamping: st.min_rtt == UInt64.max ? 0 : st.min_rtt)),
+                               latestRTT: .nanoseconds(Int64(clamping: st.latest_rtt)),
+                               congestionWindow: st.cwnd, bytesInFlight: st.bytes_in_flight,
+                               bytesSent: bytesSent, bytesReceived: bytesReceived,
+                               packetsSent: packetsSent, packetsReceived: packetsReceived,
+                               streamsByClass: (application as? MeshStreams)?.openStreamsByClass ?? [:])
+    }
+
+    // MARK: Closing
+
+    /// Closes with an application error code; the CONNECTION_CLOSE goes out on the next `writePackets`.
+    public func close(errorCode: UInt64 = 0, reason: String = "", now: Instant) {
+        guard let conn, !isClosingOrDraining else { return }
+        var ccerr = ngtcp2_connection_close_error()
+        var r = Array(reason.utf8.prefix(200))
+        r.withUnsafeMutableBufferPointer {
+            ngtcp2_connection_close_error_set_application_error(&ccerr, errorCode, $0.baseAddress, $0.count)
+        }
+        enterClosing(conn, &ccerr, now: now, error: errorCode == 0 ? nil : .closed("closed locally with code \(errorCode) \(reason)"))
+        resendClose = true
+    }
+
+    private func enterClosing(_ conn: OpaquePointer, _ ccerr: inout ngtcp2_connection_close_error, now: Instant, error: QUICError?) {
+        var buf = [UInt8](repeating: 0, count: 1500)
+        var pi = ngtcp2_pkt_info()
+        let n = buf.withUnsafeMutableBufferPointer {
+            gq_ngtcp2_conn_write_connection_close(conn, &pathStorage.pointee.path, &pi, $0.baseAddress, $0.count, &ccerr, now.nanoseconds)
+        }
+        closePacket = n > 0 ? Array(buf[0..<n]) : []
+        closeError = closeError ?? error
+        state = .closing(until: now + .nanoseconds(Int64(clamping: 3 * ngtcp2_conn_get_pto(conn))))
+        resendClose = !closePacket.isEmpty
+        application?.connectionClosed(self, error: closeError)
+        application = nil
+    }
+
+    private func handleLibraryError(_ rc: Int32, while what: String, now: Instant) {
+        guard let conn else { return }
+        switch rc {
+        case NGTCP2_ERR_DRAINING:
+            var cc = ngtcp2_connection_close_error()
+            ngtcp2_conn_get_connection_close_error(conn, &cc)
+            let reason = cc.reason.map { String(decoding: UnsafeBufferPointer(start: $0, count: cc.reasonlen), as: UTF8.self) } ?? ""
+            var err: QUICError? = nil
+            if cc.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT && cc.error_code & 0xff00 == 0x100 {
+                let alert = cc.error_code & 0xff
+                err = .closed("peer aborted the TLS handshake with alert \(alert)"
+                    + (alert == 42 || alert == 46 || alert == 116 ? " (certificate or identity not accepted)" : "") + " \(reason)")
+            } else if cc.error_code != 0 {
+                err = .closed("peer closed with error \(cc.error_code) \(reason)")
+            }
+            closeError = closeError ?? err
+            state = .draining(until: now + .nanoseconds(Int64(clamping: 3 * ngtcp2_conn_get_pto(conn))))
+            application?.connectionClosed(self, error: closeError)
+            application = nil
+        case NGTCP2_ERR_IDLE_CLOSE:
+            finish(closeError ?? (isEstablished ? .closed("idle timeout") : .handshakeTimeout))
+        case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+            finish(.handshakeTimeout)
+        case NGTCP2_ERR_DROP_CONN:
+            finish(closeError ?? .ngtcp2(what, rc))
+        case NGTCP2_ERR_CLOSING:
+            break
+        case NGTCP2_ERR_CRYPTO:
+            var ccerr = ngtcp2_connection_close_error()
+            ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, ngtcp2_conn_get_tls_alert(conn), nil, 0)
+            closeError = closeError ?? .closed("TLS handshake failed (alert \(ngtcp2_conn_get_tls_alert(conn)))")
+            enterClosing(conn, &ccerr, now: now, error: closeError)
+        default:
+            var ccerr = ngtcp2_connection_close_error()
+            ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, rc, nil, 0)
+            enterClosing(conn, &ccerr, now: now, error: .ngtcp2(what, rc))
+        }
+    }
+
+    private func finish(_ error: QUICError?) {
+        if case .closed = state { return }
+        state = .closed
+        application?.connectionClosed(self, error: error)
+        application = nil
+        events.append(.closed(error))
+    }
+
+    /// Hands closing/draining completion to the owner: true once the connection can be forgotten.
+    func takeFinished() -> Bool { isClosed }
+
+    // MARK: Called from TLS and ngtcp2 callbacks
+
+    /// Checks the peer's certificate (GnuTLS verify callback). Returns 0 to accept.
+    func peerCertificateChecked(_ der: UnsafeRawBufferPointer?) -> Int32 {
+        let fail = { (e: QUICError) -> Int32 in
+            self.closeError = e
+            self.logger.warning("refusing peer \(self.remote): \(e)", metadata: ["event": "peer-refused"])
+            QUICMetrics.shared.peersRefused.add(1)
+            return -1
+        }
+        guard let der else { return fail(.peerRejected("no certificate presented")) }
+        guard let id = NodeCertificate.nodeID(fromDER: der) else {
+            return fail(.peerRejected("certificate does not carry an Ed25519 node identity key"))
+        }
+        if let expectedPeer, expectedPeer != id { return fail(.identityMismatch(expected: expectedPeer, got: id)) }
+        if let policy = tls.credentials.configuration.admission, !policy.admits(id) {
+            return fail(.peerRejected("node \(id) is not admitted by the policy (\(policy))"))
+        }
+        peerNodeID = id
+        return 0
+    }
+
+    fileprivate func onHandshakeCompleted() -> Int32 {
+        state = .established
+        if application == nil, let factory = applicationFactory {
+            do { application = try factory(self) } catch {
+                closeError = error
+                logger.warning("no application for ALPN \(negotiatedALPN ?? "-") from \(remote): \(error)")
+                return NGTCP2_ERR_CALLBACK_FAILURE
+            }
+        }
+        do { try application?.start(self) } catch {
+            closeError = error
+            return NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        events.append(.handshakeCompleted)
+        return 0
+    }
+
+    fileprivate func onNewConnectionID(_ cid: UnsafeMutablePointer<ngtcp2_cid>, token: UnsafeMutablePointer<UInt8>, length: Int) -> Int32 {
+        let id = ConnectionID.random(length: length)
+        _ = id.bytes.withUnsafeBufferPointer { ngtcp2_cid_init(cid, $0.baseAddress, $0.count) }
+        let rc = resetSecret.withUnsafeBufferPointer {
+            ngtcp2_crypto_generate_stateless_reset_token(token, $0.baseAddress, $0.count, cid)
+        }
+        guard rc == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        localIDs.insert(id)
+        events.append(.newConnectionID(id))
+        return 0
+    }
+
+    fileprivate func onRemoveConnectionID(_ cid: ConnectionID) {
+        localIDs.remove(cid)
+        events.append(.retiredConnectionID(cid))
+    }
+
+    fileprivate func onStreamData(_ stream: Int64, _ data: UnsafeRawBufferPointer, fin: Bool) -> Int32 {
+        guard let app = application else {
+            consumed(stream: stream, count: data.count)
+            return 0
+        }
+        do { try app.receivedStreamData(self, stream: stream, data: data, fin: fin) } catch {
+            closeError = error
+            logger.warning("closing connection to \(remote): \(error)")
+            return NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        return 0
+    }
+
+    // MARK: ngtcp2 callbacks
+
+    static func from(_ p: UnsafeMutableRawPointer?) -> QUICConnection {
+        Unmanaged<QUICConnection>.fromOpaque(p!).takeUnretainedValue()
+    }
+
+    private static func callbacks(client: Bool) -> ngtcp2_callbacks {
+        var cb = ngtcp2_callbacks()
+        if client {
+            cb.client_initial = ngtcp2_crypto_client_initial_cb
+            cb.recv_retry = ngtcp2_crypto_recv_retry_cb
+        } else {
+            cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb
+        }
+        cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb
+        cb.encrypt = ngtcp2_crypto_encrypt_cb
+        cb.decrypt = ngtcp2_crypto_decrypt_cb
+        cb.hp_mask = ngtcp2_crypto_hp_mask_cb
+        cb.update_key = ngtcp2_crypto_update_key_cb
+        cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb
+        cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb
+        cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb
+        cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb
+        cb.rand = { dest, len, _ in _ = gnutls_rnd(GNUTLS_RND_RANDOM, dest, len) }
+        cb.handshake_completed = { _, ud in QUICConnection.from(ud).onHandshakeCompleted() }
+        cb.handshake_confirmed = { _, ud in QUICConnection.from(ud).events.append(.handshakeConfirmed); return 0 }
+        cb.get_new_connection_id = { _, cid, token, len, ud in QUICConnection.from(ud).onNewConnectionID(cid!, token: token!, length: len) }
+        cb.remove_connection_id = { _, cid, ud in
+            QUICConnection.from(ud).onRemoveConnectionID(ConnectionID(cid!.pointee)); return 0
+        }
+        cb.recv_stream_data = { _, flags, stream, _, data, len, ud, _ in
+            QUICConnection.from(ud).onStreamData(stream, UnsafeRawBufferPointer(start: data, count: len),
+                                  fin: flags & UInt32(NGTCP2_STREAM_DATA_FLAG_FIN) != 0)
+        }
+        cb.stream_open = { _, stream, ud in
+            let c = QUICConnection.from(ud); c.application?.streamOpened(c, stream: stream); return 0
+        }
+        cb.stream_close = { _, flags, stream, code, ud, _ in
+            let c = QUICConnection.from(ud)
+            let set = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0
+            c.application?.streamClosed(c, stream: stream, errorCode: set ? code : nil)
+            // ngtcp2 0.12 leaves MAX_STREAMS to us: a closed peer stream frees one slot for the peer.
+            if let conn = c.conn, ngtcp2_conn_is_local_stream(conn, stream) == 0 {
+                if ngtcp2_is_bidi_stream(stream) != 0 { ngtcp2_conn_extend_max_streams_bidi(conn, 1) }
+                else { ngtcp2_conn_extend_max_streams_uni(conn, 1) }
+            }
+            return 0
+        }
+        cb.stream_reset = { _, stream, _, code, ud, _ in
+            let c = QUICConnection.from(ud); c.application?.streamReset(c, stream: stream, errorCode: code); return 0
+        }
+        cb.stream_stop_sending = { _, stream, code, ud, _ in
+            let c = QUICConnection.from(ud); c.application?.stopSending(c, stream: stream, errorCode: code); return 0
+        }
+        cb.acked_stream_data_offset = { _, stream, offset, len, ud, _ in
+            let c = QUICConnection.from(ud); c.application?.ackedStreamData(c, stream: stream, offset: offset, length: len); return 0
+        }
+        cb.extend_max_stream_data = { _, stream, _, ud, _ in
+            let c = QUICConnection.from(ud); c.application?.streamUnblocked(c, stream: stream); return 0
+        }
+        cb.extend_max_local_streams_bidi = { _, _, ud in
+            let c = QUICConnection.from(ud); c.application?.moreStreamsAllowed(c); return 0
+        }
+        cb.extend_max_local_streams_uni = { _, _, ud in
+            let c = QUICConnection.from(ud); c.application?.moreStreamsAllowed(c); return 0
+        }
+        cb.recv_datagram = { _, _, data, len, ud in
+            let c = QUICConnection.from(ud); c.application?.receivedDatagram(c, data: UnsafeRawBufferPointer(start: data, count: len)); return 0
+        }
+        return cb
+    }
+}
+
+private extension QUICConnection.State {
+    /// `.handshaking` for both live states, so one pattern admits writing.
+    var orEstablished: QUICConnection.State {
+        switch self {
+        case .established: .handshaking
+        default: self
+        }
+    }
+}
+
+func ngtcp2ErrorName(_ code: Int32) -> UnsafePointer<CChar> { ngtcp2_strerror(code) }

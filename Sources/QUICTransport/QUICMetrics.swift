@@ -1,0 +1,25 @@
+import Synchronization
+
+/// Process-wide counters for the transport (exported by MeshPeer's metrics endpoint).
+public final class QUICMetrics: Sendable {
+    public static let shared = QUICMetrics()
+
+    public final class Counter: Sendable {
+        private let value = Atomic<Int>(0)
+        func add(_ n: Int) { value.add(n, ordering: .relaxed) }
+        public var current: Int { value.load(ordering: .relaxed) }
+    }
+
+    /// Peers refused during the handshake: no certificate, not a node certificate, wrong identity,
+    /// or not admitted by the policy.
+    public let peersRefused = Counter()
+    /// Datagrams that matched no connection and could not start one (garbage, stray short headers).
+    public let datagramsDropped = Counter()
+    /// Version Negotiation packets sent.
+    public let versionNegotiationsSent = Counter()
+    /// Stateless resets sent.
+    public let statelessResetsSent = Counter()
+    /// Connections accepted (server side) and dialled (client side).
+    public let connectionsAccepted = Counter()
+    public let connectionsDialled = Counter()
+}

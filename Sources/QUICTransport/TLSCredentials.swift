@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNgtcp2
+import MeshCore
+
+/// Which peer identities a mesh endpoint admits.
+public struct AdmissionPolicy: Sendable, CustomStringConvertible {
+    private enum Rule: Sendable {
+        case anyNode
+        case allowList(Set<NodeID>)
+    }
+    private let rule: Rule
+
+    /// Any peer that proves some node identity (a valid Ed25519 node certificate).
+    public static let anyNode = AdmissionPolicy(rule: .anyNode)
+    /// Only these node IDs.
+    public static func allowList(_ ids: some Sequence<NodeID>) -> AdmissionPolicy {
+        AdmissionPolicy(rule: .allowList(Set(ids)))
+    }
+
+    public func admits(_ id: NodeID) -> Bool {
+        switch rule {
+        case .anyNode: true
+        case .allowList(let ids): ids.contains(id)
+        }
+    }
+
+    public var description: String {
+        switch rule {
+        case .anyNode: "any node"
+        case .allowList(let ids): "allow-list of \(ids.count) node(s)"
+        }
+    }
+}
+
+/// How a TLS endpoint proves itself and checks its peer.
+public struct TLSConfiguration: Sendable {
+    enum Verification: Sendable {
+        /// Mesh links: both sides present Ed25519 node certificates; the peer's NodeID is checked
+        /// against the admission policy (and the dialled NodeID, if any).
+        case nodeIdentity(AdmissionPolicy)
+        /// HTTP/3 client: verify the server's certificate chain and name against the system trust store.
+        case systemTrust
+        /// HTTP/3 client with --insecure, or an HTTP/3 server that does not ask for client certificates.
+        case none
+    }
+    let certificatePEM: String?
+    let keyPEM: String?
+    let verification: Verification
+
+    /// A mesh node: its identity certificate (generated from the key) and mutual authentication.
+    public static func mesh(identity: NodeIdentity, admission: AdmissionPolicy = .anyNode) throws -> TLSConfiguration {
+        TLSConfiguration(certificatePEM: try NodeCertificate.selfSigned(for: identity),
+                         keyPEM: try identity.privateKeyPEM(), verification: .nodeIdentity(admission))
+    }
+
+    /// An HTTP/3 server with the given certificate and key (PEM). Clients are not asked for certificates.
+    public static func server(certificatePEM: String, keyPEM: String) -> TLSConfiguration {
+        TLSConfiguration(certificatePEM: certificatePEM, keyPEM: keyPEM, verification: .none)
+    }
+
+    /// An HTTP/3 client. `insecure` skips verifying the server's certificate (self-signed test servers).
+    public static func client(insecure: Bool) -> TLSConfiguration {
+        TLSConfiguration(certificatePEM: nil, keyPEM: nil, verification: insecure ? .none : .systemTrust)
+    }
+
+    var isMesh: Bool { if case .nodeIdentity = verification { true } else { false } }
+    var admission: AdmissionPolicy? { if case .nodeIdentity(let p) = verification { p } else { nil } }
+}
+
+/// A GnuTLS certificate-credentials object, built once per endpoint and shared by its sessions.
+final class TLSCredentials: @unchecked Sendable {
+    // Immutable after init; GnuTLS credentials may be shared between sessions.
+    let raw: gnutls_certificate_credentials_t
+    let configuration: TLSConfiguration
+
+    init(_ configuration: TLSConfiguration) throws(QUICError) {
+        try GnuTLSLibrary.ensureInitialized()
+        var cred: gnutls_certificate_credentials_t?
+        var rc = gnutls_certificate_allocate_credentials(&cred)
+        guard rc == 0, let cred else { throw .tls("allocating certificate credentials", rc) }
+        raw = cred
+        self.configuration = configuration
+        if let cert = configuration.certificatePEM, let key = configuration.keyPEM {
+            rc = TLSCredentials.withDatum(cert) { c in
+                TLSCredentials.withDatum(key) { k in
+                    gnutls_certificate_set_x509_key_mem2(cred, c, k, GNUTLS_X509_FMT_PEM, nil, 0)
+                }
+            }
+            guard rc >= 0 else {
+                gnutls_certificate_free_credentials(cred)
+                throw .tls("loading the certificate and key (are they PEM, and do they match?)", rc)
+            }
+        }
+        switch configuration.verification {
+        case .nodeIdentity:
+            gnutls_certificate_set_verify_function(cred, nodeIdentityVerifyCallback)
+        case .systemTrust:
+            rc = gnutls_certificate_set_x509_system_trust(cred)
+            guard rc >= 0 else {
+                gnutls_certificate_free_credentials(cred)
+                throw .tls("loading the system trust store", rc)
+            }
+        case .none:
+            break
+        }
+    }
+
+    deinit { gnutls_certificate_free_credentials(raw) }
+
+    static func withDatum<R>(_ s: String, _ body: (UnsafePointer<gnutls_datum_t>) -> R) -> R {
+        var bytes = Array(s.utf8)
+        return bytes.withUnsafeMutableBufferPointer { buf in
+            var d = gnutls_datum_t(data: buf.baseAddress, size: UInt32(buf.count))
+            return body(&d)
+        }
+    }
+
+    /// Reads a PEM file, bounded (certificates and keys are small).
+    static func readPEM(path: String) throws(QUICError) -> String {
+        guard let f = fopen(path, "r") else { throw .socket("opening \(path)", errno) }
+        defer { fclose(f) }
+        var data = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n == 0 { break }
+            data += buf[0..<n]
+            guard data.count < 1 << 20 else { throw .invalidArgument("\(path) is larger than 1 MiB; is it really a PEM file?") }
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// GnuTLS calls this when the peer's certificate arrives (both roles): the session's pointer leads to
+/// the `QUICConnection`, which checks the node identity. Non-zero aborts the handshake.
+private let nodeIdentityVerifyCallback: @convention(c) (gnutls_session_t?) -> Int32 = { session in
+    guard let session, let ref = gnutls_session_get_ptr(session) else { return -1 }
+    let connRef = ref.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self)
+    guard let owner = connRef.pointee.user_data else { return -1 }
+    let connection = Unmanaged<QUICConnection>.fromOpaque(owner).takeUnretainedValue()
+    var count: UInt32 = 0
+    guard let certs = gnutls_certificate_get_peers(session, &count), count > 0 else {
+        return connection.peerCertificateChecked(nil)
+    }
+    let der = UnsafeRawBufferPointer(start: certs[0].data, count: Int(certs[0].size))
+    return connection.peerCertificateChecked(der)
+}
