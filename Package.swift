@@ -57,7 +57,7 @@ let package = Package(
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [
-            "MeshCore",
+            "MeshCore", "QUICTransport", "Swarm",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
