@@ -36,6 +36,10 @@ let package = Package(
         // MARK: MeshSimulator (issue 5)
 
         // MARK: Membership (issue 6)
+        .target(name: "Membership", dependencies: ["MeshCore"]),
+        // A small virtual-time world that drives N membership cores (tests and gquic-bench).
+        .target(name: "MembershipLab", dependencies: ["Membership", "MeshCore"]),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipLab", "MeshCore"]),
 
         // MARK: ClusterState (issue 7)
 
