@@ -65,6 +65,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var indirectSent = false
         var expectedNacks = 0
         var nacks = 0
+        /// The last-chance probe of a suspect whose suspicion timed out.
+        var final = false
     }
     private var probes: [UInt64: PendingProbe] = [:]
 
@@ -79,6 +81,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var relays: [UInt64: Relay] = [:]
 
     private var suspicions: [NodeID: SuspicionTimer] = [:]
+    /// Probes that ended without an ack, kept a while so a late ack still teaches us the RTT.
+    private var lateProbes: [UInt64: (target: NodeID, sentAt: Instant)] = [:]
+    /// Per-member RTT: smoothed and last sample, from acks (late ones too).
+    private var rtts: [NodeID: (smoothed: Duration, last: Duration)] = [:]
     private var broadcasts = BroadcastQueue()
     /// Lifeguard's local health multiplier (0...settings.lifeguard.maxMultiplier).
     public private(set) var localHealth = 0
@@ -223,7 +229,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             ack.sequence = ping.sequence
             ack.responder = me
             ack.coordinate = vivaldi.coordinate
-            ack.updates = piggyback(for: from)
+            // The prober suspects us (Lifeguard's buddy system put the suspicion in its ping): our
+            // refutation goes first in the answer.
+            let accused = ping.updates.contains { $0.node == me && $0.status != .alive }
+            if accused { broadcasts.enqueue(selfUpdate) }
+            ack.updates = piggyback(for: from, first: accused ? me : nil)
             send(.ack(ack), to: from, now: now, &out)
         case .pingReq(let req):
             apply(req.updates, from: from, now: now)
@@ -251,10 +261,19 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 guard ack.responder == probe.target else { return }
                 probes[ack.sequence] = nil
                 adjustHealth(-1)
+                if probe.final, let m = members[probe.target], m.status == .suspect, var timer = suspicions[probe.target] {
+                    // Alive after all, and not yet refuted: give it a fresh suspicion period.
+                    timer = SuspicionTimer(start: now, k: timer.k, min: timer.min, max: timer.max, firstSuspector: me)
+                    suspicions[probe.target] = timer
+                }
+                if from == probe.target { observeRTT(now - probe.sentAt, for: from) }
                 if from == probe.target, let c = ack.coordinate {
                     vivaldi.observe(rtt: now - probe.sentAt, to: from, coordinate: c, rng: &rng)
                     members[from]?.coordinate = c
                 }
+            } else if let late = lateProbes[ack.sequence], late.target == from, ack.responder == from {
+                lateProbes[ack.sequence] = nil
+                observeRTT(now - late.sentAt, for: from)
             } else if let relay = relays[ack.sequence], ack.responder == relay.target, from == relay.target {
                 relays[ack.sequence] = nil
                 var fwd = MembershipMessage.Ack()
@@ -328,7 +347,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             }
             if now >= probe.periodEndAt {
                 probes[seq] = nil
-                probeFailed(probe, now: now, &out)
+                probeFailed(probe, seq: seq, now: now, &out)
             }
         }
         // Relays: nack the requester if the target has not answered (Lifeguard).
@@ -342,12 +361,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if now >= relay.expiresAt { relays[seq] = nil }
         }
         // Suspicions that ran out.
-        for (node, timer) in suspicions where now >= timer.deadline {
-            suspicions[node] = nil
-            guard let m = members[node], m.status == .suspect else { continue }
-            stats.membersDeclaredDead += 1
-            let dead = MemberUpdate(node: node, address: m.address, version: m.version, status: .dead, from: me)
-            applyDead(dead, now: now)
+        for (node, timer) in suspicions where !timer.finalProbe && now >= timer.deadline {
+            guard members[node]?.status == .suspect else { suspicions[node] = nil; continue }
+            // Before declaring a member dead, probe it once more, carrying the suspicion: if it
+            // answers, its refutation comes back in the ack. This covers the (small, per-update)
+            // chance that λ·log N retransmissions never reached us (a GQUIC addition to Lifeguard).
+            suspicions[node]?.finalProbe = true
+            startProbe(node, final: true, now: now, &out)
         }
         if now >= nextProbeAt {
             if !leaving { probeNext(now: now, &out) }
@@ -417,10 +437,20 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if let m = members[candidate], m.status == .alive || m.status == .suspect { target = candidate; break }
         }
         guard let t = target else { return }
+        startProbe(t, final: false, now: now, &out)
+    }
+
+    private mutating func startProbe(_ t: NodeID, final: Bool, now: Instant, _ out: inout Outbox) {
         sequence &+= 1
         let seq = sequence
-        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + scaled(settings.probe.timeout),
-                                   periodEndAt: now + scaled(settings.probe.interval))
+        // A member that answers slowly gets a longer wait, up to `probe.maxAdaptiveWait`: late acks
+        // taught us its RTT. A crashed member's RTT does not grow, so detection is not slowed.
+        let timeout = scaled(settings.probe.timeout)
+        let period = scaled(settings.probe.interval)
+        var expected = Duration.zero
+        if let r = rtts[t] { expected = min(settings.probe.maxAdaptiveWait, max(r.smoothed, r.last) * 2) }
+        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + max(timeout, expected),
+                                   periodEndAt: now + max(period, expected + (period - timeout)), final: final)
         var ping = MembershipMessage.Ping()
         ping.sequence = seq
         ping.target = t
@@ -429,8 +459,18 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         stats.probesSent += 1
     }
 
-    private mutating func probeFailed(_ probe: PendingProbe, now: Instant, _ out: inout Outbox) {
+    private mutating func observeRTT(_ sample: Duration, for node: NodeID) {
+        guard sample >= .zero else { return }
+        if let r = rtts[node] {
+            rtts[node] = ((r.smoothed * 7 + sample) / 8, sample)
+        } else {
+            rtts[node] = (sample, sample)
+        }
+    }
+
+    private mutating func probeFailed(_ probe: PendingProbe, seq: UInt64, now: Instant, _ out: inout Outbox) {
         stats.probesFailed += 1
+        lateProbes[seq] = (probe.target, probe.sentAt)
         // Lifeguard: missing nacks mean *we* may be the slow one; raise our health multiplier.
         if probe.expectedNacks > 0 {
             if probe.nacks < probe.expectedNacks { adjustHealth(probe.expectedNacks - probe.nacks) }
@@ -438,6 +478,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             adjustHealth(1)
         }
         guard let m = members[probe.target], m.status == .alive || m.status == .suspect else { return }
+        if probe.final {
+            suspicions[probe.target] = nil
+            guard m.status == .suspect else { return }
+            stats.membersDeclaredDead += 1
+            applyDead(MemberUpdate(node: probe.target, address: m.address, version: m.version, status: .dead, from: me), now: now)
+            return
+        }
         let s = MemberUpdate(node: probe.target, address: m.address, version: m.version, status: .suspect, from: me)
         applySuspect(s, now: now)
     }
@@ -682,6 +729,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func reap(now: Instant) {
         for (node, deadline) in pushPullOutstanding where now > deadline { pushPullOutstanding[node] = nil }
+        for (seq, late) in lateProbes where now - late.sentAt > settings.probe.maxAdaptiveWait * 2 { lateProbes[seq] = nil }
         for (node, items) in queued {
             let kept = items.filter { $0.until >= now }
             queued[node] = kept.isEmpty ? nil : kept
@@ -702,6 +750,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         memberIndex[node] = nil
         members[node] = nil
         suspicions[node] = nil
+        rtts[node] = nil
         vivaldi.forget(node)
     }
 
@@ -768,7 +817,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var next = min(nextProbeAt, nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
         for p in probes.values { next = min(next, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
         for r in relays.values { next = min(next, r.nacked ? r.expiresAt : r.nackAt) }
-        for s in suspicions.values { next = min(next, s.deadline) }
+        for s in suspicions.values where !s.finalProbe { next = min(next, s.deadline) }
         out.wake(at: next)
     }
 }

@@ -43,6 +43,12 @@ public struct MembershipSettings: Sendable {
         /// Fraction of the probe timeout after which an intermediary that has no ack from the target
         /// sends a nack to the requester (Lifeguard §4.3 and memberlist: 80%).
         public var nackFraction: Double = 0.8
+        /// Upper bound of the per-member adaptive wait: a member whose acks arrive late (we keep
+        /// listening for late acks) is given up to twice its observed RTT, at most this long,
+        /// before the probe counts as failed. Default 2 s (four periods). A GQUIC addition: SWIM
+        /// and memberlist wait one fixed period, so a live node slower than that is suspected on
+        /// every probe.
+        public var maxAdaptiveWait: Duration = .seconds(2)
         public init() {}
     }
 
@@ -56,7 +62,7 @@ public struct MembershipSettings: Sendable {
         /// Lifeguard's α. memberlist LAN `SuspicionMult` = 4 (with a 1 s period: 12 s at N = 1,000).
         /// Default 1: with the 500 ms period, min = 1.5 s at N = 1,000. A false suspicion gets no
         /// independent confirmations and so runs for close to `max` (9 s), ample time to refute.
-        public var minMultiplier: Double = 1
+        public var minMultiplier: Double = 2
         /// Lifeguard's β. memberlist `SuspicionMaxTimeoutMult` = 6; the paper evaluates β = 6.
         public var maxMultiplier: Double = 6
         /// Lifeguard's K: independent confirmations expected before the timeout reaches `min`.

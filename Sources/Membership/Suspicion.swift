@@ -9,6 +9,8 @@ struct SuspicionTimer: Sendable {
     let max: Duration
     /// Who has suspected the node, the first suspector included; confirmations are the others.
     private(set) var suspectors: Set<NodeID>
+    /// The timer ran out and the last-chance probe is under way.
+    var finalProbe = false
 
     init(start: Instant, k: Int, min: Duration, max: Duration, firstSuspector: NodeID) {
         self.start = start; self.k = k; self.min = min; self.max = max

@@ -50,6 +50,8 @@ public final class MembershipWorld {
     public var seedHosts: [Int]
     /// Called for every change a core reports: (observer host, change).
     public var onChange: ((Int, MembershipChange) -> Void)?
+    /// Called for every message delivered: (from, to, message).
+    public var onDeliver: ((Int, Int, PeerMessage) -> Void)?
     /// Per-message overhead added to byte counts: IPv4 + UDP + QUIC short header + DATAGRAM frame
     /// + AEAD tag (20 + 8 + 1 + 8 + 1 + 2 + 16).
     public static let packetOverhead = 56
@@ -182,6 +184,7 @@ public final class MembershipWorld {
             guard var core = hosts[to].core, hosts[to].partition == hosts[from].partition else { return }
             var incoming = msg
             incoming.peer = hosts[from].id
+            onDeliver?(from, to, incoming)
             let out = core.receive(incoming, now: now)
             hosts[to].core = core
             carryOut(out, from: to)
