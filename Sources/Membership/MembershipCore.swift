@@ -193,8 +193,6 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         do {
             return try handle(message, now: now)
         } catch {
-            stats.messagesRefused[error.code, default: 0] += 1
-            lastRefusal = error
             var out = Outbox()
             scheduleWake(&out)
             return out
@@ -204,7 +202,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Like `receive`, but says why a message was refused.
     public mutating func handle(_ message: PeerMessage, now: Instant) throws(MembershipError) -> Outbox {
         var out = Outbox()
-        try handleBody(message, now: now, &out)
+        do {
+            try handleBody(message, now: now, &out)
+        } catch {
+            stats.messagesRefused[error.code, default: 0] += 1
+            lastRefusal = error
+            throw error
+        }
         scheduleWake(&out)
         return out
     }
@@ -214,6 +218,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let decoded = try MembershipMessage(frame: message.frame, maxPushPullBytes: settings.limits.maxPushPullBytes)
         let from = message.peer
         if from == me { return }
+        // A message arrived, so the shell has an authenticated link to its sender.
+        links.insert(from)
         if case .pushPull(let pp) = decoded {
             try onPushPull(pp, from: from, now: now, &out)
             return

@@ -42,3 +42,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension MembershipCore {
+    /// Lifeguard's suspicion timeout after `confirmations` independent confirmations (public for
+    /// reports and tests): `max(min, max − (max − min)·log(c+1)/log(k+1))`.
+    public static func suspicionTimeout(confirmations: Int, k: Int, min: Duration, max: Duration) -> Duration {
+        SuspicionTimer.timeout(confirmations: confirmations, k: k, min: min, max: max)
+    }
+}
