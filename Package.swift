@@ -39,7 +39,16 @@ let package = Package(
         .target(name: "Membership", dependencies: ["MeshCore"]),
         // A small virtual-time world that drives N membership cores (tests and gquic-bench).
         .target(name: "MembershipLab", dependencies: ["Membership", "MeshCore"]),
-        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipLab", "MeshCore"]),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipLab", "MeshCore", "MDNSDiscovery"]),
+        // mDNS through avahi-client: the only module that imports CAvahiClient.
+        .target(name: "MDNSDiscovery", dependencies: [
+            "CAvahiClient", "MeshCore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gquic-mdns-probe", dependencies: [
+            "MDNSDiscovery", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // MARK: ClusterState (issue 7)
 
