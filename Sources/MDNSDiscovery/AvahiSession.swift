@@ -34,6 +34,7 @@ final class AvahiSession: @unchecked Sendable {
             Unmanaged<AvahiSession>.fromOpaque(userdata).takeUnretainedValue().clientStateChanged(client, state)
         }, me, &error)
         guard let c = client else {
+            stopped = true // deinit runs after a throwing init: do not free twice
             avahi_threaded_poll_free(poll)
             let message = String(cString: avahi_strerror(error))
             if error == Int32(AVAHI_ERR_NO_DAEMON) || error == Int32(AVAHI_ERR_DISCONNECTED) || error == Int32(AVAHI_ERR_DBUS_ERROR) {
@@ -41,8 +42,16 @@ final class AvahiSession: @unchecked Sendable {
             }
             throw .avahi("connecting to avahi-daemon", code: error, message: message)
         }
-        if browse { try startBrowsing(c) }
+        if browse {
+            do { try startBrowsing(c) } catch {
+                stopped = true
+                avahi_client_free(c)
+                avahi_threaded_poll_free(poll)
+                throw error
+            }
+        }
         guard avahi_threaded_poll_start(poll) >= 0 else {
+            stopped = true
             avahi_client_free(c)
             avahi_threaded_poll_free(poll)
             throw .avahi("starting the poll thread", code: Int32(AVAHI_ERR_FAILURE), message: "avahi_threaded_poll_start failed")
