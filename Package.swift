@@ -39,7 +39,9 @@ let package = Package(
         .target(name: "Membership", dependencies: ["MeshCore"]),
         // A small virtual-time world that drives N membership cores (tests and gquic-bench).
         .target(name: "MembershipLab", dependencies: ["Membership", "MeshCore"]),
-        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipLab", "MeshCore", "MDNSDiscovery"]),
+        .testTarget(name: "MembershipTests", dependencies: [
+            "Membership", "MembershipLab", "MeshCore", "MDNSDiscovery", .product(name: "Logging", package: "swift-log"),
+        ]),
         // mDNS through avahi-client: the only module that imports CAvahiClient.
         .target(name: "MDNSDiscovery", dependencies: [
             "CAvahiClient", "MeshCore", .product(name: "Logging", package: "swift-log"),
@@ -57,7 +59,7 @@ let package = Package(
         // MARK: MeshPeer and executables (issue 9)
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore",
+            "MeshCore", "Membership", "MembershipLab",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
