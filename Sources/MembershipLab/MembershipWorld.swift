@@ -111,9 +111,8 @@ public final class MembershipWorld {
     }
 
     public func leave(_ i: Int) {
-        guard var core = hosts[i].core else { return }
-        let out = core.leave(now: now)
-        hosts[i].core = core
+        guard hosts[i].running else { return }
+        let out = withCore(i) { $0.leave(now: now) }
         carryOut(out, from: i)
     }
 
@@ -181,25 +180,32 @@ public final class MembershipWorld {
     private func dispatch(_ event: Event) {
         switch event {
         case .deliver(let msg, let from, let to):
-            guard var core = hosts[to].core, hosts[to].partition == hosts[from].partition else { return }
+            guard hosts[to].running, hosts[to].partition == hosts[from].partition else { return }
             var incoming = msg
             incoming.peer = hosts[from].id
             onDeliver?(from, to, incoming)
-            let out = core.receive(incoming, now: now)
-            hosts[to].core = core
+            let out = withCore(to) { $0.receive(incoming, now: now) }
             carryOut(out, from: to)
         case .wake(let i, let token):
-            guard token == hosts[i].wakeToken, var core = hosts[i].core else { return }
+            guard token == hosts[i].wakeToken, hosts[i].running else { return }
             hosts[i].wakeAt = .distantFuture
-            let out = core.tick(now: now)
-            hosts[i].core = core
+            let out = withCore(i) { $0.tick(now: now) }
             carryOut(out, from: i)
         case .link(let i, let ev):
-            guard var core = hosts[i].core else { return }
-            let out = core.linkChanged(ev, now: now)
-            hosts[i].core = core
+            guard hosts[i].running else { return }
+            let out = withCore(i) { $0.linkChanged(ev, now: now) }
             carryOut(out, from: i)
         }
+    }
+
+    /// Runs `body` on host `i`'s core in place. The core is moved out of the array first, so its
+    /// dictionaries stay uniquely referenced and are not copied on write.
+    private func withCore<R>(_ i: Int, _ body: (inout MembershipCore) -> R) -> R {
+        var core = hosts[i].core!
+        hosts[i].core = nil
+        let r = body(&core)
+        hosts[i].core = core
+        return r
     }
 
     private func oneWay(_ a: Int, _ b: Int) -> Duration {
@@ -208,17 +214,9 @@ public final class MembershipWorld {
     }
 
     private func carryOut(_ out: Outbox, from i: Int) {
-        if let core = hosts[i].core {
-            if let onChange {
-                var c = core
-                let changes = c.takeChanges()
-                hosts[i].core = c
-                for ch in changes { onChange(i, ch) }
-            } else {
-                var c = core
-                _ = c.takeChanges()
-                hosts[i].core = c
-            }
+        if hosts[i].running {
+            let changes = withCore(i) { $0.takeChanges() }
+            if let onChange { for ch in changes { onChange(i, ch) } }
         }
         for msg in out.messages {
             hosts[i].messagesSent += 1
