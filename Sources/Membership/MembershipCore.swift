@@ -367,7 +367,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if now >= relay.expiresAt { relays[seq] = nil }
         }
         // Suspicions that ran out.
-        for (node, timer) in suspicions where !timer.finalProbe && now >= timer.deadline {
+        // The last-chance probe starts one probe period before the deadline, so that its verdict
+        // lands on the deadline itself.
+        let lead = scaled(settings.probe.interval)
+        for (node, timer) in suspicions where !timer.finalProbe && now >= timer.deadline - lead {
             guard members[node]?.status == .suspect else { suspicions[node] = nil; continue }
             // Before declaring a member dead, probe it once more, carrying the suspicion: if it
             // answers, its refutation comes back in the ack. This covers the (small, per-update)
@@ -823,7 +826,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var next = min(nextProbeAt, nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
         for p in probes.values { next = min(next, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
         for r in relays.values { next = min(next, r.nacked ? r.expiresAt : r.nackAt) }
-        for s in suspicions.values where !s.finalProbe { next = min(next, s.deadline) }
+        let lead = scaled(settings.probe.interval)
+        for s in suspicions.values where !s.finalProbe { next = min(next, s.deadline - lead) }
         out.wake(at: next)
     }
 }

@@ -40,12 +40,17 @@ struct MembershipBench: ParsableCommand {
         var report = BenchReport(area: "membership")
         report.header()
         for n in nodes {
-            for p in loss {
-                try measureJoinAndDetection(n: n, loss: p, settings: MembershipSettings(), label: "", report: &report)
+            // One cluster serves every loss rate (one joiner each) and then the false-positive run:
+            // forming N nodes from one seed is the expensive part of the simulation.
+            let w = formed(n: n, settings: MembershipSettings(), extra: loss.count)
+            for (k, p) in loss.enumerated() {
+                w.loss = p
+                measureJoinAndDetection(w, n: n, joiner: n + k, loss: p, label: "", report: &report)
             }
+            falsePositives(w, n: n, report: &report)
             // memberlist's LAN defaults on the same core and the same world, for the detection anchor.
-            try measureJoinAndDetection(n: n, loss: 0, settings: .memberlistLAN, label: " memberlist-cfg", report: &report)
-            falsePositives(n: n, report: &report)
+            let m = formed(n: n, settings: .memberlistLAN, extra: 1)
+            measureJoinAndDetection(m, n: n, joiner: n, loss: 0, label: " memberlist-cfg", report: &report)
         }
         try report.write()
     }
@@ -62,11 +67,12 @@ struct MembershipBench: ParsableCommand {
         return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded(.up)))]
     }
 
-    func formed(n: Int, loss: Double, settings: MembershipSettings, extra: Int) -> MembershipWorld {
+    func formed(n: Int, settings: MembershipSettings, extra: Int) -> MembershipWorld {
         let wall = Date()
         let w = MembershipWorld(count: n + extra, seed: seed &+ UInt64(n), settings: settings, seedHosts: [0, 1, 2])
         for i in 0..<n {
             if i % 50 == 0 { w.run(for: .milliseconds(500)) }
+            if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
             w.start(i)
         }
         let ok = w.run(until: {
@@ -74,14 +80,11 @@ struct MembershipBench: ParsableCommand {
         }, step: .seconds(1), limit: .seconds(300))
         progress("N=\(n): cluster formed in \(ok.map { "\($0.seconds) s" } ?? "> 300 s") virtual, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall")
         w.run(for: .seconds(30)) // let the join gossip drain
-        w.loss = loss
         return w
     }
 
-    func measureJoinAndDetection(n: Int, loss: Double, settings: MembershipSettings, label: String, report: inout BenchReport) throws {
+    func measureJoinAndDetection(_ w: MembershipWorld, n: Int, joiner: Int, loss: Double, label: String, report: inout BenchReport) {
         let tag = "\(n) \(Int(loss * 100))%\(label)"
-        let w = formed(n: n, loss: loss, settings: settings, extra: 1)
-        let joiner = n
         let joinerID = w.hosts[joiner].id
         var learned: [Int: Instant] = [:]
         var deadAt: [Int: Instant] = [:]
@@ -93,20 +96,21 @@ struct MembershipBench: ParsableCommand {
         // Bandwidth in steady state, before the join.
         let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
         w.run(for: .seconds(20))
-        let steady = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / 20 / Double(n)
+        let steady = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / 20 / Double(w.runningHosts.count)
 
         let t0 = w.now
         let bytes1 = w.hosts.reduce(0) { $0 + $1.bytesSent }
         w.start(joiner)
-        w.run(until: { learned.count >= n }, step: .milliseconds(50), limit: .seconds(60))
+        let members = w.runningHosts.count - 1
+        w.run(until: { learned.count >= members }, step: .milliseconds(50), limit: .seconds(60))
         let joinWindow = max((w.now - t0).seconds, 0.001)
-        let joinKbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes1) * 8 / 1000 / joinWindow / Double(n + 1)
+        let joinKbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes1) * 8 / 1000 / joinWindow / Double(members + 1)
         let times = learned.values.map { ($0 - t0).seconds }
-        let target = Int((Double(n) * 0.9999).rounded(.up))
+        let target = Int((Double(members) * 0.9999).rounded(.up))
         let t9999 = times.count >= target ? percentile(times, 0.9999) : .infinity
         if label.isEmpty {
             report.add(BenchRow("\(tag): join known by 99.99%", t9999, "s", anchor: "Serf model", anchorValue: Self.serfConvergence(n),
-                                note: "p50 \(String(format: "%.2f", percentile(times, 0.5))) s, reached \(times.count)/\(n)"))
+                                note: "p50 \(String(format: "%.2f", percentile(times, 0.5))) s, reached \(times.count)/\(members)"))
             report.add(BenchRow("\(tag): kbit/s/node during join", joinKbps, "kbit/s", anchor: "Serf budget", anchorValue: 330))
             report.add(BenchRow("\(tag): kbit/s/node steady", steady, "kbit/s", anchor: "Serf budget", anchorValue: 330))
         }
@@ -115,7 +119,8 @@ struct MembershipBench: ParsableCommand {
         var first: [Double] = [], all: [Double] = []
         var rng = SeededRandom(seed: seed &+ 77)
         for c in 0..<crashes {
-            let v = 3 + Int(rng.next() % UInt64(n - 3))
+            var v = 3 + Int(rng.next() % UInt64(n - 3))
+            while !w.hosts[v].running { v = 3 + Int(rng.next() % UInt64(n - 3)) }
             victim = w.hosts[v].id
             deadAt.removeAll()
             let crashAt = w.now
@@ -135,14 +140,16 @@ struct MembershipBench: ParsableCommand {
         report.add(BenchRow("\(tag): detect, all p99", percentile(all, 0.99), "s"))
     }
 
-    func falsePositives(n: Int, report: inout BenchReport) {
-        let w = formed(n: n, loss: 0.10, settings: MembershipSettings(), extra: 0)
-        let slow = [5, 6, 7, 8, 9]
+    func falsePositives(_ w: MembershipWorld, n: Int, report: inout BenchReport) {
+        w.loss = 0.10
+        let slow = Array(w.runningHosts.filter { $0 >= 3 }.prefix(5))
         for s in slow { w.slow(s, by: .milliseconds(300)) }
         var falseDead = 0
         var suspicions = 0
+        w.run(for: .seconds(60)) // let the crashed nodes' deaths settle first
+        let live = Set(w.runningHosts.map { w.hosts[$0].id })
         w.onChange = { _, change in
-            if change.status == .dead { falseDead += 1 }
+            if change.status == .dead && live.contains(change.node) { falseDead += 1 }
             if change.status == .suspect { suspicions += 1 }
         }
         let wall = Date()
@@ -155,7 +162,7 @@ struct MembershipBench: ParsableCommand {
             done += step
             progress("false positives: \(done)/\(total) s simulated, \(falseDead) false deaths, \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall")
         }
-        let kbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / Double(total) / Double(n)
+        let kbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / Double(total) / Double(live.count)
         let tag = "\(n) 10%+\(slow.count) slow"
         report.add(BenchRow("\(tag): false deaths, \(minutes) min", Double(falseDead), "events",
                             note: "goal 0; slow = +300 ms each way; \(suspicions) suspicion events seen"))
