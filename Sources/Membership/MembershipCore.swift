@@ -299,10 +299,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     public mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
-        var out = Outbox()
-        linkBody(event, now: now, &out)
-        scheduleWake(&out)
-        return out
+        withOutbox { $0.linkBody(event, now: now, &$1) }
     }
 
     private mutating func linkBody(_ event: LinkEvent, now: Instant, _ out: inout Outbox) {
@@ -327,10 +324,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     public mutating func tick(now: Instant) -> Outbox {
-        var out = Outbox()
-        tickBody(now: now, &out)
-        scheduleWake(&out)
-        return out
+        withOutbox { $0.tickBody(now: now, &$1) }
     }
 
     private mutating func tickBody(now: Instant, _ out: inout Outbox) {
@@ -406,10 +400,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Leaves the cluster gracefully: announces `left` with a new incarnation to several members at
     /// once and keeps gossiping it; the shell should keep the node running for a few gossip rounds.
     public mutating func leave(now: Instant) -> Outbox {
-        var out = Outbox()
-        leaveBody(now: now, &out)
-        scheduleWake(&out)
-        return out
+        withOutbox { $0.leaveBody(now: now, &$1) }
     }
 
     private mutating func leaveBody(now: Instant, _ out: inout Outbox) {
@@ -819,6 +810,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             }
         }
         return picked
+    }
+
+    /// Runs one input's handler and adds the next wake-up to what it produced.
+    private mutating func withOutbox(_ body: (inout MembershipCore, inout Outbox) -> Void) -> Outbox {
+        var out = Outbox()
+        body(&self, &out)
+        scheduleWake(&out)
+        return out
     }
 
     private func scheduleWake(_ out: inout Outbox) {

@@ -133,7 +133,9 @@ public enum MembershipMessage: Hashable, Sendable {
         public static let pushPull: UInt64 = 0x15
     }
 
-    public struct Ping: Hashable, Sendable, WireFields {
+    /// A ping (probe `target` directly) or a ping-req (ask the receiver to probe `target` for us):
+    /// the same fields, told apart by the frame type.
+    public struct Probe: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0
         public var target = MemberUpdate().node
         public var updates: [MemberUpdate] = []
@@ -142,16 +144,8 @@ public enum MembershipMessage: Hashable, Sendable {
             try c.varint(&sequence); try c.value(&target); try c.array(&updates, max: 256)
         }
     }
-
-    public struct PingReq: Hashable, Sendable, WireFields {
-        public var sequence: UInt64 = 0
-        public var target = MemberUpdate().node
-        public var updates: [MemberUpdate] = []
-        public init() {}
-        public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
-            try c.varint(&sequence); try c.value(&target); try c.array(&updates, max: 256)
-        }
-    }
+    public typealias Ping = Probe
+    public typealias PingReq = Probe
 
     public struct Ack: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0

@@ -194,4 +194,4 @@ enum SuspicionTimerProbe {
 }
 
 extension MembershipMessage.Gossip { init(updates: [MemberUpdate]) { self.init(); self.updates = updates } }
-extension MembershipMessage.PingReq { init(target: NodeID, updates: [MemberUpdate]) { self.init(); self.target = target; self.updates = updates } }
+extension MembershipMessage.Probe { init(target: NodeID, updates: [MemberUpdate]) { self.init(); self.target = target; self.updates = updates } }
