@@ -48,6 +48,21 @@ let package = Package(
         // MARK: MeshSimulator (issue 5)
 
         // MARK: Membership (issue 6)
+        .target(name: "Membership", dependencies: ["MeshCore"]),
+        // A small virtual-time world that drives N membership cores (tests and gquic-bench).
+        .target(name: "MembershipLab", dependencies: ["Membership", "MeshCore"]),
+        .testTarget(name: "MembershipTests", dependencies: [
+            "Membership", "MembershipLab", "MeshCore", "MDNSDiscovery", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // mDNS through avahi-client: the only module that imports CAvahiClient.
+        .target(name: "MDNSDiscovery", dependencies: [
+            "CAvahiClient", "MeshCore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gquic-mdns-probe", dependencies: [
+            "MDNSDiscovery", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // MARK: ClusterState (issue 7)
 
@@ -70,7 +85,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore", "QUICTransport",
+            "MeshCore", "QUICTransport", "Membership", "MembershipLab",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

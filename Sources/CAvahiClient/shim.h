@@ -10,4 +10,5 @@
 #include <avahi-common/strlst.h>
 #include <avahi-common/malloc.h>
 #include <avahi-common/address.h>
+#include <avahi-common/alternative.h>
 #endif

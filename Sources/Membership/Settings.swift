@@ -1,0 +1,169 @@
+import MeshCore
+
+/// Every knob of the membership core, with its default and where that default comes from.
+///
+/// Shaped like swift-cluster-membership's `SWIM.Settings`: nested structs, each field documented.
+/// Two presets exist: `MembershipSettings()` (GQUIC's defaults, tuned for a LAN mesh of up to ~10k
+/// nodes whose membership traffic rides QUIC DATAGRAMs) and `.memberlistLAN` (hashicorp/memberlist's
+/// `DefaultLANConfig`, the anchor the benchmark compares against).
+public struct MembershipSettings: Sendable {
+    /// Identifies the cluster. A join (push-pull request) from a node whose cluster ID differs is
+    /// refused. Default "gquic". Also published in mDNS TXT records.
+    public var clusterID: String = "gquic"
+
+    /// Optional allow-list: when set, only these nodes may join. Nil admits every node that proves
+    /// its identity on the (mutually authenticated) QUIC link and names the same cluster ID.
+    public var allowedNodes: Set<NodeID>? = nil
+
+    public var probe = Probe()
+    public var suspicion = Suspicion()
+    public var lifeguard = LocalHealth()
+    public var gossip = Gossip()
+    public var pushPull = PushPull()
+    public var reconnect = Reconnect()
+    public var vivaldi = Vivaldi()
+    public var limits = Limits()
+
+    public init() {}
+
+    /// SWIM failure detector: the periodic probe.
+    public struct Probe: Sendable {
+        /// How often a member is probed (SWIM's protocol period T'). Default 500 ms — half of
+        /// memberlist's LAN `ProbeInterval` (1 s): membership rides QUIC DATAGRAMs on links that are
+        /// already open, so a probe costs two small datagrams, and the shorter period is what brings
+        /// detection at N = 1,000 under 5 s (see docs/benchmarks.md). Scaled by the local health
+        /// multiplier (Lifeguard §4.3).
+        public var interval: Duration = .milliseconds(500)
+        /// How long to wait for a direct ack before asking `indirectChecks` members to probe
+        /// (memberlist LAN `ProbeTimeout`: 500 ms; we use 300 ms, well above a LAN RTT and 60% of
+        /// the shorter period). Scaled by the local health multiplier.
+        public var timeout: Duration = .milliseconds(300)
+        /// How many members to ask for an indirect probe (SWIM's k; memberlist `IndirectChecks` = 3).
+        public var indirectChecks: Int = 3
+        /// Fraction of the probe timeout after which an intermediary that has no ack from the target
+        /// sends a nack to the requester (Lifeguard §4.3 and memberlist: 80%).
+        public var nackFraction: Double = 0.8
+        /// Upper bound of the per-member adaptive wait: a member whose acks arrive late (we keep
+        /// listening for late acks) is given up to twice its observed RTT, at most this long,
+        /// before the probe counts as failed. Default 2 s (four periods). A GQUIC addition: SWIM
+        /// and memberlist wait one fixed period, so a live node slower than that is suspected on
+        /// every probe.
+        public var maxAdaptiveWait: Duration = .seconds(2)
+        public init() {}
+    }
+
+    /// Lifeguard's dynamic suspicion (Dadgar et al. 2018, §4.2; memberlist `suspicion.go`).
+    ///
+    /// A suspicion's timeout starts at `max` and shrinks towards `min` as independent members confirm
+    /// it: `timeout(c) = max(min, max − (max − min)·log(c+1)/log(k+1))` for `c` confirmations.
+    /// `min = minMultiplier · max(1, log10(N)) · probe.interval` (memberlist's `suspicionTimeout`),
+    /// `max = maxMultiplier · min`.
+    public struct Suspicion: Sendable {
+        /// Lifeguard's α. memberlist LAN `SuspicionMult` = 4 (with a 1 s period: 12 s at N = 1,000).
+        /// Default 1: with the 500 ms period, min = 1.5 s at N = 1,000. A false suspicion gets no
+        /// independent confirmations and so runs for close to `max` (9 s), ample time to refute.
+        public var minMultiplier: Double = 2
+        /// Lifeguard's β. memberlist `SuspicionMaxTimeoutMult` = 6; the paper evaluates β = 6.
+        public var maxMultiplier: Double = 6
+        /// Lifeguard's K: independent confirmations expected before the timeout reaches `min`.
+        /// The paper uses K = 3; memberlist derives `SuspicionMult − 2` = 2.
+        public var expectedConfirmations: Int = 3
+        public init() {}
+    }
+
+    /// Lifeguard's local health awareness (§4.1, memberlist `awareness.go`).
+    public struct LocalHealth: Sendable {
+        /// The local health multiplier (LHM) ranges over `0...maxMultiplier`; probe interval and
+        /// timeout are scaled by `1 + LHM`. memberlist `AwarenessMaxMultiplier` = 8.
+        public var maxMultiplier: Int = 8
+        public init() {}
+    }
+
+    /// Dissemination: piggybacked on probes, plus a dedicated gossip round.
+    public struct Gossip: Sendable {
+        /// Each update is sent `retransmitMultiplier · ceil(log10(N + 1))` times (SWIM's λ·log N;
+        /// memberlist `RetransmitMult` = 4).
+        public var retransmitMultiplier: Int = 4
+        /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms).
+        public var interval: Duration = .milliseconds(200)
+        /// Members gossiped to per round (memberlist LAN `GossipNodes` = 3).
+        public var fanout: Int = 3
+        /// How long dead members still receive gossip, so they learn they were declared dead and
+        /// refute (memberlist LAN `GossipToTheDeadTime` = 30 s).
+        public var toTheDeadTime: Duration = .seconds(30)
+        /// Bytes of piggybacked updates per message: a QUIC DATAGRAM must fit a 1,200-byte packet
+        /// with its headers (memberlist's `UDPBufferSize` is 1,400 for raw UDP).
+        public var maxPiggybackBytes: Int = 1_000
+        public init() {}
+    }
+
+    /// Push-pull anti-entropy: full state exchange on join and now and then.
+    public struct PushPull: Sendable {
+        /// Base period of the periodic sync with one random member (memberlist LAN
+        /// `PushPullInterval` = 30 s), scaled up for N > 32 by memberlist's `pushPullScale`:
+        /// `interval · (ceil(log2 N) − log2 32 + 1)`.
+        public var interval: Duration = .seconds(30)
+        /// How long a push-pull request waits for its response before it is retried with another
+        /// seed or member (memberlist's TCP timeout is 10 s).
+        public var timeout: Duration = .seconds(5)
+        public init() {}
+    }
+
+    /// Reconnecting to failed members, so a healed partition or a restarted node merges back
+    /// (Serf `ReconnectInterval` = 30 s, `ReconnectTimeout` = 24 h; memberlist alone has no such
+    /// loop, which is one half of its "restarted nodes stay dead" failure).
+    public struct Reconnect: Sendable {
+        /// How often one random dead member (and the seeds, while we know no one) is contacted.
+        public var interval: Duration = .seconds(10)
+        /// Dead members are forgotten after this long (Serf `ReconnectTimeout` = 24 h).
+        public var deadTimeout: Duration = .seconds(24 * 3600)
+        /// Left members are kept as tombstones this long so a stale alive cannot resurrect them
+        /// (Serf `TombstoneTimeout` = 24 h).
+        public var tombstoneTimeout: Duration = .seconds(24 * 3600)
+        public init() {}
+    }
+
+    /// Vivaldi network coordinates, Serf's defaults (`coordinate.DefaultConfig`).
+    public struct Vivaldi: Sendable {
+        /// Euclidean dimensions (Serf: 8).
+        public var dimensions: Int = 8
+        /// Upper bound and initial value of the error estimate (Serf `VivaldiErrorMax` = 1.5).
+        public var errorMax: Double = 1.5
+        /// ce, the error tuning factor (Serf `VivaldiCE` = 0.25).
+        public var ce: Double = 0.25
+        /// cc, the coordinate tuning factor (Serf `VivaldiCC` = 0.25).
+        public var cc: Double = 0.25
+        /// Samples in the adjustment window (Serf `AdjustmentWindowSize` = 20).
+        public var adjustmentWindow: Int = 20
+        /// The smallest height, seconds (Serf `HeightMin` = 10 µs).
+        public var heightMin: Double = 10e-6
+        /// RTT samples per peer fed through a median filter (Serf `LatencyFilterSize` = 3).
+        public var latencyFilterSize: Int = 3
+        /// Gravity pulling coordinates towards the origin (Serf `GravityRho` = 150).
+        public var gravityRho: Double = 150
+        public init() {}
+    }
+
+    /// Bounds on what a peer may make us hold or decode.
+    public struct Limits: Sendable {
+        /// Members in one push-pull state (and members we hold): 65,536.
+        public var maxMembers: Int = 65_536
+        /// Largest push-pull payload accepted, bytes (memberlist caps user state at 2 MiB too).
+        public var maxPushPullBytes: Int = 8 << 20
+        /// Updates carried by one message.
+        public var maxUpdatesPerMessage: Int = 256
+        public init() {}
+    }
+
+    /// hashicorp/memberlist's `DefaultLANConfig` (v0.5): the anchor for detection and bandwidth.
+    public static var memberlistLAN: MembershipSettings {
+        var s = MembershipSettings()
+        s.probe.interval = .seconds(1)
+        s.probe.timeout = .milliseconds(500)
+        s.suspicion.minMultiplier = 4
+        s.suspicion.maxMultiplier = 6
+        s.suspicion.expectedConfirmations = 2
+        s.gossip.maxPiggybackBytes = 1_400
+        return s
+    }
+}

@@ -1,0 +1,172 @@
+import ArgumentParser
+import Foundation
+import Membership
+import MembershipLab
+import MeshCore
+
+/// Membership at N = 1,000 (and more, if asked) in virtual time: join dissemination, failure
+/// detection, false positives — next to Serf's convergence model and memberlist's LAN timings.
+struct MembershipBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "membership",
+        abstract: "SWIM + Lifeguard at scale, simulated: join spread, failure detection, false positives.",
+        discussion: """
+        Drives N membership cores in MembershipWorld (virtual time, seeded, 0.25 ms ± 0.1 ms one-way
+        latency) and measures, for each loss rate:
+          - join: time until 99.99% of members know a new node is alive (anchor: Serf's convergence
+            model with its defaults, 2.2 s at 1k, 2.6 s at 10k) and bandwidth per node (budget ~330 kbit/s);
+          - detection: after a crash, time until the first member and all members mark it dead
+            (p50/p99 over several crashes; anchor: memberlist's LAN defaults need at least 1 s + 12 s of
+            suspicion at N = 1,000 — also measured here by running this core with those settings);
+          - false positives: live nodes marked dead over simulated minutes with 10% loss and a few
+            nodes slowed by 300 ms each way (goal: zero).
+        A 10k-node run keeps 10^8 member records in one process (~15 GB); pass --nodes 10000 only on
+        a machine with the memory for it.
+        """
+    )
+
+    @Option(parsing: .upToNextOption, help: "Cluster sizes.")
+    var nodes: [Int] = [1000]
+    @Option(parsing: .upToNextOption, help: "Message loss rates (0...1).")
+    var loss: [Double] = [0, 0.10]
+    @Option(help: "Crashes per detection measurement.")
+    var crashes = 5
+    @Option(help: "Simulated minutes for the false-positive run.")
+    var minutes: Double = 10
+    @Option(help: "Cluster size for the false-positive run (it simulates every suspicion and refutation of 10% loss for minutes: costly at 1,000 nodes on a shared 2-core machine).")
+    var fpNodes = 200
+    @Option(help: "Seed.")
+    var seed: UInt64 = 1
+
+    func run() throws {
+        var report = BenchReport(area: "membership")
+        report.header()
+        for n in nodes {
+            // One cluster serves every loss rate (one joiner each) and then the false-positive run:
+            // forming N nodes from one seed is the expensive part of the simulation.
+            let w = formed(n: n, settings: MembershipSettings(), extra: loss.count)
+            for (k, p) in loss.enumerated() {
+                w.loss = p
+                measureJoinAndDetection(w, n: n, joiner: n + k, loss: p, label: "", report: &report)
+            }
+            // memberlist's LAN defaults on the same core and the same world, for the detection anchor.
+            let m = formed(n: n, settings: .memberlistLAN, extra: 1)
+            measureJoinAndDetection(m, n: n, joiner: n, loss: 0, label: " memberlist-cfg", report: &report)
+        }
+        falsePositives(formed(n: fpNodes, settings: MembershipSettings(), extra: 0), n: fpNodes, report: &report)
+        try report.write()
+    }
+
+    static func serfConvergence(_ n: Int) -> Double? { n <= 1000 ? 2.2 : (n <= 10_000 ? 2.6 : nil) }
+
+    func progress(_ s: String) {
+        FileHandle.standardError.write(Data("  … \(s)\n".utf8))
+    }
+
+    func percentile(_ xs: [Double], _ q: Double) -> Double {
+        guard !xs.isEmpty else { return .nan }
+        let s = xs.sorted()
+        return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded(.up)))]
+    }
+
+    func formed(n: Int, settings: MembershipSettings, extra: Int) -> MembershipWorld {
+        let wall = Date()
+        let w = MembershipWorld(count: n + extra, seed: seed &+ UInt64(n), settings: settings, seedHosts: [0, 1, 2])
+        for i in 0..<n {
+            if i % 50 == 0 { w.run(for: .milliseconds(500)) }
+            if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
+            w.start(i)
+        }
+        let ok = w.run(until: {
+            (0..<n).allSatisfy { w.core($0)?.liveMemberCount == n - 1 }
+        }, step: .seconds(1), limit: .seconds(300))
+        progress("N=\(n): cluster formed in \(ok.map { "\($0.seconds) s" } ?? "> 300 s") virtual, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall")
+        w.run(for: .seconds(30)) // let the join gossip drain
+        return w
+    }
+
+    func measureJoinAndDetection(_ w: MembershipWorld, n: Int, joiner: Int, loss: Double, label: String, report: inout BenchReport) {
+        let tag = "\(n) \(Int(loss * 100))%\(label)"
+        let joinerID = w.hosts[joiner].id
+        var learned: [Int: Instant] = [:]
+        var deadAt: [Int: Instant] = [:]
+        var victim: NodeID? = nil
+        w.onChange = { observer, change in
+            if change.node == joinerID && change.status == .alive && learned[observer] == nil { learned[observer] = change.at }
+            if change.node == victim && change.status == .dead && deadAt[observer] == nil { deadAt[observer] = change.at }
+        }
+        // Bandwidth in steady state, before the join.
+        let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
+        w.run(for: .seconds(20))
+        let steady = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / 20 / Double(w.runningHosts.count)
+
+        let t0 = w.now
+        let bytes1 = w.hosts.reduce(0) { $0 + $1.bytesSent }
+        w.start(joiner)
+        let members = w.runningHosts.count - 1
+        w.run(until: { learned.count >= members }, step: .milliseconds(50), limit: .seconds(60))
+        let joinWindow = max((w.now - t0).seconds, 0.001)
+        let joinKbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes1) * 8 / 1000 / joinWindow / Double(members + 1)
+        let times = learned.values.map { ($0 - t0).seconds }
+        let target = Int((Double(members) * 0.9999).rounded(.up))
+        let t9999 = times.count >= target ? percentile(times, 0.9999) : .infinity
+        if label.isEmpty {
+            report.add(BenchRow("\(tag): join known by 99.99%", t9999, "s", anchor: "Serf model", anchorValue: Self.serfConvergence(n),
+                                note: "p50 \(String(format: "%.2f", percentile(times, 0.5))) s, reached \(times.count)/\(members)"))
+            report.add(BenchRow("\(tag): kbit/s/node during join", joinKbps, "kbit/s", anchor: "Serf budget", anchorValue: 330))
+            report.add(BenchRow("\(tag): kbit/s/node steady", steady, "kbit/s", anchor: "Serf budget", anchorValue: 330))
+        }
+
+        // Detection: crash members one at a time.
+        var first: [Double] = [], all: [Double] = []
+        var rng = SeededRandom(seed: seed &+ 77)
+        for c in 0..<crashes {
+            var v = 3 + Int(rng.next() % UInt64(n - 3))
+            while !w.hosts[v].running { v = 3 + Int(rng.next() % UInt64(n - 3)) }
+            victim = w.hosts[v].id
+            deadAt.removeAll()
+            let crashAt = w.now
+            w.crash(v)
+            let observers = w.runningHosts.count
+            let done = w.run(until: { deadAt.count >= observers }, step: .milliseconds(100), limit: .seconds(200))
+            let ts = deadAt.values.map { ($0 - crashAt).seconds }
+            if let m = ts.min() { first.append(m) }
+            if done != nil, let m = ts.max() { all.append(m) } else { all.append(.infinity) }
+            progress("\(tag): crash \(c + 1)/\(crashes): first \(ts.min() ?? .nan) s, all \(done == nil ? "not reached" : String(format: "%.2f s", ts.max() ?? .nan))")
+            w.run(for: .seconds(5))
+        }
+        let anchorFirst = label.isEmpty ? "memberlist min (1 s + 12 s)" : nil
+        report.add(BenchRow("\(tag): detect, first p50", percentile(first, 0.5), "s", anchor: anchorFirst, anchorValue: label.isEmpty ? 13 : nil))
+        report.add(BenchRow("\(tag): detect, first p99", percentile(first, 0.99), "s"))
+        report.add(BenchRow("\(tag): detect, all p50", percentile(all, 0.5), "s", note: label.isEmpty ? "goal < 5 s" : nil))
+        report.add(BenchRow("\(tag): detect, all p99", percentile(all, 0.99), "s"))
+    }
+
+    func falsePositives(_ w: MembershipWorld, n: Int, report: inout BenchReport) {
+        w.loss = 0.10
+        let slow = Array(w.runningHosts.filter { $0 >= 3 }.prefix(5))
+        for s in slow { w.slow(s, by: .milliseconds(300)) }
+        var falseDead = 0
+        var suspicions = 0
+        let live = Set(w.runningHosts.map { w.hosts[$0].id })
+        w.onChange = { _, change in
+            if change.status == .dead && live.contains(change.node) { falseDead += 1 }
+            if change.status == .suspect { suspicions += 1 }
+        }
+        let wall = Date()
+        let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
+        let total = Int(minutes * 60)
+        var done = 0
+        while done < total {
+            let step = min(60, total - done)
+            w.run(for: .seconds(Int64(step)))
+            done += step
+            progress("false positives: \(done)/\(total) s simulated, \(falseDead) false deaths, \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall")
+        }
+        let kbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / Double(total) / Double(live.count)
+        let tag = "\(n) 10%+\(slow.count) slow"
+        report.add(BenchRow("\(tag): false deaths, \(minutes) min", Double(falseDead), "events",
+                            note: "goal 0; slow = +300 ms each way; \(suspicions) suspicion events seen"))
+        report.add(BenchRow("\(tag): kbit/s/node", kbps, "kbit/s", anchor: "Serf budget", anchorValue: 330))
+    }
+}

@@ -1,0 +1,126 @@
+import Testing
+import MeshCore
+import Membership
+import MembershipLab
+
+/// Whole-cluster behaviour, driven deterministically in virtual time.
+@Suite struct ClusterTests {
+    func converged(_ n: Int, seed: UInt64, seeds: [Int] = [0]) -> MembershipWorld {
+        let w = MembershipWorld(count: n, seed: seed, seedHosts: seeds)
+        w.startAll(spread: .seconds(1))
+        let t = w.run(until: { w.converged }, limit: .seconds(30))
+        #expect(t != nil, "cluster of \(n) did not converge in 30 s")
+        return w
+    }
+
+    @Test func joinsConvergeFromOneSeed() {
+        let w = MembershipWorld(count: 24, seed: 1)
+        w.startAll(spread: .seconds(1))
+        let t = w.run(until: { w.converged }, limit: .seconds(30))
+        #expect(t != nil)
+        if let t { #expect(t < .seconds(10), "took \(t)") }
+        for i in w.hosts.indices { #expect(w.core(i)?.liveMemberCount == 23) }
+    }
+
+    @Test func crashedNodeIsDetectedByEveryMember() {
+        let w = converged(20, seed: 2)
+        w.crash(7)
+        let t = w.run(until: {
+            w.runningHosts.allSatisfy { w.status(of: 7, at: $0) == .dead }
+        }, limit: .seconds(30))
+        #expect(t != nil, "not every member marked the crashed node dead")
+        if let t { #expect(t < .seconds(10), "detection took \(t)") }
+    }
+
+    @Test func slowButLiveNodeIsNotDeclaredDead() {
+        let w = MembershipWorld(count: 16, seed: 3)
+        var deadMarks = 0
+        let slowID = w.hosts[5].id
+        w.onChange = { _, change in if change.node == slowID && change.status == .dead { deadMarks += 1 } }
+        w.startAll(spread: .seconds(1))
+        w.run(until: { w.converged }, limit: .seconds(30))
+        // Every message to and from host 5 takes 400 ms more: longer than the 300 ms probe timeout.
+        w.slow(5, by: .milliseconds(400))
+        w.run(for: .seconds(120))
+        #expect(deadMarks == 0)
+        for i in w.runningHosts where i != 5 { #expect(w.status(of: 5, at: i) != .dead) }
+        // The slow node noticed it is the slow one (Lifeguard's local health awareness).
+        #expect((w.core(5)?.stats.probesFailed ?? 0) > 0)
+    }
+
+    @Test func partitionHeals() {
+        let w = converged(12, seed: 4)
+        w.partition([Array(0..<6), Array(6..<12)])
+        let split = w.run(until: {
+            (0..<6).allSatisfy { o in (6..<12).allSatisfy { w.status(of: $0, at: o) == .dead } }
+        }, limit: .seconds(60))
+        #expect(split != nil, "the two sides never declared each other dead")
+        w.heal()
+        let healed = w.run(until: { w.converged }, limit: .seconds(120))
+        #expect(healed != nil, "the partition did not heal")
+    }
+
+    @Test func massRestartOfAThirdEndsWithEveryoneAlive() {
+        // Seeds are among the restarted nodes, so the restarted third first forms an island and
+        // must be merged back by the survivors' reconnect loop.
+        let w = converged(30, seed: 5, seeds: [0, 1, 2])
+        let restarted = Array(0..<10)
+        for i in restarted { w.crash(i) }
+        w.run(until: {
+            (10..<30).allSatisfy { o in restarted.allSatisfy { w.status(of: $0, at: o) == .dead } }
+        }, limit: .seconds(60))
+        for i in restarted { w.start(i) }
+        let t = w.run(until: { w.converged }, limit: .seconds(120))
+        #expect(t != nil, "restarted nodes did not come back alive in every view")
+        // Everyone holds the restarted nodes at their new generation.
+        for o in w.runningHosts {
+            for i in restarted where i != o {
+                #expect(w.core(o)?.member(w.hosts[i].id)?.version.generation == 2)
+            }
+        }
+    }
+
+    @Test func gracefulLeaveIsSeenAsLeftNotDead() {
+        let w = converged(10, seed: 6)
+        w.leave(3)
+        w.run(for: .seconds(2))
+        w.crash(3)
+        let t = w.run(until: { w.runningHosts.allSatisfy { w.status(of: 3, at: $0) == .left } }, limit: .seconds(10))
+        #expect(t != nil)
+        w.run(for: .seconds(30))
+        for o in w.runningHosts { #expect(w.status(of: 3, at: o) == .left) }
+    }
+
+    @Test func tenPercentLossCausesNoFalsePositives() {
+        let w = MembershipWorld(count: 24, seed: 7)
+        var falseDeaths = 0
+        w.onChange = { _, change in if change.status == .dead { falseDeaths += 1 } }
+        w.startAll(spread: .seconds(1))
+        w.run(until: { w.converged }, limit: .seconds(30))
+        w.loss = 0.10
+        w.run(for: .seconds(180))
+        #expect(falseDeaths == 0)
+    }
+
+    @Test func sameSeedSameRun() {
+        func run() -> [Int] {
+            let w = MembershipWorld(count: 10, seed: 42)
+            w.loss = 0.05
+            w.startAll(spread: .seconds(1))
+            w.run(for: .seconds(20))
+            return w.hosts.map { $0.bytesSent }
+        }
+        #expect(run() == run())
+    }
+
+    @Test func vivaldiCoordinatesFollowRTT() {
+        let w = converged(8, seed: 8)
+        w.run(for: .seconds(30))
+        // Every link has the same ~0.55 ms RTT in this world; coordinates must predict about that.
+        guard let a = w.core(0), let b = w.core(1) else { Issue.record("hosts down"); return }
+        let predicted = a.vivaldi.coordinate.distance(to: b.vivaldi.coordinate)
+        #expect(predicted > 0.0002 && predicted < 0.002, "predicted RTT \(predicted) s")
+        #expect(a.vivaldi.updates > 10)
+        #expect(a.nearestMembers(3).count == 3)
+    }
+}

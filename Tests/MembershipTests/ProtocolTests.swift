@@ -1,0 +1,197 @@
+import Testing
+import MeshCore
+import Membership
+import MembershipLab
+
+/// Message-level behaviour of one core: authentication, refusal of bad input, timers.
+@Suite struct ProtocolTests {
+    static func id(_ s: String) -> NodeID { NodeID(digest: Digest.of(Array(s.utf8))) }
+
+    func message(_ m: MembershipMessage, from: NodeID) -> PeerMessage {
+        PeerMessage(peer: from, traffic: .control, frame: m.frame, unreliable: true)
+    }
+
+    func update(_ node: NodeID, _ status: MemberStatus, inc: UInt64 = 5, from: NodeID? = nil) -> MemberUpdate {
+        MemberUpdate(node: node, address: PeerAddress(host: "10.9.9.9", port: 7400),
+                     version: MemberVersion(generation: 1, incarnation: inc), status: status, from: from)
+    }
+
+    @Test func nonMemberCannotInjectMembersOrSuspicions() throws {
+        let w = MembershipWorld(count: 5, seed: 11)
+        w.startAll(spread: .milliseconds(500))
+        w.run(until: { w.converged }, limit: .seconds(20))
+        var core = try #require(w.core(0))
+        let outsider = Self.id("outsider")
+        let victim = w.hosts[1].id
+        let before = core.view
+
+        var ping = MembershipMessage.Ping()
+        ping.target = core.me
+        ping.updates = [update(Self.id("phantom"), .alive), update(victim, .suspect, inc: 99, from: outsider),
+                        update(victim, .dead, inc: 99, from: outsider)]
+        for m in [MembershipMessage.ping(ping), .gossip(.init(updates: ping.updates)), .pingReq(.init(target: victim, updates: ping.updates))] {
+            #expect(throws: MembershipError.self) { _ = try core.handle(message(m, from: outsider), now: w.now) }
+            do { _ = try core.handle(message(m, from: outsider), now: w.now) } catch { #expect(error.code == .notAMember) }
+        }
+        // A push-pull *response* nobody asked for is refused too.
+        var pp = MembershipMessage.PushPull()
+        pp.clusterID = "gquic"
+        pp.isResponse = true
+        pp.members = ping.updates
+        do { _ = try core.handle(message(.pushPull(pp), from: outsider), now: w.now); Issue.record("accepted") } catch {
+            #expect(error.code == .unsolicited)
+        }
+        // A join request that does not carry the joiner's own alive record is refused.
+        pp.isResponse = false
+        do { _ = try core.handle(message(.pushPull(pp), from: outsider), now: w.now); Issue.record("accepted") } catch {
+            #expect(error.code == .notAMember)
+        }
+        // A join request for another cluster is refused.
+        pp.clusterID = "other"
+        pp.members.append(update(outsider, .alive))
+        do { _ = try core.handle(message(.pushPull(pp), from: outsider), now: w.now); Issue.record("accepted") } catch {
+            #expect(error.code == .wrongCluster)
+        }
+        #expect(core.view == before)
+        #expect(core.member(Self.id("phantom")) == nil)
+        #expect(core.member(victim)?.status == .alive)
+        #expect(core.stats.messagesRefused[.notAMember] == 7) // 3 kinds × 2 attempts + 1 join
+    }
+
+    @Test func allowListRefusesOtherJoiners() throws {
+        var settings = MembershipSettings()
+        let friend = Self.id("friend")
+        settings.allowedNodes = [friend]
+        var core = MembershipCore(me: Self.id("me"), address: PeerAddress(host: "10.0.0.1", port: 7400), generation: 1,
+                                  settings: settings, random: SeededRandom(seed: 1))
+        _ = core.start(now: .zero)
+        let stranger = Self.id("stranger")
+        var pp = MembershipMessage.PushPull()
+        pp.clusterID = settings.clusterID
+        pp.members = [update(stranger, .alive)]
+        do { _ = try core.handle(message(.pushPull(pp), from: stranger), now: .zero); Issue.record("accepted") } catch {
+            #expect(error.code == .notAllowed)
+        }
+        pp.members = [update(friend, .alive), update(stranger, .alive)]
+        let out = try core.handle(message(.pushPull(pp), from: friend), now: .zero)
+        #expect(core.member(friend)?.status == .alive)
+        #expect(core.member(stranger) == nil, "the friend cannot introduce a node outside the allow-list")
+        #expect(out.messages.contains { $0.peer == friend && $0.frame.type == MembershipMessage.FrameType.pushPull })
+    }
+
+    @Test func malformedMessagesAreRefusedWithTypedErrors() throws {
+        var core = MembershipCore(me: Self.id("me"), address: PeerAddress(host: "10.0.0.1", port: 7400), generation: 1,
+                                  random: SeededRandom(seed: 2))
+        _ = core.start(now: .zero)
+        let peer = Self.id("peer")
+        func refuse(_ frame: Frame) -> MembershipError.Code? {
+            do { _ = try core.handle(PeerMessage(peer: peer, traffic: .control, frame: frame), now: .zero); return nil }
+            catch { return error.code }
+        }
+        var ping = MembershipMessage.Ping()
+        ping.updates = [update(peer, .alive)]
+        let good = MembershipMessage.ping(ping).frame
+        // Truncated at every length.
+        for n in 0..<good.payload.count {
+            #expect(refuse(Frame(type: good.type, payload: Array(good.payload.prefix(n)))) == .malformed)
+        }
+        // Trailing garbage.
+        #expect(refuse(Frame(type: good.type, payload: good.payload + [0])) == .malformed)
+        // Unknown type inside the membership block.
+        let unknown = refuse(Frame(type: 0x2f, payload: good.payload))
+        #expect(unknown == .malformed)
+        // A member status byte out of range.
+        var bytes = good.payload
+        let statusAt = bytes.count - 2 // status, then the optional tag of `from`
+        bytes[statusAt] = 9
+        #expect(refuse(Frame(type: good.type, payload: bytes)) == .malformed)
+        // An update count far above the limit, with no bytes behind it.
+        var w = WireWriter(); w.varint(1); w.raw(peer.bytes); w.varint(1_000_000)
+        #expect(refuse(Frame(type: MembershipMessage.FrameType.ping, payload: w.bytes)) == .malformed)
+        // A coordinate with NaN.
+        var ack = MembershipMessage.Ack()
+        var c = Coordinate(dimensions: 8, error: 1, height: 0)
+        c.vector[0] = .nan
+        ack.coordinate = c
+        #expect(refuse(MembershipMessage.ack(ack).frame) == .invalidCoordinate)
+        // An oversized push-pull state is refused before decoding.
+        var small = MembershipSettings()
+        small.limits.maxPushPullBytes = 64
+        var tiny = MembershipCore(me: Self.id("me"), address: PeerAddress(host: "10.0.0.1", port: 7400), generation: 1,
+                                  settings: small, random: SeededRandom(seed: 3))
+        _ = tiny.start(now: .zero)
+        var pp = MembershipMessage.PushPull()
+        pp.members = (0..<4).map { update(Self.id("n\($0)"), .alive) }
+        do { _ = try tiny.handle(PeerMessage(peer: peer, traffic: .control, frame: MembershipMessage.pushPull(pp).frame), now: .zero) } catch {
+            #expect(error.code == .tooLarge)
+        }
+        // Random bytes never crash the core.
+        var rng = SeededRandom(seed: 99)
+        for _ in 0..<2_000 {
+            let len = Int(rng.next() % 200)
+            let payload = (0..<len).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let type = MembershipMessage.FrameType.ping + rng.next() % 6
+            _ = core.receive(PeerMessage(peer: peer, traffic: .control, frame: Frame(type: type, payload: payload)), now: .zero)
+        }
+        #expect(core.view.isEmpty)
+    }
+
+    @Test func suspicionTimeoutShrinksWithConfirmations() {
+        // memberlist LAN at N = 1,000: min = 4 · log10(1000) · 1 s = 12 s, max = 6 · min = 72 s, k = 2.
+        let s = MembershipSettings.memberlistLAN
+        let minT = s.probe.interval * (s.suspicion.minMultiplier * 3)
+        #expect(minT == .seconds(12))
+        let maxT = minT * s.suspicion.maxMultiplier
+        let t0 = SuspicionTimerProbe.timeout(0, k: 2, min: minT, max: maxT)
+        let t1 = SuspicionTimerProbe.timeout(1, k: 2, min: minT, max: maxT)
+        let t2 = SuspicionTimerProbe.timeout(2, k: 2, min: minT, max: maxT)
+        #expect(t0 == .seconds(72))
+        #expect(t1 < t0 && t2 < t1)
+        #expect(t2 == .seconds(12))
+        // log(2)/log(3) of the way from 72 s to 12 s.
+        #expect(abs(t1.seconds - (72 - 60 * 0.6309297535714574)) < 0.001)
+    }
+
+    @Test func suspicionAboutSelfIsRefutedWithHigherIncarnation() throws {
+        let w = MembershipWorld(count: 3, seed: 12)
+        w.startAll(spread: .milliseconds(300))
+        w.run(until: { w.converged }, limit: .seconds(20))
+        var core = try #require(w.core(0))
+        let accuser = w.hosts[1].id
+        let before = core.version
+        var g = MembershipMessage.Gossip()
+        g.updates = [MemberUpdate(node: core.me, address: core.address, version: before, status: .suspect, from: accuser)]
+        _ = try core.handle(message(.gossip(g), from: accuser), now: w.now)
+        #expect(core.version.incarnation == before.incarnation + 1)
+        #expect(core.version.generation == before.generation)
+        #expect(core.stats.refutations == 1)
+        #expect(core.localHealth >= 1, "being suspected raises the local health multiplier")
+    }
+
+    @Test func newerGenerationOutranksDead() {
+        let old = MemberVersion(generation: 1, incarnation: 40)
+        let restarted = MemberVersion(generation: 2, incarnation: 0)
+        #expect(restarted > old)
+    }
+
+    @Test func messagesRoundTrip() throws {
+        var ack = MembershipMessage.Ack()
+        ack.sequence = 77
+        ack.responder = Self.id("r")
+        ack.coordinate = Coordinate(dimensions: 8, error: 1.5, height: 1e-5)
+        ack.updates = [update(Self.id("a"), .suspect, from: Self.id("b")), update(Self.id("c"), .left)]
+        let m = MembershipMessage.ack(ack)
+        #expect(try MembershipMessage(frame: m.frame) == m)
+        #expect(m.frame.type == 0x12 && FrameTypeRange.membership.contains(m.frame.type))
+    }
+}
+
+/// Test access to the suspicion formula.
+enum SuspicionTimerProbe {
+    static func timeout(_ c: Int, k: Int, min: Duration, max: Duration) -> Duration {
+        MembershipCore.suspicionTimeout(confirmations: c, k: k, min: min, max: max)
+    }
+}
+
+extension MembershipMessage.Gossip { init(updates: [MemberUpdate]) { self.init(); self.updates = updates } }
+extension MembershipMessage.Probe { init(target: NodeID, updates: [MemberUpdate]) { self.init(); self.target = target; self.updates = updates } }
