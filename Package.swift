@@ -38,6 +38,8 @@ let package = Package(
         // MARK: Membership (issue 6)
 
         // MARK: ClusterState (issue 7)
+        .target(name: "ClusterState", dependencies: ["MeshCore"]),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "MeshCore"]),
 
         // MARK: Swarm (issue 8)
 
