@@ -34,6 +34,11 @@ public struct ClusterReplica: Sendable {
     @discardableResult
     public mutating func apply(_ delta: ClusterData) -> [ClusterChange] { data.join(delta) }
 
+    /// Like `apply`, and also says whether the state changed at all.
+    public mutating func applyDetectingChange(_ delta: ClusterData) -> (changes: [ClusterChange], changed: Bool) {
+        data.joinDetectingChange(delta)
+    }
+
     // MARK: Nodes
 
     /// Sets the spec of `id` (normally a node writes its own).

@@ -162,9 +162,8 @@ public struct ClusterSync: MeshProtocolCore {
     public mutating func tick(now: Instant) -> Outbox {
         var out = Outbox()
         if let f = flushAt, f <= now { flushAt = nil }
-        if flushAt == nil {
-            for peer in peers.keys.sorted() { flush(to: peer, now: now, &out) }
-        }
+        // Sends what is due: new deltas once the batch delay is over, retransmissions, full states.
+        for peer in peers.keys.sorted() { flush(to: peer, now: now, &out) }
         if now >= nextHeartbeat {
             nextHeartbeat = now + settings.heartbeat
             for (peer, p) in peers.sorted(by: { $0.key < $1.key }) where p.up { sendStatus(to: peer, &out) }
@@ -261,7 +260,7 @@ public struct ClusterSync: MeshProtocolCore {
         if let f = p.inFlight, p.acked! >= f.to { p.inFlight = nil }
         peers[peer] = p
         trim()
-        if flushAt == nil { flush(to: peer, now: now, &out) }
+        flush(to: peer, now: now, &out)
     }
 
     private mutating func receiveDelta(_ m: DeltaMessage, from peer: NodeID, _ out: inout Outbox) {
@@ -302,10 +301,11 @@ public struct ClusterSync: MeshProtocolCore {
             refuse(error)
             return
         }
-        let novel = !delta.causal.context.isSubset(of: replica.data.causal.context)
-            || !delta.retired.isSubset(of: replica.data.retired)
-        if novel {
-            changes += replica.apply(delta)
+        // Only a delta that taught us something is passed on; a redundant one stops here, so
+        // deltas do not circle the mesh.
+        let result = replica.applyDetectingChange(delta)
+        changes += result.changes
+        if result.changed {
             applied.append(delta)
             enqueue(delta, origin: peer)
         }

@@ -140,10 +140,19 @@ public struct DotMap<Key: Hashable & WireCodable & Sendable, Value: DotStore>: D
         _ = joinReportingScan(other, mine: mine, theirs: theirs)
     }
 
-    /// Joins and returns the keys outside `other` that lost dots (only those need a change event
-    /// besides the keys of `other`).
+    /// What a join did besides adding `other`'s keys.
+    public struct JoinReport {
+        /// Keys outside `other` that lost dots (they need a change event too).
+        public var scanned: [Key] = []
+        /// True if the join removed any dot we held (with a context we already had, that is the
+        /// only way a join can change the state).
+        public var removedDots = false
+    }
+
+    /// Joins and reports what changed beyond `other`'s own keys.
     @discardableResult
-    public mutating func joinReportingScan(_ other: DotMap, mine: CausalContext, theirs: CausalContext) -> [Key] {
+    public mutating func joinReportingScan(_ other: DotMap, mine: CausalContext, theirs: CausalContext) -> JoinReport {
+        var report = JoinReport()
         // Keys that `other` does not mention change only if `theirs` removes one of their dots: a
         // dot we have seen (in `mine`) that `other` does not hold. When `theirs` is small (a delta),
         // list those candidates; each one found under a key of `other` is settled by that key's join.
@@ -158,8 +167,17 @@ public struct DotMap<Key: Hashable & WireCodable & Sendable, Value: DotStore>: D
         }
         for (k, v2) in other.entries {
             if entries[k] != nil {
-                if let c = candidates, !c.isEmpty { entries[k]!.forEachDot { candidates!.remove($0) } }
+                var before = -1
+                if let c = candidates {
+                    if !c.isEmpty {
+                        entries[k]!.forEachDot { if candidates!.remove($0) != nil { report.removedDots = true } }
+                    }
+                } else {
+                    before = entries[k]!.dotCount
+                    v2.forEachDot { if !mine.contains($0) { before += 1 } }
+                }
                 entries[k]!.join(v2, mine: mine, theirs: theirs)
+                if before >= 0 && entries[k]!.dotCount < before { report.removedDots = true }
                 if entries[k]!.isBottom { entries[k] = nil }
             } else {
                 var v = Value()
@@ -167,16 +185,16 @@ public struct DotMap<Key: Hashable & WireCodable & Sendable, Value: DotStore>: D
                 if !v.isBottom { entries[k] = v }
             }
         }
-        var scanned: [Key] = []
         if candidates == nil || !candidates!.isEmpty {
             for k in Array(entries.keys) where other.entries[k] == nil {
                 let before = entries[k]!.dotCount
                 entries[k]!.subtract(theirs)
-                if entries[k]!.isBottom { entries[k] = nil; scanned.append(k) }
-                else if entries[k]!.dotCount != before { scanned.append(k) }
+                if entries[k]!.isBottom { entries[k] = nil; report.scanned.append(k) }
+                else if entries[k]!.dotCount != before { report.scanned.append(k) }
             }
         }
-        return scanned
+        if !report.scanned.isEmpty { report.removedDots = true }
+        return report
     }
 
     public mutating func subtract(_ context: CausalContext) {

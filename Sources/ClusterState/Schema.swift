@@ -149,14 +149,19 @@ public struct ClusterStore: DotStore {
         _ = joinReporting(other, mine: mine, theirs: theirs)
     }
 
-    struct Scanned { var nodes: [NodeID] = [], containers: [String] = [], holdings: [NodeID] = [], config: [String] = [] }
+    struct Scanned {
+        var nodes: [NodeID] = [], containers: [String] = [], holdings: [NodeID] = [], config: [String] = []
+        var removedDots = false
+    }
 
     mutating func joinReporting(_ other: ClusterStore, mine: CausalContext, theirs: CausalContext) -> Scanned {
         var s = Scanned()
-        s.nodes = nodes.inner.joinReportingScan(other.nodes.inner, mine: mine, theirs: theirs)
-        s.containers = containers.inner.joinReportingScan(other.containers.inner, mine: mine, theirs: theirs)
-        s.holdings = holdings.joinReportingScan(other.holdings, mine: mine, theirs: theirs)
-        s.config = config.inner.joinReportingScan(other.config.inner, mine: mine, theirs: theirs)
+        let n = nodes.inner.joinReportingScan(other.nodes.inner, mine: mine, theirs: theirs)
+        let c = containers.inner.joinReportingScan(other.containers.inner, mine: mine, theirs: theirs)
+        let h = holdings.joinReportingScan(other.holdings, mine: mine, theirs: theirs)
+        let g = config.inner.joinReportingScan(other.config.inner, mine: mine, theirs: theirs)
+        (s.nodes, s.containers, s.holdings, s.config) = (n.scanned, c.scanned, h.scanned, g.scanned)
+        s.removedDots = n.removedDots || c.removedDots || h.removedDots || g.removedDots
         return s
     }
 
@@ -205,7 +210,11 @@ public struct ClusterData: Equatable, Sendable, WireCodable {
 
     /// Joins `other` in; returns what changed for readers.
     @discardableResult
-    public mutating func join(_ other: ClusterData) -> [ClusterChange] {
+    public mutating func join(_ other: ClusterData) -> [ClusterChange] { joinDetectingChange(other).changes }
+
+    /// Joins `other` in; returns what changed for readers, and whether the state changed at all
+    /// (it can change invisibly: a losing register value collected, a context grown).
+    public mutating func joinDetectingChange(_ other: ClusterData) -> (changes: [ClusterChange], changed: Bool) {
         var changes: [ClusterChange] = []
         var incoming = other
         let newlyRetired = other.retired.subtracting(retired)
@@ -227,8 +236,9 @@ public struct ClusterData: Equatable, Sendable, WireCodable {
         let oldContainers = delta.containers.keys.map { ($0, containerView($0)) }
         let oldConfig = delta.config.keys.map { ($0, config($0)) }
         let oldHoldings = delta.holdings.entries.keys.map { ($0, causal.store.holdings[$0]) }
+        let contextGrows = !incoming.causal.context.isSubset(of: causal.context)
         let scanned = causal.store.joinReporting(delta, mine: causal.context, theirs: incoming.causal.context)
-        causal.context.formUnion(incoming.causal.context)
+        if contextGrows { causal.context.formUnion(incoming.causal.context) }
         for (k, old) in oldNodes { let new = nodeView(k); if new != old { changes.append(.node(k, new)) } }
         for (k, old) in oldContainers { let new = containerView(k); if new != old { changes.append(.container(k, new)) } }
         for (k, old) in oldConfig { let new = config(k); if new != old { changes.append(.config(k, new)) } }
@@ -237,7 +247,7 @@ public struct ClusterData: Equatable, Sendable, WireCodable {
         changes += scanned.containers.map { .container($0, containerView($0)) }
         changes += scanned.config.map { .config($0, config($0)) }
         changes += scanned.holdings.map { .holdings($0) }
-        return changes
+        return (changes, contextGrows || scanned.removedDots || !newlyRetired.isEmpty)
     }
 
     /// Every reader-visible difference between two states (used after pruning).

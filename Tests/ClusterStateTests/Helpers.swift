@@ -75,11 +75,14 @@ func randomStates(count: Int, ops: Int, rng: inout SeededRandom) -> (states: [Ca
 }
 
 /// Random writes on the typed schema.
-func randomClusterWrite(_ r: inout ClusterReplica, rng: inout SeededRandom, nodes: Int, at ms: UInt64) -> ClusterReplica.Write {
+func randomClusterWrite(_ r: inout ClusterReplica, rng: inout SeededRandom, nodes: Int, at ms: UInt64,
+                        holdings: Bool = true) -> ClusterReplica.Write {
     let w = wall(ms)
     let target = nodeID(Int.random(in: 0..<nodes, using: &rng))
     let cid = "c\(Int.random(in: 0..<8, using: &rng))"
-    switch Int.random(in: 0..<10, using: &rng) {
+    var op = Int.random(in: 0..<10, using: &rng)
+    if !holdings && (op == 6 || op == 7) { op = 8 }
+    switch op {
     case 0: return r.setNodeSpec(NodeSpec(addresses: [PeerAddress(host: "10.0.0.\(Int.random(in: 1..<9, using: &rng))", port: 7400)],
                                           region: "eu", zone: "z\(Int.random(in: 0..<3, using: &rng))",
                                           cpuMillicores: 8000, memoryMiB: 32768, diskGiB: 500), wall: w)
