@@ -47,6 +47,7 @@ let package = Package(
 
         .executableTarget(name: "gquic-bench", dependencies: [
             "MeshCore",
+            "ClusterState",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
