@@ -65,6 +65,8 @@ let package = Package(
         ]),
 
         // MARK: ClusterState (issue 7)
+        .target(name: "ClusterState", dependencies: ["MeshCore"]),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "MeshCore"]),
 
         // MARK: Swarm (issue 8)
         .target(name: "Swarm", dependencies: ["MeshCore"]),
@@ -85,7 +87,10 @@ let package = Package(
         ]),
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore", "QUICTransport", "Membership", "MembershipLab",
+            "MeshCore",
+            "QUICTransport",
+            "Membership", "MembershipLab",
+            "ClusterState",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -3,7 +3,12 @@ import Foundation
 import MeshCore
 
 /// The areas `gquic-bench` knows. Each area adds its command here.
-let benchAreas: [ParsableCommand.Type] = [CoreBench.self, QUICBench.self, MembershipBench.self]
+let benchAreas: [ParsableCommand.Type] = [
+    CoreBench.self,
+    QUICBench.self,
+    MembershipBench.self,
+    StateBench.self,
+]
 
 /// MeshCore: wire codec and identity signatures, against OpenSSL's own Ed25519 speed.
 struct CoreBench: ParsableCommand {
