@@ -32,6 +32,12 @@ let package = Package(
         // MARK: QUICTransport (issue 3)
 
         // MARK: ContentStore (issue 4)
+        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd"]),
+        .executableTarget(name: "gquic-fetch", dependencies: [
+            "ContentStore", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "MeshCore", "gquic-fetch"]),
 
         // MARK: MeshSimulator (issue 5)
 
@@ -44,7 +50,7 @@ let package = Package(
         // MARK: MeshPeer and executables (issue 9)
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore",
+            "MeshCore", "ContentStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
