@@ -44,6 +44,12 @@ let package = Package(
         .testTarget(name: "QUICTransportTests", dependencies: ["QUICTransport", "MeshCore"]),
 
         // MARK: ContentStore (issue 4)
+        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd"]),
+        .executableTarget(name: "gquic-fetch", dependencies: [
+            "ContentStore", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "MeshCore", "gquic-fetch"]),
 
         // MARK: MeshSimulator (issue 5)
 
@@ -91,6 +97,7 @@ let package = Package(
             "QUICTransport",
             "Membership", "MembershipLab",
             "ClusterState",
+            "ContentStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

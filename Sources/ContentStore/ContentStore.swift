@@ -1,0 +1,421 @@
+import Foundation
+import Glibc
+import MeshCore
+
+/// A content-addressed store on local disk.
+///
+/// Layout under the store directory:
+/// ```
+/// gquic-store        marker file: "gquic-content-store 1"
+/// lock               flock(2)-held by the process that has the store open (one writer at a time)
+/// chunks/ab/<hex>    one file per chunk, named by the SHA-256 of its raw bytes (see ChunkEncoding)
+/// blobs/ab/<hex>     one manifest per blob (BlobManifest in the wire codec); its mtime is the LRU clock
+/// pins/<hex>         empty file: the blob must not be evicted
+/// tmp/               temp files; anything here is an interrupted write and is deleted on open
+/// ```
+/// Every file appears by `rename` after its data was written and fsync'ed, and its directory is
+/// fsync'ed before anything refers to it; a manifest appears only after all its chunks are durable and
+/// the blob was verified against its digest. So a crash at any point leaves either no blob or a whole one
+/// (orphaned chunks at worst, which `collectGarbage` or `verify(repair:)` remove).
+public final class ContentStore: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var chunking: ChunkingParameters = .default
+        /// zstd level for chunk frames. 3 is zstd's default: ~300 MB/s per core on binaries.
+        public var compressionLevel: Int32 = 3
+        /// A chunk is stored compressed only if that saves at least this fraction of its size
+        /// (otherwise it is stored raw and flagged so; reads then skip decompression).
+        public var minimumCompressionGain: Double = 0.03
+        /// Size limit for stored chunks and manifests; nil means unlimited. Over it, the least recently
+        /// used unpinned blobs are evicted after each commit.
+        public var capacityBytes: UInt64? = nil
+        /// Threads used for hashing, chunking and compressing one import.
+        public var workers: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        /// fsync files and directories (turn off only for throwaway stores in benchmarks).
+        public var durable = true
+        public init() {}
+    }
+
+    public let root: String
+    public let options: Options
+    let chunker: FastCDC
+    private let lockFD: Int32
+    private let state = NSLock()
+    private var tempCounter = 0
+    private var dirtyDirectories = Set<String>()
+    /// Bytes in chunk and manifest files (kept up to date in process).
+    private var usage: UInt64 = 0
+    /// Chunks written by imports that have not committed their manifest yet (GC must not take them).
+    private var inFlight: [Digest: Int] = [:]
+    let compressors = Pool { ZstdCompressor() }
+    let decompressors = Pool { ZstdDecompressor() }
+
+    static let marker = "gquic-content-store 1\n"
+
+    /// Opens (creating if needed) the store at `path`. Takes the store's lock, deletes leftovers of
+    /// interrupted writes from `tmp/`, and measures the space in use.
+    public static func open(path: String, options: Options = Options()) throws -> ContentStore {
+        try ContentStore(path: path, options: options)
+    }
+
+    private init(path: String, options: Options) throws {
+        var root = path
+        while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
+        self.root = root
+        self.options = options
+        self.chunker = FastCDC(options.chunking)
+        let markerPath = root + "/gquic-store"
+        if FileIO.exists(root) {
+            guard FileIO.isDirectory(root) else { throw ContentStoreError.notAStore(root, "it is not a directory") }
+            if FileIO.exists(markerPath) {
+                let text = String(decoding: try FileIO.readFile(markerPath, maxSize: 4096), as: UTF8.self)
+                guard text == ContentStore.marker else {
+                    throw ContentStoreError.notAStore(root, "its gquic-store marker says \"\(text.prefix(60))\", this build reads \(ContentStore.marker.dropLast())")
+                }
+            } else if !(try FileIO.list(root)).isEmpty {
+                throw ContentStoreError.notAStore(root, "the directory is not empty and has no gquic-store marker; pick an empty or new directory")
+            }
+        } else {
+            try FileIO.makeDirectory(root)
+        }
+        for sub in ["chunks", "blobs", "pins", "tmp"] { try FileIO.makeDirectory(root + "/" + sub) }
+        let fd = Glibc.open(root + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ContentStoreError.io("open", root + "/lock") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw ContentStoreError.storeLocked(root)
+        }
+        lockFD = fd
+        if !FileIO.exists(markerPath) {
+            try writeAtomically(markerPath, Array(ContentStore.marker.utf8))
+            try syncDirtyDirectories()
+        }
+        // Interrupted writes: never visible, safe to delete.
+        for name in try FileIO.list(root + "/tmp") { FileIO.removeTree(root + "/tmp/" + name) }
+        usage = try measureUsage()
+    }
+
+    deinit {
+        flock(lockFD, LOCK_UN)
+        close(lockFD)
+    }
+
+    // MARK: Paths
+
+    func chunkPath(_ d: Digest) -> String { let h = d.hex; return "\(root)/chunks/\(h.prefix(2))/\(h)" }
+    func manifestPath(_ d: Digest) -> String { let h = d.hex; return "\(root)/blobs/\(h.prefix(2))/\(h)" }
+    func pinPath(_ d: Digest) -> String { "\(root)/pins/\(d.hex)" }
+
+    /// Space used by chunks and manifests, in bytes.
+    public var usedBytes: UInt64 { state.withLock { usage } }
+
+    func addUsage(_ delta: Int64) {
+        state.withLock { usage = UInt64(max(0, Int64(usage) + delta)) }
+    }
+
+    private func measureUsage() throws -> UInt64 {
+        var total: UInt64 = 0
+        for top in ["chunks", "blobs"] {
+            for fan in try FileIO.list("\(root)/\(top)") {
+                for name in try FileIO.list("\(root)/\(top)/\(fan)") { total += FileIO.allocatedOrSize("\(root)/\(top)/\(fan)/\(name)") }
+            }
+        }
+        return total
+    }
+
+    // MARK: Atomic writes
+
+    /// A fresh name under `tmp/`.
+    func tempPath() -> String {
+        let n = state.withLock { tempCounter += 1; return tempCounter }
+        return "\(root)/tmp/\(getpid())-\(n)-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// Writes `parts` to a temp file, fsyncs it, renames it to `path`, and marks `path`'s directory
+    /// dirty (call `syncDirtyDirectories` before anything durable refers to it). Returns bytes written.
+    @discardableResult
+    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer]) throws(ContentStoreError) -> Int {
+        let tmp = tempPath()
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
+        var total = 0
+        do throws(ContentStoreError) {
+            for p in parts { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count }
+            if options.durable && fdatasync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
+        } catch {
+            close(fd); unlink(tmp)
+            throw error
+        }
+        close(fd)
+        let dir = String(path[..<path.lastIndex(of: "/")!])
+        if rename(tmp, path) != 0 {
+            if errno == ENOENT {
+                try FileIO.makeDirectory(dir)
+                markDirty(String(dir[..<dir.lastIndex(of: "/")!]))
+                if rename(tmp, path) == 0 { markDirty(dir); return total }
+            }
+            let e = errno
+            unlink(tmp)
+            throw ContentStoreError.io("rename into", path, errno: e)
+        }
+        markDirty(dir)
+        return total
+    }
+
+    @discardableResult
+    func writeAtomically(_ path: String, _ bytes: [UInt8]) throws -> Int {
+        try bytes.withUnsafeBytes { try writeAtomically(path, parts: [$0]) }
+    }
+
+    private func markDirty(_ dir: String) { state.withLock { _ = dirtyDirectories.insert(dir) } }
+
+    /// fsyncs every directory a rename touched since the last call.
+    func syncDirtyDirectories() throws(ContentStoreError) {
+        let dirs = state.withLock { () -> Set<String> in defer { dirtyDirectories.removeAll() }; return dirtyDirectories }
+        guard options.durable else { return }
+        for d in dirs.sorted(by: { $0.count > $1.count }) { try FileIO.fsyncDirectory(d) }
+    }
+
+    // MARK: Chunks
+
+    public func hasChunk(_ digest: Digest) -> Bool { FileIO.exists(chunkPath(digest)) }
+
+    /// The size of a chunk as stored (compressed or raw, with its header), if present: what sending
+    /// it costs.
+    public func storedSize(ofChunk digest: Digest) -> UInt64? {
+        var st = stat()
+        guard stat(chunkPath(digest), &st) == 0 else { return nil }
+        return UInt64(st.st_size)
+    }
+
+    /// Reads a chunk, decompresses it and checks it against its digest. Corrupt data throws
+    /// `.corruptChunk` and is never returned.
+    public func readChunk(_ digest: Digest) throws -> [UInt8] {
+        let path = chunkPath(digest)
+        let frame: [UInt8]
+        do {
+            frame = try FileIO.readFile(path, maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
+        } catch where error.errnoCode == ENOENT {
+            throw ContentStoreError.chunkNotFound(digest)
+        }
+        return try decodeChunkFrame(frame, digest: digest)
+    }
+
+    /// The stored frame of a chunk as is (compressed or raw with its header), for sending to a peer
+    /// that will `putChunkFrame` it. Not verified here: the receiver verifies.
+    public func readChunkFrame(_ digest: Digest) throws -> [UInt8] {
+        do {
+            return try FileIO.readFile(chunkPath(digest), maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
+        } catch where error.errnoCode == ENOENT {
+            throw ContentStoreError.chunkNotFound(digest)
+        }
+    }
+
+    func decodeChunkFrame(_ frame: [UInt8], digest: Digest) throws -> [UInt8] {
+        var r = WireReader(frame)
+        let encodingByte: UInt8
+        let rawLength: Int
+        do {
+            encodingByte = try r.u8()
+            rawLength = Int(try r.varint(as: UInt32.self, max: UInt32(ChunkingParameters.largestAllowedChunk)))
+        } catch {
+            throw ContentStoreError.corruptChunk(digest, "its header is damaged (\(error))")
+        }
+        guard let encoding = ChunkEncoding(rawValue: encodingByte) else { throw ContentStoreError.corruptChunk(digest, "unknown encoding \(encodingByte)") }
+        let payloadStart = r.position
+        var raw: [UInt8]
+        switch encoding {
+        case .raw:
+            guard frame.count - payloadStart == rawLength else {
+                throw ContentStoreError.corruptChunk(digest, "raw payload is \(frame.count - payloadStart) bytes, header says \(rawLength)")
+            }
+            raw = Array(frame[payloadStart...])
+        case .zstd:
+            raw = [UInt8](repeating: 0, count: rawLength)
+            let d = decompressors.take()
+            defer { decompressors.give(d) }
+            let n: Int
+            do {
+                n = try frame.withUnsafeBytes { (src: UnsafeRawBufferPointer) throws -> Int in
+                    try raw.withUnsafeMutableBytes { (dst: UnsafeMutableRawBufferPointer) throws -> Int in
+                        try d.decompress(UnsafeRawBufferPointer(rebasing: src[payloadStart...]), into: dst)
+                    }
+                }
+            } catch {
+                throw ContentStoreError.corruptChunk(digest, "its zstd frame does not decode (\(error))")
+            }
+            guard n == rawLength else { throw ContentStoreError.corruptChunk(digest, "decoded to \(n) bytes, header says \(rawLength)") }
+        }
+        let actual = Digest.of(raw)
+        guard actual == digest else { throw ContentStoreError.corruptChunk(digest, "its bytes hash to \(actual)") }
+        return raw
+    }
+
+    /// Stores a chunk received from elsewhere after checking it hashes to `digest`. Durable when it
+    /// returns (file and directory fsync'ed). Returns false if the store already had it.
+    @discardableResult
+    public func putChunk(_ bytes: [UInt8], digest: Digest) throws -> Bool {
+        guard bytes.count > 0, bytes.count <= ChunkingParameters.largestAllowedChunk else {
+            throw ContentStoreError.invalidArgument("a chunk must be 1…\(ChunkingParameters.largestAllowedChunk) bytes, got \(bytes.count)")
+        }
+        let actual = Digest.of(bytes)
+        guard actual == digest else { throw ContentStoreError.digestMismatch("chunk", expected: digest, actual: actual) }
+        let c = compressors.take()
+        defer { compressors.give(c) }
+        var scratch = [UInt8]()
+        let added = try bytes.withUnsafeBytes { try storeChunk($0, digest: digest, compressor: c, scratch: &scratch) }
+        try syncDirtyDirectories()
+        return added > 0
+    }
+
+    /// Stores a chunk frame as read by a peer's `readChunkFrame`, after decoding and verifying it.
+    @discardableResult
+    public func putChunkFrame(_ frame: [UInt8], digest: Digest) throws -> Bool {
+        if hasChunk(digest) { return false }
+        _ = try decodeChunkFrame(frame, digest: digest)
+        let n = try writeAtomically(chunkPath(digest), frame)
+        addUsage(Int64(n))
+        try syncDirtyDirectories()
+        return true
+    }
+
+    /// Compresses (when it pays) and writes one chunk whose digest the caller computed from these very
+    /// bytes. Does not fsync the directory. Returns the bytes written (0 if it was already present).
+    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8]) throws -> Int {
+        let path = chunkPath(digest)
+        if FileIO.exists(path) { return 0 }
+        var header = WireWriter(reservingCapacity: 9)
+        let bound = ZstdCompressor.bound(raw.count)
+        if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
+        let n = try scratch.withUnsafeMutableBytes { (dst: UnsafeMutableRawBufferPointer) throws -> Int in
+            try compressor.compress(raw, into: dst, level: options.compressionLevel)
+        }
+        let worthIt = Double(n) <= Double(raw.count) * (1 - options.minimumCompressionGain)
+        header.u8(worthIt ? ChunkEncoding.zstd.rawValue : ChunkEncoding.raw.rawValue)
+        header.varint(UInt64(raw.count))
+        let written = try header.bytes.withUnsafeBytes { (h: UnsafeRawBufferPointer) throws -> Int in
+            if worthIt {
+                return try scratch.withUnsafeBytes { (s: UnsafeRawBufferPointer) throws -> Int in
+                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])])
+                }
+            }
+            return try writeAtomically(path, parts: [h, raw])
+        }
+        addUsage(Int64(written))
+        return written
+    }
+
+    func beginInFlight(_ digests: [Digest]) { state.withLock { for d in digests { inFlight[d, default: 0] += 1 } } }
+    func endInFlight(_ digests: [Digest]) {
+        state.withLock {
+            for d in digests {
+                if let n = inFlight[d], n > 1 { inFlight[d] = n - 1 } else { inFlight[d] = nil }
+            }
+        }
+    }
+    func isInFlight(_ d: Digest) -> Bool { state.withLock { inFlight[d] != nil } }
+
+    // MARK: Blobs
+
+    public func hasBlob(_ digest: Digest) -> Bool { FileIO.exists(manifestPath(digest)) }
+
+    /// The manifest of a stored blob (decoded with bounds, validated).
+    public func manifest(for digest: Digest) throws -> BlobManifest {
+        let path = manifestPath(digest)
+        let bytes: [UInt8]
+        do {
+            bytes = try FileIO.readFile(path, maxSize: 64 << 20)
+        } catch where error.errnoCode == ENOENT {
+            throw ContentStoreError.blobNotFound(digest)
+        }
+        let m: BlobManifest
+        do { m = try BlobManifest(wireBytes: bytes) } catch {
+            throw ContentStoreError.badManifest(path, "\(error)")
+        }
+        guard m.digest == digest else { throw ContentStoreError.badManifest(path, "it describes \(m.digest)") }
+        try m.validate()
+        return m
+    }
+
+    /// Every stored blob's digest, sorted.
+    public func blobs() throws -> [Digest] {
+        var out: [Digest] = []
+        for fan in try FileIO.list(root + "/blobs") {
+            for name in try FileIO.list("\(root)/blobs/\(fan)") {
+                if let d = Digest(Digest.prefix + name) { out.append(d) }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Makes a blob visible once every chunk it lists is present and the content checks out: each
+    /// chunk is read back and verified, a file's bytes must hash to `manifest.digest`, each tree file to
+    /// its entry's digest, and a tree's listing to `manifest.digest`. Throws `.missingChunk` naming the
+    /// first absent chunk. Then evicts least-recently-used blobs if the store is over capacity.
+    public func commitBlob(_ manifest: BlobManifest) throws {
+        try manifest.validate()
+        for c in manifest.chunks where !hasChunk(c.digest) {
+            throw ContentStoreError.missingChunk(blob: manifest.digest, chunk: c.digest)
+        }
+        switch manifest.kind {
+        case .file:
+            var h = SHA256Hasher()
+            for c in manifest.chunks {
+                let raw = try readChunk(c.digest)
+                guard raw.count == Int(c.length) else { throw ContentStoreError.sizeMismatch("chunk \(c.digest)", expected: UInt64(c.length), actual: UInt64(raw.count)) }
+                h.update(raw)
+            }
+            let actual = h.finalize()
+            guard actual == manifest.digest else { throw ContentStoreError.digestMismatch("blob content", expected: manifest.digest, actual: actual) }
+        case .tree:
+            let spans = try manifest.fileChunkSpans()
+            for (i, e) in manifest.entries.enumerated() where e.type == .file {
+                var h = SHA256Hasher()
+                for c in manifest.chunks[spans[i]!] { h.update(try readChunk(c.digest)) }
+                let actual = h.finalize()
+                guard actual == e.digest else { throw ContentStoreError.digestMismatch("file \"\(e.path)\"", expected: e.digest!, actual: actual) }
+            }
+        }
+        for r in manifest.references where !hasBlob(r) {
+            throw ContentStoreError.badManifest(manifest.digest.description, "it references blob \(r), which the store does not hold")
+        }
+        try writeManifest(manifest)
+    }
+
+    /// Writes a manifest whose content the caller has verified, after making its chunks durable.
+    func writeManifest(_ manifest: BlobManifest) throws {
+        try syncDirtyDirectories()
+        if hasBlob(manifest.digest) { touch(manifest.digest); return }
+        let n = try writeAtomically(manifestPath(manifest.digest), manifest.wireBytes())
+        addUsage(Int64(n))
+        try syncDirtyDirectories()
+        try enforceCapacity(keeping: manifest.digest)
+    }
+
+    /// Marks a blob as just used (the LRU clock is the manifest file's mtime).
+    public func touch(_ digest: Digest) {
+        _ = utimensat(AT_FDCWD, manifestPath(digest), nil, 0)
+    }
+
+    /// Deletes a blob's manifest (its chunks stay until `collectGarbage`). Pinned blobs are refused.
+    public func removeBlob(_ digest: Digest) throws {
+        guard hasBlob(digest) else { throw ContentStoreError.blobNotFound(digest) }
+        guard !isPinned(digest) else { throw ContentStoreError.invalidArgument("blob \(digest) is pinned; unpin it first") }
+        let path = manifestPath(digest)
+        let size = FileIO.allocatedOrSize(path)
+        guard unlink(path) == 0 else { throw ContentStoreError.io("unlink", path) }
+        addUsage(-Int64(size))
+        markDirty(String(path[..<path.lastIndex(of: "/")!]))
+        try syncDirtyDirectories()
+    }
+}
+
+/// A tiny lock-protected free list, so each thread reuses a zstd context instead of creating one per
+/// chunk.
+final class Pool<T>: @unchecked Sendable {
+    private var items: [T] = []
+    private let lock = NSLock()
+    private let make: () -> T
+    init(_ make: @escaping () -> T) { self.make = make }
+    func take() -> T { lock.withLock { items.popLast() } ?? make() }
+    func give(_ item: T) { lock.withLock { items.append(item) } }
+}
