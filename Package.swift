@@ -37,19 +37,14 @@ let package = Package(
             "MeshCore", "CNgtcp2", "CNghttp3",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "gquic-fetch", dependencies: [
-            "QUICTransport", "MeshCore",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
         .testTarget(name: "QUICTransportTests", dependencies: ["QUICTransport", "MeshCore"]),
 
         // MARK: ContentStore (issue 4)
         .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd"]),
         .executableTarget(name: "gquic-fetch", dependencies: [
-            "ContentStore", "MeshCore",
+            "ContentStore", "MeshCore", "QUICTransport", "MeshPeer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "MeshCore", "gquic-fetch"]),
 
         // MARK: MeshSimulator (issue 5)
 
@@ -80,7 +75,7 @@ let package = Package(
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [
-            "MeshCore", "QUICTransport", "Swarm",
+            "MeshCore", "QUICTransport", "Swarm", "ContentStore", "Membership", "ClusterState", "MDNSDiscovery",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -2,7 +2,8 @@
 ///
 /// Text form: 52 Crockford base32 digits of the 32 bytes, then 2 check digits, lowercase, grouped
 /// for reading (`gq1-` prefix, dashes every 6). Parsing ignores case and dashes, reads the Crockford
-/// look-alikes (`o`→`0`, `i`/`l`→`1`), and rejects a mistyped ID by its check digits.
+/// look-alikes (`o`→`0`, `i`/`l`→`1`), and rejects a mistyped ID by its check digits (every single
+/// substitution and every adjacent transposition is caught).
 public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible, LosslessStringConvertible {
     /// The 32 bytes, reusing `Digest`'s compact storage.
     public let digest: Digest
@@ -54,10 +55,13 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible, L
         digest = Digest(unchecked: bytes)
     }
 
+    /// Two check digits: Σ (i+1)·dᵢ mod 1021 over the 52 base32 digits. 1021 is prime and larger than
+    /// every weight and every digit difference, so any single mistyped digit and any swap of two adjacent different
+    /// digits changes the sum: both are always caught.
     private static func checkDigits(_ bytes: [UInt8]) -> String {
-        let h = Digest.of(bytes).bytes
-        let v = Int(h[0]) << 2 | Int(h[1] >> 6)
-        return String([Base32.alphabet[v >> 5], Base32.alphabet[v & 31]])
+        var sum = 0
+        for (i, c) in Base32.encode(bytes).enumerated() { sum = (sum + (i + 1) * Base32.value(c)!) % 1021 }
+        return String([Base32.alphabet[sum >> 5], Base32.alphabet[sum & 31]])
     }
 }
 

@@ -16,6 +16,10 @@ public struct SwarmManifest: Hashable, Sendable, WireFields {
 
     public var blob = Digest.of([UInt8]())
     public var chunks: [Chunk] = []
+    /// The store's own manifest for the blob (opaque to the swarm; the receiving shell decodes it,
+    /// checks it lists exactly `chunks`, and commits with it).
+    public var extra: [UInt8] = []
+    public static let maxExtra = 64 << 20
 
     /// At most 1 Mi chunks per blob (a 64 GiB blob at the 64 KiB minimum chunk size).
     public static let maxChunks = 1 << 20
@@ -23,13 +27,14 @@ public struct SwarmManifest: Hashable, Sendable, WireFields {
     public static let maxChunkSize: UInt32 = 4 << 20
 
     public init() {}
-    public init(blob: Digest, chunks: [Chunk]) { self.blob = blob; self.chunks = chunks }
+    public init(blob: Digest, chunks: [Chunk], extra: [UInt8] = []) { self.blob = blob; self.chunks = chunks; self.extra = extra }
 
     public var totalSize: UInt64 { chunks.reduce(0) { $0 + UInt64($1.size) } }
 
     public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
         try c.value(&blob)
         try c.array(&chunks, max: SwarmManifest.maxChunks)
+        try c.bytes(&extra, max: SwarmManifest.maxExtra)
         if c.isDecoding, let bad = chunks.first(where: { $0.size == 0 || $0.size > SwarmManifest.maxChunkSize }) {
             throw .malformed("chunk size \(bad.size) outside 1...\(SwarmManifest.maxChunkSize)", at: 0)
         }

@@ -50,6 +50,9 @@ public struct SwarmSettings: Sendable {
 
 /// Directives for the shell that involve the store or the user. Drained after each call.
 public enum SwarmEffect: Hashable, Sendable {
+    /// A manifest arrived for a blob being fetched: say which of its chunks the store already holds
+    /// (from other blobs, e.g. an older version) with `localChunks`, so only the rest travel.
+    case checkLocal(blob: Digest, manifest: SwarmManifest)
     /// Read chunk `index` of `blob` and hand it to `servePiece` (or `cannotServe`).
     case serve(peer: NodeID, blob: Digest, index: UInt32)
     /// A verified chunk: write it to the store.
@@ -144,6 +147,22 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         }
         schedule(blob, now: now, &out)
         out.wake(at: now + .milliseconds(100))
+        return out
+    }
+
+    /// The answer to `.checkLocal`: chunks of `blob` already in the local store. Scheduling resumes.
+    public mutating func localChunks(_ blob: Digest, have: Bitfield, now: Instant) -> Outbox {
+        var out = Outbox()
+        guard let b = blobs[blob], let m = b.manifest, have.count == m.chunks.count else { return out }
+        b.awaitingLocalCheck = false
+        for i in 0..<have.count where have[i] { b.markHave(i) }
+        if b.have!.isComplete {
+            b.downloading = false
+            effects.append(.completed(blob: blob, manifest: m))
+            return out
+        }
+        announceHave(blob, to: b.interested, &out)
+        schedule(blob, now: now, &out)
         return out
     }
 
@@ -263,8 +282,8 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             guard let b = blobs[m.blob], b.downloading, b.manifest == nil, b.manifestFrom == peer else { return out }
             b.setManifest(m)
             b.manifestAskedAt = nil
-            blobs[m.blob] = b
-            schedule(m.blob, now: now, &out)
+            b.awaitingLocalCheck = true
+            effects.append(.checkLocal(blob: m.blob, manifest: m))
         case .request(let blob, let index):
             guard let b = blobs[blob], let have = b.have, have[Int(index)] else {
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: false).frame)
@@ -381,7 +400,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
 
     /// Fills every source's pipeline for one blob.
     private mutating func schedule(_ blob: Digest, now: Instant, _ out: inout Outbox, only: NodeID? = nil) {
-        guard let b = blobs[blob], b.downloading, let m = b.manifest else { return }
+        guard let b = blobs[blob], b.downloading, !b.awaitingLocalCheck, let m = b.manifest else { return }
         // After a piece, a reject or new holdings from one source, only that source's pipeline
         // changed, unless this is endgame, when a freed chunk may go to anyone.
         for p in b.sources.keys where ranks[p] == nil { ranks[p] = rng.next() }
@@ -448,6 +467,8 @@ final class BlobState: @unchecked Sendable {
     var manifest: SwarmManifest?
     var have: Bitfield?
     var downloading = false
+    /// Waiting for the shell's `localChunks` answer before requesting anything.
+    var awaitingLocalCheck = false
     var interested: Set<NodeID> = []
     var sources: [NodeID: Source] = [:]
     var requested: [Int: [NodeID]] = [:]

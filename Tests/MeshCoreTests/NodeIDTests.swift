@@ -88,6 +88,12 @@ import Glibc
             if (try? NodeID(parsing: String(mutated))) == nil { caught += 1 }
         }
         #expect(caught == tried)
+        // Every swap of two adjacent different digits is caught too.
+        for i in 4..<(chars.count - 1) where chars[i] != "-" && chars[i + 1] != "-" && chars[i] != chars[i + 1] {
+            var swapped = chars
+            swapped.swapAt(i, i + 1)
+            #expect((try? NodeID(parsing: String(swapped))) == nil, "swap at \(i)")
+        }
         // Look-alikes read as what they look like.
         let withLookalikes = "gq1" + text.dropFirst(3).replacingOccurrences(of: "0", with: "o").replacingOccurrences(of: "1", with: "l")
         #expect(try NodeID(parsing: withLookalikes) == id)

@@ -87,6 +87,10 @@ final class TestSwarmNet {
                 nodes[i].store[blob, default: [:]][Int(index)] = data
             case .completed:
                 nodes[i].completedAt = now
+            case .checkLocal(let blob, let m):
+                var have = Bitfield(count: m.chunks.count)
+                for k in (nodes[i].store[blob] ?? [:]).keys { have.insert(k) }
+                apply(i, nodes[i].core.localChunks(blob, have: have, now: now))
             case .progress, .penalize:
                 break
             }

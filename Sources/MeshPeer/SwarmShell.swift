@@ -1,0 +1,138 @@
+import ContentStore
+import Foundation
+import MeshCore
+import Swarm
+
+/// Hosts the sans-IO `SwarmCore` next to the real content store: carries out its effects (serve a
+/// chunk, store a verified chunk, commit a finished blob) and reports progress. To `CoreHost` it is
+/// one more `MeshProtocolCore`.
+/// A class: the host keeps one instance, and its in-flight manifests live with it.
+final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
+    var swarm: SwarmCore
+    let store: ContentStore
+    /// Called with progress and completion while the host's lock is held: keep it short.
+    let onEvent: @Sendable (SwarmShellEvent) -> Void
+    /// Manifests of blobs being fetched, learned from `.checkLocal` (the store has none for them yet).
+    private var inFlight: [Digest: SwarmManifest] = [:]
+
+    init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
+        self.swarm = swarm
+        self.store = store
+        self.onEvent = onEvent
+    }
+
+    func handles(frameType type: UInt64) -> Bool { swarm.handles(frameType: type) }
+
+    func start(now: Instant) -> Outbox {
+        var out = swarm.start(now: now)
+        // Everything already in the store is available to the swarm.
+        for digest in (try? store.blobs()) ?? [] {
+            if let m = try? store.manifest(for: digest) { out.merge(swarm.hold(SwarmShell.swarmManifest(m), now: now)) }
+        }
+        out.merge(drain(now: now))
+        return out
+    }
+
+    func receive(_ message: PeerMessage, now: Instant) -> Outbox {
+        var out = swarm.receive(message, now: now)
+        out.merge(drain(now: now))
+        return out
+    }
+
+    func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
+        var out = swarm.linkChanged(event, now: now)
+        out.merge(drain(now: now))
+        return out
+    }
+
+    func tick(now: Instant) -> Outbox {
+        var out = swarm.tick(now: now)
+        out.merge(drain(now: now))
+        return out
+    }
+
+    /// A blob just added to the local store: offer it to the swarm.
+    func hold(_ manifest: BlobManifest, now: Instant) -> Outbox {
+        var out = swarm.hold(SwarmShell.swarmManifest(manifest), now: now)
+        out.merge(drain(now: now))
+        return out
+    }
+
+    func fetch(_ digest: Digest, now: Instant) -> Outbox {
+        var out = swarm.fetch(digest, now: now)
+        out.merge(drain(now: now))
+        return out
+    }
+
+    static func swarmManifest(_ m: BlobManifest) -> SwarmManifest {
+        SwarmManifest(blob: m.digest, chunks: m.chunks.map { .init(digest: $0.digest, size: $0.length) }, extra: m.wireBytes())
+    }
+
+    /// Carries out the swarm's effects until none are left (serving can produce more).
+    private func drain(now: Instant) -> Outbox {
+        var out = Outbox()
+        while true {
+            let effects = swarm.drainEffects()
+            if effects.isEmpty { return out }
+            for e in effects {
+                switch e {
+                case .serve(let peer, let blob, let index):
+                    if let m = try? store.manifest(for: blob), Int(index) < m.chunks.count,
+                       let data = try? store.readChunk(m.chunks[Int(index)].digest) {
+                        out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
+                    } else if let data = chunkInFlight(blob, index) {
+                        out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
+                    } else {
+                        out.merge(swarm.cannotServe(peer, blob: blob, index: index))
+                    }
+                case .store(let blob, let index, let data):
+                    if let m = swarm.holds(blob).flatMap({ _ in manifestInFlight(blob) }), Int(index) < m.chunks.count {
+                        do { try store.putChunk(data, digest: m.chunks[Int(index)].digest) } catch {
+                            onEvent(.failed(blob, "storing a chunk: \(error)"))
+                        }
+                    }
+                case .checkLocal(let blob, let m):
+                    var have = Bitfield(count: m.chunks.count)
+                    for (i, c) in m.chunks.enumerated() where store.hasChunk(c.digest) { have.insert(i) }
+                    inFlight[blob] = m
+                    out.merge(swarm.localChunks(blob, have: have, now: now))
+                case .completed(let blob, let m):
+                    inFlight[blob] = nil
+                    do {
+                        let manifest = try BlobManifest(wireBytes: m.extra)
+                        guard manifest.digest == blob,
+                              manifest.chunks.map({ SwarmManifest.Chunk(digest: $0.digest, size: $0.length) }) == m.chunks else {
+                            throw PeerError.protocolError("the manifest's chunk list does not match what was transferred")
+                        }
+                        if !store.hasBlob(blob) { try store.commitBlob(manifest) }
+                        onEvent(.completed(blob))
+                    } catch {
+                        onEvent(.failed(blob, "\(error)"))
+                        out.merge(swarm.blobCommitFailed(blob, now: now))
+                    }
+                case .progress(let p):
+                    onEvent(.progress(p))
+                case .penalize(let peer, let blob, let reason):
+                    onEvent(.penalized(peer, blob, reason))
+                }
+            }
+        }
+    }
+
+    private func manifestInFlight(_ blob: Digest) -> SwarmManifest? {
+        inFlight[blob] ?? (try? store.manifest(for: blob)).map(SwarmShell.swarmManifest)
+    }
+
+    /// A chunk of a blob still being fetched (served from the store by its chunk digest).
+    private func chunkInFlight(_ blob: Digest, _ index: UInt32) -> [UInt8]? {
+        guard let m = inFlight[blob], Int(index) < m.chunks.count else { return nil }
+        return try? store.readChunk(m.chunks[Int(index)].digest)
+    }
+}
+
+enum SwarmShellEvent: Sendable {
+    case progress(SwarmProgress)
+    case completed(Digest)
+    case failed(Digest, String)
+    case penalized(NodeID, Digest, String)
+}
