@@ -378,7 +378,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 if conn.role == .server {
                     QUICMetrics.shared.connectionsAccepted.add(1)
                     if let mesh = conn.application as? MeshStreams {
-                        configuration.logger.info("link up: \(mesh.link.peer) at \(conn.remote)")
+                        configuration.logger.debug("link up: \(mesh.link.peer) at \(conn.remote)")
                         incomingContinuation.yield(mesh.link)
                     }
                 }
