@@ -337,7 +337,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
             }
             send()
             total += n
-            if n < 64 { return total }
+            if n == 0 { return total }
         }
         r.dirty = true // more to send: come back after reading ACKs
         return total
