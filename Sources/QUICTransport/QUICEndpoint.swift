@@ -197,13 +197,21 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 if r.dirty { anyDirty = true }
             }
             var timeoutMS: Int32 = -1
+            var shortWaitNS: UInt64 = 0
             if anyDirty { timeoutMS = 0 }
             else if deadline != .distantFuture {
                 let ns = deadline > now ? deadline.nanoseconds - now.nanoseconds : 0
                 timeoutMS = ns < 1_000_000 ? 0 : Int32(min(ns / 1_000_000, 60_000))
+                if ns < 1_000_000 { shortWaitNS = ns }
             }
             fds[0].revents = 0; fds[1].revents = 0
-            _ = poll(&fds, 2, timeoutMS)
+            let ready = poll(&fds, 2, timeoutMS)
+            if ready == 0 && shortWaitNS > 20_000 {
+                // poll() counts whole milliseconds; for a sub-millisecond timer (pacing, mostly) nap in
+                // slices of at most 200 µs instead of spinning, which would starve the other threads.
+                var ts = timespec(tv_sec: 0, tv_nsec: Int(min(shortWaitNS, 200_000)))
+                nanosleep(&ts, nil)
+            }
             if fds[1].revents != 0 {
                 var v = [UInt8](repeating: 0, count: 256)
                 while read(wakeFD, &v, 256) > 0 {}
