@@ -55,7 +55,6 @@ public final class QUICConnection {
 
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
-    private var lastKeepAlive = Instant.zero
 
     /// A client connection to `remote`. `expectedPeer` makes the handshake fail unless the server
     /// proves that node identity.
@@ -81,6 +80,7 @@ public final class QUICConnection {
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a client connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+        if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
     }
 
     /// A server connection for a client Initial whose header is `header`.
@@ -115,6 +115,7 @@ public final class QUICConnection {
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a server connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+        if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
     }
 
     deinit {
@@ -197,11 +198,6 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
-        if let ka = settings.keepAlive, case .established = state, now - lastKeepAlive >= ka {
-            lastKeepAlive = now
-            // Any ack-eliciting frame keeps the peer's idle timer fresh; a 0-length datagram would do,
-            // but ngtcp2 sends PINGs itself on PTO, so extending the deadline is enough here.
-        }
         let rc = ngtcp2_conn_handle_expiry(conn, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "handling a timer", now: now) }
     }

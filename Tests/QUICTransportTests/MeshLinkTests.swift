@@ -67,6 +67,26 @@ import Testing
         #expect(link.peer == a.nodeID)
     }
 
+    /// An idle link closes after the idle timeout unless keep-alive PINGs hold it open.
+    @Test func keepAliveHoldsAnIdleLinkOpen() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        var settings = QUICSettings()
+        settings.idleTimeout = .milliseconds(600)
+        var quiet = QUICEndpoint.Configuration(tls: try .mesh(identity: a)); quiet.settings = settings
+        settings.keepAlive = .milliseconds(150)
+        var alive = QUICEndpoint.Configuration(tls: try .mesh(identity: b)); alive.settings = settings
+        let server = try QUICEndpoint(bind: Self.loopback, configuration: quiet)
+        let client = try QUICEndpoint(bind: Self.loopback, configuration: alive)
+        var plain = QUICEndpoint.Configuration(tls: try .mesh(identity: b)); plain.settings.idleTimeout = .milliseconds(600)
+        let idle = try QUICEndpoint(bind: Self.loopback, configuration: plain)
+        defer { idle.shutdown(); client.shutdown(); server.shutdown() }
+        let kept = try await client.connect(to: server.localAddress)
+        let dropped = try await idle.connect(to: server.localAddress)
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(!kept.isClosed)
+        #expect(dropped.isClosed)
+    }
+
     @Test func datagramsArrive() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
         let server = try Self.endpoint(a), client = try Self.endpoint(b)
