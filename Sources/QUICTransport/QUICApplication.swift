@@ -80,6 +80,9 @@ public struct QUICSettings: Sendable {
     /// (`ngtcp2_conn_set_keep_alive_timeout`). Default nil (off); `ConnectionPool` users set it.
     public var keepAlive: Duration? = nil
 
+    /// Write a qlog file per connection into this directory (it must exist). Default nil (off).
+    public var qlogDirectory: String? = nil
+
     public init() {}
 }
 

@@ -71,6 +71,7 @@ public final class QUICConnection {
         let owner = Unmanaged.passUnretained(self).toOpaque()
         tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName, owner: owner)
         var s = makeSettings(now: now)
+        openQlog(&s, odcid: dcid)
         var p = makeTransportParams()
         var callbacks = QUICConnection.callbacks(client: true)
         var d = dcid.ngtcp2, sc = scid.ngtcp2
@@ -97,6 +98,7 @@ public final class QUICConnection {
         let owner = Unmanaged.passUnretained(self).toOpaque()
         tls = try TLSSession(isServer: true, credentials: credentials, alpn: alpn, serverName: nil, owner: owner)
         var s = makeSettings(now: now)
+        openQlog(&s, odcid: ConnectionID(header.dcid))
         s.token = header.token
         var p = makeTransportParams()
         p.original_dcid = header.dcid
@@ -121,6 +123,25 @@ public final class QUICConnection {
     deinit {
         if let conn { ngtcp2_conn_del(conn) }
         pathStorage.deallocate()
+        if let qlog { fclose(qlog) }
+    }
+
+    /// qlog output (draft-ietf-quic-qlog, JSON-SEQ), one file per connection, when asked for.
+    private var qlog: UnsafeMutablePointer<FILE>?
+
+    private func openQlog(_ s: inout ngtcp2_settings, odcid: ConnectionID) {
+        guard let dir = settings.qlogDirectory else { return }
+        let path = "\(dir)/\(role == .client ? "client" : "server")-\(odcid).sqlog"
+        guard let f = fopen(path, "w") else {
+            logger.warning("cannot write qlog \(path): \(errnoName(errno))")
+            return
+        }
+        qlog = f
+        s.qlog.odcid = odcid.ngtcp2
+        s.qlog.write = { ud, _, data, len in
+            guard let f = QUICConnection.from(ud).qlog else { return }
+            fwrite(data, 1, len, f)
+        }
     }
 
     private static func makePath(local: SocketAddress, remote: SocketAddress) -> UnsafeMutablePointer<ngtcp2_path_storage> {

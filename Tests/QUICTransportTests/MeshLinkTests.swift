@@ -87,6 +87,25 @@ import Testing
         #expect(dropped.isClosed)
     }
 
+    @Test func qlogIsWrittenWhenAsked() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gquic-qlog-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        config.settings.qlogDirectory = dir
+        let server = try Self.endpoint(a), client = try QUICEndpoint(bind: Self.loopback, configuration: config)
+        let link = try await client.connect(to: server.localAddress)
+        link.close()
+        _ = await link.waitClosed()
+        client.shutdown(); server.shutdown()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(files.count == 1)
+        let text = try String(contentsOfFile: dir + "/" + files[0], encoding: .utf8)
+        #expect(text.contains("qlog_version"))
+        #expect(text.contains("packet_sent"))
+    }
+
     @Test func datagramsArrive() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
         let server = try Self.endpoint(a), client = try Self.endpoint(b)
