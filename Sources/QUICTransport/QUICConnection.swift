@@ -486,7 +486,7 @@ public final class QUICConnection {
             return fail(.peerRejected("certificate does not carry an Ed25519 node identity key"))
         }
         if let expectedPeer, expectedPeer != id { return fail(.identityMismatch(expected: expectedPeer, got: id)) }
-        if let policy = tls.credentials.configuration.admission, !policy.admits(id) {
+        if let policy = tls.credentials.configuration.admission, !policy.admits(id, certificate: der) {
             return fail(.peerRejected("node \(id) is not admitted by the policy (\(policy))"))
         }
         peerNodeID = id

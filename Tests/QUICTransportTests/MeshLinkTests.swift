@@ -106,6 +106,27 @@ import Testing
         #expect(text.contains("packet_sent"))
     }
 
+    /// Admission by cluster CA: a node whose certificate the CA issued gets in; a self-signed node and
+    /// a node certified by another CA are refused.
+    @Test func clusterCAAdmitsOnlyItsNodes() async throws {
+        let ca = try NodeIdentity.generate(), otherCA = try NodeIdentity.generate()
+        let caPEM = try NodeCertificate.clusterCA(ca), otherPEM = try NodeCertificate.clusterCA(otherCA)
+        let a = try NodeIdentity.generate(), member = try NodeIdentity.generate(), stranger = try NodeIdentity.generate()
+        let policy = try AdmissionPolicy.clusterCA(certificatePEM: caPEM)
+        let server = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: a, certificatePEM: NodeCertificate.issued(for: a, by: ca, caCertificatePEM: caPEM), admission: policy)))
+        let good = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: member, certificatePEM: NodeCertificate.issued(for: member, by: ca, caCertificatePEM: caPEM), admission: policy)))
+        let selfSigned = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(identity: stranger, admission: policy)))
+        let foreign = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: stranger, certificatePEM: NodeCertificate.issued(for: stranger, by: otherCA, caCertificatePEM: otherPEM))))
+        defer { foreign.shutdown(); selfSigned.shutdown(); good.shutdown(); server.shutdown() }
+        let link = try await good.connect(to: server.localAddress, expecting: a.nodeID)
+        #expect(link.peer == a.nodeID)
+        await #expect(throws: QUICError.self) { _ = try await selfSigned.connect(to: server.localAddress) }
+        await #expect(throws: QUICError.self) { _ = try await foreign.connect(to: server.localAddress) }
+    }
+
     @Test func datagramsArrive() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
         let server = try Self.endpoint(a), client = try Self.endpoint(b)
