@@ -58,7 +58,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     private let rxBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
     private let txBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 * 2, alignment: 16)
 
-    /// Binds `address` (use port 0 for an ephemeral port) and starts the I/O thread.
+    /// Binds `address` (use port 0 for an ephemeral port) and starts the I/O thread, which runs (and
+    /// keeps this endpoint alive) until `shutdown()`.
     public init(bind address: PeerAddress, configuration: Configuration) throws(QUICError) {
         self.configuration = configuration
         credentials = try TLSCredentials(configuration.tls)
@@ -76,7 +77,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
         resetSecret = secret
         (incomingLinks, incomingContinuation) = AsyncStream.makeStream(of: QUICLink.self)
-        let t = Thread { [unowned self] in self.run() }
+        // The I/O thread keeps the endpoint alive until `shutdown()` ends it: call shutdown() when done.
+        let t = Thread { self.run() }
         t.name = "quic-endpoint \(localAddress)"
         thread = t
         t.start()
