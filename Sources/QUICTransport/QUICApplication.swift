@@ -76,8 +76,12 @@ public struct QUICSettings: Sendable {
     public var maxDatagramFrameSize: UInt64 = 1200
     /// Largest UDP payload we send. Default 1452 (Ethernet MTU minus headers).
     public var maxUDPPayloadSize: Int = 1452
-    /// Send PINGs to keep an idle connection open. Default nil (off).
+    /// Send a PING after this much silence, so the idle timeout never fires on a live peer
+    /// (`ngtcp2_conn_set_keep_alive_timeout`). Default nil (off); `ConnectionPool` users set it.
     public var keepAlive: Duration? = nil
+
+    /// Write a qlog file per connection into this directory (it must exist). Default nil (off).
+    public var qlogDirectory: String? = nil
 
     public init() {}
 }

@@ -55,7 +55,6 @@ public final class QUICConnection {
 
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
-    private var lastKeepAlive = Instant.zero
 
     /// A client connection to `remote`. `expectedPeer` makes the handshake fail unless the server
     /// proves that node identity.
@@ -72,6 +71,7 @@ public final class QUICConnection {
         let owner = Unmanaged.passUnretained(self).toOpaque()
         tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName, owner: owner)
         var s = makeSettings(now: now)
+        openQlog(&s, odcid: dcid)
         var p = makeTransportParams()
         var callbacks = QUICConnection.callbacks(client: true)
         var d = dcid.ngtcp2, sc = scid.ngtcp2
@@ -81,6 +81,7 @@ public final class QUICConnection {
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a client connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+        if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
     }
 
     /// A server connection for a client Initial whose header is `header`.
@@ -97,6 +98,7 @@ public final class QUICConnection {
         let owner = Unmanaged.passUnretained(self).toOpaque()
         tls = try TLSSession(isServer: true, credentials: credentials, alpn: alpn, serverName: nil, owner: owner)
         var s = makeSettings(now: now)
+        openQlog(&s, odcid: ConnectionID(header.dcid))
         s.token = header.token
         var p = makeTransportParams()
         p.original_dcid = header.dcid
@@ -115,11 +117,31 @@ public final class QUICConnection {
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a server connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
+        if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
     }
 
     deinit {
         if let conn { ngtcp2_conn_del(conn) }
         pathStorage.deallocate()
+        if let qlog { fclose(qlog) }
+    }
+
+    /// qlog output (draft-ietf-quic-qlog, JSON-SEQ), one file per connection, when asked for.
+    private var qlog: UnsafeMutablePointer<FILE>?
+
+    private func openQlog(_ s: inout ngtcp2_settings, odcid: ConnectionID) {
+        guard let dir = settings.qlogDirectory else { return }
+        let path = "\(dir)/\(role == .client ? "client" : "server")-\(odcid).sqlog"
+        guard let f = fopen(path, "w") else {
+            logger.warning("cannot write qlog \(path): \(errnoName(errno))")
+            return
+        }
+        qlog = f
+        s.qlog.odcid = odcid.ngtcp2
+        s.qlog.write = { ud, _, data, len in
+            guard let f = QUICConnection.from(ud).qlog else { return }
+            fwrite(data, 1, len, f)
+        }
     }
 
     private static func makePath(local: SocketAddress, remote: SocketAddress) -> UnsafeMutablePointer<ngtcp2_path_storage> {
@@ -197,11 +219,6 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
-        if let ka = settings.keepAlive, case .established = state, now - lastKeepAlive >= ka {
-            lastKeepAlive = now
-            // Any ack-eliciting frame keeps the peer's idle timer fresh; a 0-length datagram would do,
-            // but ngtcp2 sends PINGs itself on PTO, so extending the deadline is enough here.
-        }
         let rc = ngtcp2_conn_handle_expiry(conn, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "handling a timer", now: now) }
     }
@@ -469,7 +486,7 @@ public final class QUICConnection {
             return fail(.peerRejected("certificate does not carry an Ed25519 node identity key"))
         }
         if let expectedPeer, expectedPeer != id { return fail(.identityMismatch(expected: expectedPeer, got: id)) }
-        if let policy = tls.credentials.configuration.admission, !policy.admits(id) {
+        if let policy = tls.credentials.configuration.admission, !policy.admits(id, certificate: der) {
             return fail(.peerRejected("node \(id) is not admitted by the policy (\(policy))"))
         }
         peerNodeID = id

@@ -58,7 +58,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     private let rxBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
     private let txBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 * 2, alignment: 16)
 
-    /// Binds `address` (use port 0 for an ephemeral port) and starts the I/O thread.
+    /// Binds `address` (use port 0 for an ephemeral port) and starts the I/O thread, which runs (and
+    /// keeps this endpoint alive) until `shutdown()`.
     public init(bind address: PeerAddress, configuration: Configuration) throws(QUICError) {
         self.configuration = configuration
         credentials = try TLSCredentials(configuration.tls)
@@ -76,7 +77,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
         resetSecret = secret
         (incomingLinks, incomingContinuation) = AsyncStream.makeStream(of: QUICLink.self)
-        let t = Thread { [unowned self] in self.run() }
+        // The I/O thread keeps the endpoint alive until `shutdown()` ends it: call shutdown() when done.
+        let t = Thread { self.run() }
         t.name = "quic-endpoint \(localAddress)"
         thread = t
         t.start()
@@ -197,13 +199,21 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 if r.dirty { anyDirty = true }
             }
             var timeoutMS: Int32 = -1
+            var shortWaitNS: UInt64 = 0
             if anyDirty { timeoutMS = 0 }
             else if deadline != .distantFuture {
                 let ns = deadline > now ? deadline.nanoseconds - now.nanoseconds : 0
                 timeoutMS = ns < 1_000_000 ? 0 : Int32(min(ns / 1_000_000, 60_000))
+                if ns < 1_000_000 { shortWaitNS = ns }
             }
             fds[0].revents = 0; fds[1].revents = 0
-            _ = poll(&fds, 2, timeoutMS)
+            let ready = poll(&fds, 2, timeoutMS)
+            if ready == 0 && shortWaitNS > 20_000 {
+                // poll() counts whole milliseconds; for a sub-millisecond timer (pacing, mostly) nap in
+                // slices of at most 200 µs instead of spinning, which would starve the other threads.
+                var ts = timespec(tv_sec: 0, tv_nsec: Int(min(shortWaitNS, 200_000)))
+                nanosleep(&ts, nil)
+            }
             if fds[1].revents != 0 {
                 var v = [UInt8](repeating: 0, count: 256)
                 while read(wakeFD, &v, 256) > 0 {}
@@ -337,7 +347,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
             }
             send()
             total += n
-            if n < 64 { return total }
+            if n == 0 { return total }
         }
         r.dirty = true // more to send: come back after reading ACKs
         return total
@@ -378,7 +388,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 if conn.role == .server {
                     QUICMetrics.shared.connectionsAccepted.add(1)
                     if let mesh = conn.application as? MeshStreams {
-                        configuration.logger.info("link up: \(mesh.link.peer) at \(conn.remote)")
+                        configuration.logger.debug("link up: \(mesh.link.peer) at \(conn.remote)")
                         incomingContinuation.yield(mesh.link)
                     }
                 }

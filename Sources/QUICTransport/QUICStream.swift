@@ -108,7 +108,12 @@ public final class QUICStream: AsyncSequence, Sendable {
             enum Outcome { case data([UInt8]), end, failed(QUICError), wait }
             let outcome = readState.withLock { s -> Outcome in
                 if !s.chunks.isEmpty {
-                    let out = s.chunks.count == 1 ? s.chunks[0] : Array(s.chunks.joined())
+                    var out: [UInt8]
+                    if s.chunks.count == 1 { out = s.chunks[0] } else {
+                        out = []
+                        out.reserveCapacity(s.chunks.reduce(0) { $0 + $1.count })
+                        for c in s.chunks { out.append(contentsOf: c) }
+                    }
                     s.chunks.removeAll(keepingCapacity: true)
                     return .data(out)
                 }
@@ -159,7 +164,12 @@ public final class QUICStream: AsyncSequence, Sendable {
 
     func deliver(_ bytes: UnsafeRawBufferPointer, fin: Bool) {
         let cont = readState.withLock { s -> CheckedContinuation<Void, Never>? in
-            if bytes.count > 0 { s.chunks.append(Array(bytes)) }
+            if bytes.count > 0 {
+                s.chunks.append([UInt8](unsafeUninitializedCapacity: bytes.count) { buf, n in
+                    buf.baseAddress!.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: bytes.count)
+                    n = bytes.count
+                })
+            }
             if fin { s.fin = true }
             defer { s.reader = nil }
             return s.reader

@@ -9,6 +9,14 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
     private enum Rule: Sendable {
         case anyNode
         case allowList(Set<NodeID>)
+        case clusterCA(ClusterCA)
+    }
+
+    /// A parsed CA certificate, shared read-only by every verification.
+    final class ClusterCA: @unchecked Sendable {
+        let crt: gnutls_x509_crt_t?
+        init(pem: String) throws(QUICError) { crt = try NodeCertificate.importCertificate(pem: pem) }
+        deinit { gnutls_x509_crt_deinit(crt) }
     }
     private let rule: Rule
 
@@ -19,10 +27,25 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
         AdmissionPolicy(rule: .allowList(Set(ids)))
     }
 
+    /// Nodes whose certificate was issued by this cluster CA (see `NodeCertificate.clusterCA` and
+    /// `NodeCertificate.issued(for:by:caCertificatePEM:)`).
+    public static func clusterCA(certificatePEM: String) throws(QUICError) -> AdmissionPolicy {
+        AdmissionPolicy(rule: .clusterCA(try ClusterCA(pem: certificatePEM)))
+    }
+
     public func admits(_ id: NodeID) -> Bool {
         switch rule {
         case .anyNode: true
         case .allowList(let ids): ids.contains(id)
+        case .clusterCA: false // needs the certificate: see admits(_:certificate:)
+        }
+    }
+
+    /// The check the handshake runs: the NodeID and the DER certificate it came from.
+    func admits(_ id: NodeID, certificate der: UnsafeRawBufferPointer) -> Bool {
+        switch rule {
+        case .clusterCA(let ca): NodeCertificate.isIssued(der: der, by: ca.crt)
+        default: admits(id)
         }
     }
 
@@ -30,6 +53,7 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
         switch rule {
         case .anyNode: "any node"
         case .allowList(let ids): "allow-list of \(ids.count) node(s)"
+        case .clusterCA: "certificates issued by the cluster CA"
         }
     }
 }
@@ -50,8 +74,11 @@ public struct TLSConfiguration: Sendable {
     let verification: Verification
 
     /// A mesh node: its identity certificate (generated from the key) and mutual authentication.
-    public static func mesh(identity: NodeIdentity, admission: AdmissionPolicy = .anyNode) throws -> TLSConfiguration {
-        TLSConfiguration(certificatePEM: try NodeCertificate.selfSigned(for: identity),
+    /// `certificatePEM` defaults to a fresh self-signed node certificate; pass one issued by the
+    /// cluster CA when peers admit by `AdmissionPolicy.clusterCA`.
+    public static func mesh(identity: NodeIdentity, certificatePEM: String? = nil,
+                            admission: AdmissionPolicy = .anyNode) throws -> TLSConfiguration {
+        TLSConfiguration(certificatePEM: try certificatePEM ?? NodeCertificate.selfSigned(for: identity),
                          keyPEM: try identity.privateKeyPEM(), verification: .nodeIdentity(admission))
     }
 

@@ -27,33 +27,39 @@ struct QUICBench: AsyncParsableCommand {
         let gtlsserver = FileManager.default.isExecutableFile(atPath: "/usr/sbin/gtlsserver") ? "/usr/sbin/gtlsserver" : "gtlsserver"
         let quiet = "-q --no-quic-dump --no-http-dump"
 
+        progress("anchor: gtlsserver → gtlsclient")
         // Anchor: gtlsserver → gtlsclient, body discarded (two processes).
         let anchorPort = 24000 + Int(getpid() % 1000)
+        let anchorServer = try Self.spawn(gtlsserver, quiet.split(separator: " ").map(String.init)
+            + ["-d", dir + "/www", "127.0.0.1", String(anchorPort), dir + "/key.pem", dir + "/cert.pem"])
+        try await Task.sleep(for: .milliseconds(300))
         let anchorSeconds = try Self.timed {
-            _ = try shell("\(gtlsserver) \(quiet) -d \(dir)/www 127.0.0.1 \(anchorPort) \(dir)/key.pem \(dir)/cert.pem & S=$!; sleep 0.3; "
-                + "gtlsclient \(quiet) --exit-on-all-streams-close 127.0.0.1 \(anchorPort) https://127.0.0.1:\(anchorPort)/big.bin; kill -9 $S")
-        } - 0.3
+            _ = try shell("gtlsclient \(quiet) --exit-on-all-streams-close 127.0.0.1 \(anchorPort) https://127.0.0.1:\(anchorPort)/big.bin")
+        }
+        kill(anchorServer.processIdentifier, SIGKILL)
+        anchorServer.waitUntilExit()
         let anchorRate = bytes / anchorSeconds / 1e6
 
+        progress("ours: gquic-peer serve → HTTP3Client")
         // Ours: gquic-peer serve (another process) → HTTP3Client in this process, body discarded.
         let ourPort = anchorPort + 1
         let peer = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gquic-peer").path
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: peer)
-        server.arguments = ["serve", "--root", dir + "/www", "--listen", "127.0.0.1:\(ourPort)", "--cert", dir + "/cert.pem", "--key", dir + "/key.pem"]
-        server.standardOutput = FileHandle.nullDevice
-        try server.run()
+        let server = try Self.spawn(peer, ["serve", "--root", dir + "/www", "--listen", "127.0.0.1:\(ourPort)",
+                                           "--cert", dir + "/cert.pem", "--key", dir + "/key.pem"])
         defer { server.terminate(); server.waitUntilExit() }
         try await Task.sleep(for: .milliseconds(500))
         let ours = try await HTTP3Client.download(url: "https://127.0.0.1:\(ourPort)/big.bin", to: "/dev/null", insecure: true)
         report.add(BenchRow("HTTP/3 \(mib) MiB, our server → our client", bytes / ours.seconds / 1e6, "MB/s",
                             anchor: "gtlsserver→gtlsclient", anchorValue: anchorRate, note: "body discarded, 2 processes"))
+        progress("cross pairs")
         // Cross pairs.
         let crossPort = anchorPort + 2
-        _ = try shell("\(gtlsserver) \(quiet) -d \(dir)/www 127.0.0.1 \(crossPort) \(dir)/key.pem \(dir)/cert.pem > /dev/null 2>&1 & echo $! > \(dir)/gs.pid")
+        let crossServer = try Self.spawn(gtlsserver, quiet.split(separator: " ").map(String.init)
+            + ["-d", dir + "/www", "127.0.0.1", String(crossPort), dir + "/key.pem", dir + "/cert.pem"])
         try await Task.sleep(for: .milliseconds(300))
         let fromGtls = try await HTTP3Client.download(url: "https://127.0.0.1:\(crossPort)/big.bin", to: "/dev/null", insecure: true)
-        _ = try shell("kill -9 $(cat \(dir)/gs.pid)")
+        kill(crossServer.processIdentifier, SIGKILL) // gtlsserver ignores SIGTERM
+        crossServer.waitUntilExit()
         report.add(BenchRow("HTTP/3 \(mib) MiB, gtlsserver → our client", bytes / fromGtls.seconds / 1e6, "MB/s",
                             anchor: "gtlsserver→gtlsclient", anchorValue: anchorRate))
         let toGtls = try Self.timed {
@@ -62,6 +68,7 @@ struct QUICBench: AsyncParsableCommand {
         report.add(BenchRow("HTTP/3 \(mib) MiB, our server → gtlsclient", bytes / toGtls / 1e6, "MB/s",
                             anchor: "gtlsserver→gtlsclient", anchorValue: anchorRate))
 
+        progress("mesh links")
         // Mesh links: two endpoints in this process (one I/O thread each).
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
         let meshServer = try QUICEndpoint(bind: PeerAddress(host: "127.0.0.1", port: 0), configuration: .init(tls: .mesh(identity: a)))
@@ -98,6 +105,7 @@ struct QUICBench: AsyncParsableCommand {
         }
         defer { sink.cancel() }
 
+        progress("handshakes")
         // Handshakes: fresh mesh connections (mutual TLS with node certificates).
         var hs: [Double] = []
         for _ in 0..<handshakes {
@@ -111,17 +119,20 @@ struct QUICBench: AsyncParsableCommand {
         report.add(BenchRow("mesh handshake p99", Self.pct(hs, 0.99), "ms"))
 
         let link = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID)
+        progress("mesh bulk")
         // Bulk: one stream.
         let bulkSeconds = try await Self.bulk(link, mib: mib)
         report.add(BenchRow("mesh link \(mib) MiB, one bulk stream", bytes / bulkSeconds / 1e6, "MB/s",
                             anchor: "gtlsserver→gtlsclient", anchorValue: anchorRate, note: "1 process, 2 I/O threads"))
 
+        progress("round trips idle")
         // Round trips, idle.
         var idle = try await Self.roundTrips(link, .control, count: roundTrips)
         idle.sort()
         report.add(BenchRow("64 B round trip p50, idle", Self.pct(idle, 0.5), "µs"))
         report.add(BenchRow("64 B round trip p99, idle", Self.pct(idle, 0.99), "µs"))
         report.add(BenchRow("64 B round trip p999, idle", Self.pct(idle, 0.999), "µs"))
+        progress("round trips under bulk")
         // Round trips on the control class while a bulk stream saturates the same connection.
         let bulkTask = Task { try await Self.bulk(link, mib: mib) }
         try await Task.sleep(for: .milliseconds(100))
@@ -133,6 +144,20 @@ struct QUICBench: AsyncParsableCommand {
                             anchor: "idle p99 + 1 ms (goal)", anchorValue: Self.pct(idle, 0.99) + 1000))
         report.add(BenchRow("64 B control round trip p999, bulk saturating", Self.pct(loaded, 0.999), "µs"))
         try report.write()
+    }
+
+    func progress(_ what: String) {
+        FileHandle.standardError.write(Data("quic bench: \(what)…\n".utf8))
+    }
+
+    static func spawn(_ path: String, _ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
     }
 
     static func timed(_ body: () throws -> Void) rethrows -> Double {

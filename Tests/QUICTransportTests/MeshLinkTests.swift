@@ -67,6 +67,66 @@ import Testing
         #expect(link.peer == a.nodeID)
     }
 
+    /// An idle link closes after the idle timeout unless keep-alive PINGs hold it open.
+    @Test func keepAliveHoldsAnIdleLinkOpen() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        var settings = QUICSettings()
+        settings.idleTimeout = .milliseconds(600)
+        var quiet = QUICEndpoint.Configuration(tls: try .mesh(identity: a)); quiet.settings = settings
+        settings.keepAlive = .milliseconds(150)
+        var alive = QUICEndpoint.Configuration(tls: try .mesh(identity: b)); alive.settings = settings
+        let server = try QUICEndpoint(bind: Self.loopback, configuration: quiet)
+        let client = try QUICEndpoint(bind: Self.loopback, configuration: alive)
+        var plain = QUICEndpoint.Configuration(tls: try .mesh(identity: b)); plain.settings.idleTimeout = .milliseconds(600)
+        let idle = try QUICEndpoint(bind: Self.loopback, configuration: plain)
+        defer { idle.shutdown(); client.shutdown(); server.shutdown() }
+        let kept = try await client.connect(to: server.localAddress)
+        let dropped = try await idle.connect(to: server.localAddress)
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(!kept.isClosed)
+        #expect(dropped.isClosed)
+    }
+
+    @Test func qlogIsWrittenWhenAsked() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gquic-qlog-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        config.settings.qlogDirectory = dir
+        let server = try Self.endpoint(a), client = try QUICEndpoint(bind: Self.loopback, configuration: config)
+        let link = try await client.connect(to: server.localAddress)
+        link.close()
+        _ = await link.waitClosed()
+        client.shutdown(); server.shutdown()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(files.count == 1)
+        let text = try String(contentsOfFile: dir + "/" + files[0], encoding: .utf8)
+        #expect(text.contains("qlog_version"))
+        #expect(text.contains("packet_sent"))
+    }
+
+    /// Admission by cluster CA: a node whose certificate the CA issued gets in; a self-signed node and
+    /// a node certified by another CA are refused.
+    @Test func clusterCAAdmitsOnlyItsNodes() async throws {
+        let ca = try NodeIdentity.generate(), otherCA = try NodeIdentity.generate()
+        let caPEM = try NodeCertificate.clusterCA(ca), otherPEM = try NodeCertificate.clusterCA(otherCA)
+        let a = try NodeIdentity.generate(), member = try NodeIdentity.generate(), stranger = try NodeIdentity.generate()
+        let policy = try AdmissionPolicy.clusterCA(certificatePEM: caPEM)
+        let server = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: a, certificatePEM: NodeCertificate.issued(for: a, by: ca, caCertificatePEM: caPEM), admission: policy)))
+        let good = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: member, certificatePEM: NodeCertificate.issued(for: member, by: ca, caCertificatePEM: caPEM), admission: policy)))
+        let selfSigned = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(identity: stranger, admission: policy)))
+        let foreign = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+            identity: stranger, certificatePEM: NodeCertificate.issued(for: stranger, by: otherCA, caCertificatePEM: otherPEM))))
+        defer { foreign.shutdown(); selfSigned.shutdown(); good.shutdown(); server.shutdown() }
+        let link = try await good.connect(to: server.localAddress, expecting: a.nodeID)
+        #expect(link.peer == a.nodeID)
+        await #expect(throws: QUICError.self) { _ = try await selfSigned.connect(to: server.localAddress) }
+        await #expect(throws: QUICError.self) { _ = try await foreign.connect(to: server.localAddress) }
+    }
+
     @Test func datagramsArrive() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
         let server = try Self.endpoint(a), client = try Self.endpoint(b)
