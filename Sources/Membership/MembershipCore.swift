@@ -67,6 +67,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var nacks = 0
         /// The last-chance probe of a suspect whose suspicion timed out.
         var final = false
+        /// The target's version when the probe started.
+        var version = MemberVersion(generation: 0, incarnation: 0)
     }
     private var probes: [UInt64: PendingProbe] = [:]
 
@@ -253,9 +255,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             guard let target = members[req.target], target.status == .alive || target.status == .suspect else { return }
             sequence &+= 1
             let timeout = scaled(settings.probe.timeout)
+            // Late acks are still relayed while the requester may be waiting (slow targets).
             relays[sequence] = Relay(requester: from, requesterSequence: req.sequence, target: req.target,
                                      nackAt: now + .nanoseconds(Int64(Double(timeout.nanosecondsClamped) * settings.probe.nackFraction)),
-                                     expiresAt: now + timeout * 2)
+                                     expiresAt: now + max(timeout * 2, expectedRTTWait(req.target) * 2))
             var ping = MembershipMessage.Ping()
             ping.sequence = sequence
             ping.target = req.target
@@ -267,7 +270,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 guard ack.responder == probe.target else { return }
                 probes[ack.sequence] = nil
                 adjustHealth(-1)
-                if probe.final, let m = members[probe.target], m.status == .suspect, var timer = suspicions[probe.target] {
+                if probe.final, let m = members[probe.target], m.status == .suspect, m.version == probe.version,
+                   var timer = suspicions[probe.target], timer.finalProbe {
                     // Alive after all, and not yet refuted: give it a fresh suspicion period.
                     timer = SuspicionTimer(start: now, k: timer.k, min: timer.min, max: timer.max, firstSuspector: me)
                     suspicions[probe.target] = timer
@@ -447,16 +451,24 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // taught us its RTT. A crashed member's RTT does not grow, so detection is not slowed.
         let timeout = scaled(settings.probe.timeout)
         let period = scaled(settings.probe.interval)
-        var expected = Duration.zero
-        if let r = rtts[t] { expected = min(settings.probe.maxAdaptiveWait, max(r.smoothed, r.last) * 2) }
-        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + max(timeout, expected),
-                                   periodEndAt: now + max(period, expected + (period - timeout)), final: final)
+        let expected = expectedRTTWait(t)
+        // The indirect phase gets the same allowance: its path also runs through the slow member.
+        let direct = max(timeout, expected)
+        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + direct,
+                                   periodEndAt: now + direct + max(period - timeout, expected), final: final,
+                                   version: members[t]?.version ?? version)
         var ping = MembershipMessage.Ping()
         ping.sequence = seq
         ping.target = t
         ping.updates = piggyback(for: t, first: members[t]?.status == .suspect ? t : nil)
         send(.ping(ping), to: t, now: now, &out)
         stats.probesSent += 1
+    }
+
+    /// Twice the member's recent RTT, capped by `probe.maxAdaptiveWait`; zero if never measured.
+    private func expectedRTTWait(_ node: NodeID) -> Duration {
+        guard let r = rtts[node] else { return .zero }
+        return min(settings.probe.maxAdaptiveWait, max(r.smoothed, r.last) * 2)
     }
 
     private mutating func observeRTT(_ sample: Duration, for node: NodeID) {
@@ -479,6 +491,19 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
         guard let m = members[probe.target], m.status == .alive || m.status == .suspect else { return }
         if probe.final {
+            // A member known to answer slowly gets a second last chance (a lost datagram on its
+            // long path is likelier than a crash); a member that answered fast gets none, so
+            // detection of a crashed node is not slowed.
+            // The verdict only concerns the suspicion this probe was started for: a refutation and
+            // a new suspicion may have come in meanwhile.
+            guard m.status == .suspect, m.version == probe.version, suspicions[probe.target]?.finalProbe == true else { return }
+            if var timer = suspicions[probe.target], timer.finalAttempts < 2,
+               let r = rtts[probe.target], max(r.smoothed, r.last) > settings.probe.timeout {
+                timer.finalAttempts += 1
+                suspicions[probe.target] = timer
+                startProbe(probe.target, final: true, now: now, &out)
+                return
+            }
             suspicions[probe.target] = nil
             guard m.status == .suspect else { return }
             stats.membersDeclaredDead += 1
