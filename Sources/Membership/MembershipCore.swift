@@ -314,7 +314,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if let pending = queued.removeValue(forKey: peer) {
                 for item in pending where item.until >= now { emit(item.message, &out) }
             }
-            if joinDials.remove(addr) != nil, started, !leaving {
+            // A DNS-name seed may come up under its resolved address: while a join dial is
+            // outstanding, any link to a node we do not count as live also gets the sync.
+            let isLive = members[peer].map { $0.status == .alive || $0.status == .suspect } ?? false
+            let wasJoinDial = joinDials.remove(addr) != nil || (!joinDials.isEmpty && !isLive)
+            if wasJoinDial, started, !leaving {
                 // A seed (or mDNS find, or a dead member we reconnect to) proved its identity: sync.
                 sendPushPull(to: peer, now: now, &out)
             }
