@@ -67,6 +67,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var nacks = 0
         /// The last-chance probe of a suspect whose suspicion timed out.
         var final = false
+        /// Members asked to probe the target for us (their relayed acks count).
+        var helpers: [NodeID] = []
         /// The target's version when the probe started.
         var version = MemberVersion(generation: 0, incarnation: 0)
     }
@@ -252,7 +254,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 send(.ack(ack), to: from, now: now, &out)
                 return
             }
-            guard let target = members[req.target], target.status == .alive || target.status == .suspect else { return }
+            guard let target = members[req.target], target.status == .alive || target.status == .suspect,
+                  relays.count < 4_096 else { return } // bounded: each relay lives at most a few seconds
             sequence &+= 1
             let timeout = scaled(settings.probe.timeout)
             // Late acks are still relayed while the requester may be waiting (slow targets).
@@ -267,7 +270,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .ack(let ack):
             apply(ack.updates, from: from, now: now)
             if let probe = probes[ack.sequence] {
-                guard ack.responder == probe.target else { return }
+                // Only the target itself, or a member we asked to probe it, may answer for it.
+                guard ack.responder == probe.target, from == probe.target || probe.helpers.contains(from) else { return }
                 probes[ack.sequence] = nil
                 adjustHealth(-1)
                 if probe.final, let m = members[probe.target], m.status == .suspect, m.version == probe.version,
@@ -344,6 +348,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 probes[seq]?.indirectSent = true
                 let helpers = randomMembers(settings.probe.indirectChecks, excluding: probe.target) { $0.status == .alive }
                 probes[seq]?.expectedNacks = helpers.count
+                probes[seq]?.helpers = helpers
                 for h in helpers {
                     var req = MembershipMessage.PingReq()
                     req.sequence = seq
