@@ -46,6 +46,7 @@ public final class MDNSDiscovery: Sendable {
     }
 
     /// Peers of our cluster found on the LAN, ourselves excluded: feed them to membership as seeds.
+    /// It reads `events`, which has one consumer: iterate either this or `events`, not both.
     public var joinCandidates: AsyncStream<DiscoveredPeer> {
         let me = announcement?.nodeID
         let cluster = announcement?.clusterID

@@ -67,6 +67,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var nacks = 0
         /// The last-chance probe of a suspect whose suspicion timed out.
         var final = false
+        /// Members asked to probe the target for us (their relayed acks count).
+        var helpers: [NodeID] = []
+        /// The target's version when the probe started.
+        var version = MemberVersion(generation: 0, incarnation: 0)
     }
     private var probes: [UInt64: PendingProbe] = [:]
 
@@ -250,12 +254,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 send(.ack(ack), to: from, now: now, &out)
                 return
             }
-            guard let target = members[req.target], target.status == .alive || target.status == .suspect else { return }
+            guard let target = members[req.target], target.status == .alive || target.status == .suspect,
+                  relays.count < 4_096 else { return } // bounded: each relay lives at most a few seconds
             sequence &+= 1
             let timeout = scaled(settings.probe.timeout)
+            // Late acks are still relayed while the requester may be waiting (slow targets).
             relays[sequence] = Relay(requester: from, requesterSequence: req.sequence, target: req.target,
                                      nackAt: now + .nanoseconds(Int64(Double(timeout.nanosecondsClamped) * settings.probe.nackFraction)),
-                                     expiresAt: now + timeout * 2)
+                                     expiresAt: now + max(timeout * 2, expectedRTTWait(req.target) * 2))
             var ping = MembershipMessage.Ping()
             ping.sequence = sequence
             ping.target = req.target
@@ -264,10 +270,12 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .ack(let ack):
             apply(ack.updates, from: from, now: now)
             if let probe = probes[ack.sequence] {
-                guard ack.responder == probe.target else { return }
+                // Only the target itself, or a member we asked to probe it, may answer for it.
+                guard ack.responder == probe.target, from == probe.target || probe.helpers.contains(from) else { return }
                 probes[ack.sequence] = nil
                 adjustHealth(-1)
-                if probe.final, let m = members[probe.target], m.status == .suspect, var timer = suspicions[probe.target] {
+                if probe.final, let m = members[probe.target], m.status == .suspect, m.version == probe.version,
+                   var timer = suspicions[probe.target], timer.finalProbe {
                     // Alive after all, and not yet refuted: give it a fresh suspicion period.
                     timer = SuspicionTimer(start: now, k: timer.k, min: timer.min, max: timer.max, firstSuspector: me)
                     suspicions[probe.target] = timer
@@ -310,7 +318,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if let pending = queued.removeValue(forKey: peer) {
                 for item in pending where item.until >= now { emit(item.message, &out) }
             }
-            if joinDials.remove(addr) != nil, started, !leaving {
+            // A DNS-name seed may come up under its resolved address: while a join dial is
+            // outstanding, any link to a node we do not count as live also gets the sync.
+            let isLive = members[peer].map { $0.status == .alive || $0.status == .suspect } ?? false
+            let wasJoinDial = joinDials.remove(addr) != nil || (!joinDials.isEmpty && !isLive)
+            if wasJoinDial, started, !leaving {
                 // A seed (or mDNS find, or a dead member we reconnect to) proved its identity: sync.
                 sendPushPull(to: peer, now: now, &out)
             }
@@ -336,6 +348,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 probes[seq]?.indirectSent = true
                 let helpers = randomMembers(settings.probe.indirectChecks, excluding: probe.target) { $0.status == .alive }
                 probes[seq]?.expectedNacks = helpers.count
+                probes[seq]?.helpers = helpers
                 for h in helpers {
                     var req = MembershipMessage.PingReq()
                     req.sequence = seq
@@ -447,16 +460,24 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // taught us its RTT. A crashed member's RTT does not grow, so detection is not slowed.
         let timeout = scaled(settings.probe.timeout)
         let period = scaled(settings.probe.interval)
-        var expected = Duration.zero
-        if let r = rtts[t] { expected = min(settings.probe.maxAdaptiveWait, max(r.smoothed, r.last) * 2) }
-        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + max(timeout, expected),
-                                   periodEndAt: now + max(period, expected + (period - timeout)), final: final)
+        let expected = expectedRTTWait(t)
+        // The indirect phase gets the same allowance: its path also runs through the slow member.
+        let direct = max(timeout, expected)
+        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + direct,
+                                   periodEndAt: now + direct + max(period - timeout, expected), final: final,
+                                   version: members[t]?.version ?? version)
         var ping = MembershipMessage.Ping()
         ping.sequence = seq
         ping.target = t
         ping.updates = piggyback(for: t, first: members[t]?.status == .suspect ? t : nil)
         send(.ping(ping), to: t, now: now, &out)
         stats.probesSent += 1
+    }
+
+    /// Twice the member's recent RTT, capped by `probe.maxAdaptiveWait`; zero if never measured.
+    private func expectedRTTWait(_ node: NodeID) -> Duration {
+        guard let r = rtts[node] else { return .zero }
+        return min(settings.probe.maxAdaptiveWait, max(r.smoothed, r.last) * 2)
     }
 
     private mutating func observeRTT(_ sample: Duration, for node: NodeID) {
@@ -479,6 +500,19 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
         guard let m = members[probe.target], m.status == .alive || m.status == .suspect else { return }
         if probe.final {
+            // A member known to answer slowly gets a second last chance (a lost datagram on its
+            // long path is likelier than a crash); a member that answered fast gets none, so
+            // detection of a crashed node is not slowed.
+            // The verdict only concerns the suspicion this probe was started for: a refutation and
+            // a new suspicion may have come in meanwhile.
+            guard m.status == .suspect, m.version == probe.version, suspicions[probe.target]?.finalProbe == true else { return }
+            if var timer = suspicions[probe.target], timer.finalAttempts < 2,
+               let r = rtts[probe.target], max(r.smoothed, r.last) > settings.probe.timeout {
+                timer.finalAttempts += 1
+                suspicions[probe.target] = timer
+                startProbe(probe.target, final: true, now: now, &out)
+                return
+            }
             suspicions[probe.target] = nil
             guard m.status == .suspect else { return }
             stats.membersDeclaredDead += 1

@@ -11,6 +11,8 @@ struct SuspicionTimer: Sendable {
     private(set) var suspectors: Set<NodeID>
     /// The timer ran out and the last-chance probe is under way.
     var finalProbe = false
+    /// Last-chance probes sent so far.
+    var finalAttempts = 1
 
     init(start: Instant, k: Int, min: Duration, max: Duration, firstSuspector: NodeID) {
         self.start = start; self.k = k; self.min = min; self.max = max

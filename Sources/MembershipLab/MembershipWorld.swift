@@ -85,9 +85,11 @@ public final class MembershipWorld {
 
     // MARK: - Faults and lifecycle
 
-    /// Starts (or restarts) host `i` with a new generation.
-    public func start(_ i: Int) {
-        hosts[i].generation += 1
+    /// Starts (or restarts) host `i`, normally with a new generation; `keepGeneration` models a
+    /// shell that lost its generation counter (the node restarts at incarnation 0 of an old
+    /// generation, memberlist-style).
+    public func start(_ i: Int, keepGeneration: Bool = false) {
+        if !keepGeneration || hosts[i].generation == 0 { hosts[i].generation += 1 }
         let seeds = seedHosts.filter { $0 != i }.map { hosts[$0].address }
         var core = MembershipCore(me: hosts[i].id, address: hosts[i].address,
                                   generation: hosts[i].generation, seeds: seeds, settings: settings, random: rng.fork())

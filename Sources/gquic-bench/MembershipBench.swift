@@ -37,11 +37,13 @@ struct MembershipBench: ParsableCommand {
     var fpNodes = 200
     @Option(help: "Seed.")
     var seed: UInt64 = 1
+    @Flag(help: "Run only the false-positive measurement.")
+    var onlyFalsePositives = false
 
     func run() throws {
         var report = BenchReport(area: "membership")
         report.header()
-        for n in nodes {
+        for n in nodes where !onlyFalsePositives {
             // One cluster serves every loss rate (one joiner each) and then the false-positive run:
             // forming N nodes from one seed is the expensive part of the simulation.
             let w = formed(n: n, settings: MembershipSettings(), extra: loss.count)

@@ -14,22 +14,23 @@ struct MDNSProbe: AsyncParsableCommand {
         commandName: "gquic-mdns-probe",
         abstract: "Publish or browse GQUIC nodes on the LAN (mDNS `_gquic._udp` via avahi-daemon).",
         discussion: """
-        A diagnostic for operators and the tool the network-namespace test drives. It talks to the
-        local avahi-daemon over the D-Bus system bus, exactly as gquic-peer does.
+        A diagnostic for operators and the tool the network-namespace test drives. It talks to \
+        the local avahi-daemon over the D-Bus system bus, exactly as gquic-peer does.
 
         Examples:
-          gquic-mdns-probe browse --seconds 5            # who announces GQUIC on this LAN?
+          gquic-mdns-probe browse --seconds 5
           gquic-mdns-probe publish --cluster lab --port 7400
-          gquic-mdns-probe browse --cluster lab --expect 2 --seconds 10   # exit 0 once 2 nodes are seen
+          gquic-mdns-probe browse --cluster lab --expect 2 --seconds 10
 
         Output is one line per event, easy to grep:
-          node <id>                                    (publish: the identity announced)
-          published <service>                          (our records are on the network)
+          node <id>          publish: the identity announced
+          published <name>   our records are on the network
           found <id> <address>:<port> cluster=<c> v=<n> service=<name>
-          lost <id or ?> service=<name>                (goodbye received or TTL expired)
+          lost <id|?> service=<name>   goodbye received, or TTL expired
 
-        Exit codes: 0 success, 1 failure, 2 no avahi-daemon reachable (start dbus and avahi-daemon),
-        3 --expect not met before --seconds ran out.
+        Exit codes: 0 success; 1 failure; 2 no avahi-daemon reachable (start dbus and \
+        avahi-daemon; gquic-peer then works from its seeds); 3 --expect not met in time.
+
         """,
         subcommands: [Publish.self, Browse.self]
     )

@@ -80,6 +80,23 @@ import MembershipLab
         }
     }
 
+    @Test func restartWithTheSameGenerationStillComesBackAlive() {
+        // memberlist's failure: a node restarts at incarnation 0 while others hold it dead at a
+        // higher incarnation. Here the restarted node hears the claim and refutes above it.
+        let w = converged(12, seed: 9)
+        w.crash(4)
+        let detected = w.run(until: { w.runningHosts.allSatisfy { w.status(of: 4, at: $0) == .dead } }, limit: .seconds(30))
+        #expect(detected != nil)
+        let deadVersion = w.core(0)?.member(w.hosts[4].id)?.version
+        #expect(deadVersion != nil)
+        w.start(4, keepGeneration: true)
+        let t = w.run(until: { w.converged }, limit: .seconds(60))
+        #expect(t != nil, "the restarted node stayed dead in some view")
+        if let v = w.core(0)?.member(w.hosts[4].id)?.version, let d = deadVersion {
+            #expect(v.generation == d.generation && v.incarnation > d.incarnation)
+        }
+    }
+
     @Test func gracefulLeaveIsSeenAsLeftNotDead() {
         let w = converged(10, seed: 6)
         w.leave(3)

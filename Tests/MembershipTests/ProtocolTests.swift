@@ -168,6 +168,21 @@ import MembershipLab
         #expect(core.localHealth >= 1, "being suspected raises the local health multiplier")
     }
 
+    @Test func dnsSeedIsDialledAndSyncedUnderItsResolvedAddress() {
+        let seed = PeerAddress(host: "seed.cluster.example", port: 7400)
+        var core = MembershipCore(me: Self.id("me"), address: PeerAddress(host: "10.0.0.1", port: 7400), generation: 1,
+                                  seeds: [seed], random: SeededRandom(seed: 4))
+        let first = core.start(now: .zero)
+        #expect(first.dials == [seed])
+        #expect(first.wakeAt != nil)
+        // The shell resolved the name and reports the link under the IP it reached.
+        let seedNode = Self.id("seed")
+        let out = core.linkChanged(.up(peer: seedNode, address: PeerAddress(host: "10.0.0.9", port: 7400)), now: Instant(nanoseconds: 1_000_000))
+        let sync = out.messages.first { $0.peer == seedNode }
+        #expect(sync?.frame.type == MembershipMessage.FrameType.pushPull)
+        #expect(sync?.unreliable == false && sync?.traffic == .control)
+    }
+
     @Test func newerGenerationOutranksDead() {
         let old = MemberVersion(generation: 1, incarnation: 40)
         let restarted = MemberVersion(generation: 2, incarnation: 0)

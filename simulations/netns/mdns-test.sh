@@ -144,7 +144,9 @@ log "every namespace resolved the other $((N - 1)) node IDs with address, port, 
 # 3. Kill the last publisher outright; avahi-daemon withdraws its records and sends the goodbye.
 victim=$N
 for k in $(seq 100); do grep -q "^found ${ID[$victim]}" "$TMP/watch.out" && break; sleep 0.1; done
-kill -KILL "$(cat "$TMP/publisher.$victim")"
+victim_pid=$(cat "$TMP/publisher.$victim")
+kill -KILL "$victim_pid"
+wait "$victim_pid" 2>/dev/null || true
 t0=$(date +%s.%N)
 for k in $(seq 100); do grep -q "^lost ${ID[$victim]}" "$TMP/watch.out" && break; sleep 0.1; done
 grep -q "^lost ${ID[$victim]}" "$TMP/watch.out" || die "no goodbye for node $victim seen in namespace 1"
