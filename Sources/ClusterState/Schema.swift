@@ -155,13 +155,36 @@ public struct ClusterStore: DotStore {
     }
 
     mutating func joinReporting(_ other: ClusterStore, mine: CausalContext, theirs: CausalContext) -> Scanned {
+        // The four maps share one context, so removal candidates are listed once for all of them:
+        // a dot removed from the containers map must not make the holdings map scan itself.
+        var candidates = DotMap<NodeID, OwnedSet<Digest>>.removalCandidates(otherDots: { other.forEachDot($0) }, mine: mine, theirs: theirs)
         var s = Scanned()
-        let n = nodes.inner.joinReportingScan(other.nodes.inner, mine: mine, theirs: theirs)
-        let c = containers.inner.joinReportingScan(other.containers.inner, mine: mine, theirs: theirs)
-        let h = holdings.joinReportingScan(other.holdings, mine: mine, theirs: theirs)
-        let g = config.inner.joinReportingScan(other.config.inner, mine: mine, theirs: theirs)
-        (s.nodes, s.containers, s.holdings, s.config) = (n.scanned, c.scanned, h.scanned, g.scanned)
-        s.removedDots = n.removedDots || c.removedDots || h.removedDots || g.removedDots
+        var removed = nodes.inner.joinKeys(other.nodes.inner, mine: mine, theirs: theirs, candidates: &candidates)
+        removed = containers.inner.joinKeys(other.containers.inner, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        removed = holdings.joinKeys(other.holdings, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        removed = config.inner.joinKeys(other.config.inner, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        if var c = candidates, !c.isEmpty {
+            // Holdings dots of replica r live only under the node whose replica is r (checked at
+            // decode), so a blob removal settles there without scanning 10,000 nodes' sets.
+            let byReplica = Dictionary(grouping: c, by: \.replica)
+            for node in holdings.entries.keys where other.holdings.entries[node] == nil {
+                guard let dots = byReplica[ReplicaID(node)], let i = holdings.entries.index(forKey: node) else { continue }
+                let before = holdings.entries.values[i].count
+                holdings.entries.values[i].subtract(theirs)
+                let after = holdings.entries.values[i].count
+                if after != before { s.holdings.append(node) }
+                if after == 0 { holdings.entries.remove(at: i) }
+                if before - after == dots.count { c.subtract(dots) }
+            }
+            candidates = c
+        }
+        if candidates == nil || !candidates!.isEmpty {
+            s.nodes = nodes.inner.subtractOutside(other.nodes.inner, theirs: theirs)
+            s.containers = containers.inner.subtractOutside(other.containers.inner, theirs: theirs)
+            if candidates == nil { s.holdings = holdings.subtractOutside(other.holdings, theirs: theirs) }
+            s.config = config.inner.subtractOutside(other.config.inner, theirs: theirs)
+        }
+        s.removedDots = removed || !(s.nodes.isEmpty && s.containers.isEmpty && s.holdings.isEmpty && s.config.isEmpty)
         return s
     }
 
