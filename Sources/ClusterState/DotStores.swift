@@ -169,11 +169,16 @@ public struct DotMap<Key: Hashable & WireCodable & Sendable, Value: DotStore>: D
     /// (a full state): then always scan.
     public static func removalCandidates(otherDots: (((Dot) -> Void) -> Void), mine: CausalContext,
                                          theirs: CausalContext) -> Set<Dot>? {
-        guard theirs.dotCount(upTo: 4096) <= 4096 else { return nil }
-        var held = Set<Dot>()
-        otherDots { held.insert($0) }
+        let n = theirs.dotCount(upTo: 4096)
+        guard n <= 4096 else { return nil }
+        // Every dot `other` holds is in `theirs`; if that is all `theirs` has, nothing is removed.
+        var held = 0
+        otherDots { _ in held += 1 }
+        if held == n { return [] }
+        var heldSet = Set<Dot>()
+        otherDots { heldSet.insert($0) }
         var c = Set<Dot>()
-        theirs.forEachDot { d in if mine.contains(d) && !held.contains(d) { c.insert(d) } }
+        theirs.forEachDot { d in if mine.contains(d) && !heldSet.contains(d) { c.insert(d) } }
         return c
     }
 

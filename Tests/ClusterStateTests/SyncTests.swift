@@ -232,6 +232,29 @@ struct SchemaTests {
         #expect(b.data == a.data)
     }
 
+    @Test("a removal finds its record through the delta's key hint; hints do not stay in a replica")
+    func removalHints() throws {
+        var a = ClusterReplica(node: nodeID(0)), b = ClusterReplica(node: nodeID(1))
+        for c in 0..<300 {
+            _ = a.putContainer("c\(c)", ContainerSpec(node: nodeID(0), image: "i", workloadClass: .gaming, priority: 0), wall: wall(1))
+        }
+        _ = a.setConfig("k", "v", wall: wall(1))
+        b.apply(a.data)
+        let rm = a.removeContainer("c42").delta
+        #expect(rm.causal.store.removedKeys.containers == ["c42"])
+        let wire = try ClusterData(wireBytes: rm.wireBytes())
+        #expect(wire.causal.store.removedKeys.containers == ["c42"])
+        let changes = b.apply(wire)
+        #expect(changes == [.container("c42", nil)])
+        #expect(b.container("c42") == nil && b.containers.count == 299)
+        #expect(b.data.causal.store.removedKeys.isEmpty)
+        // A removal without its hint (another implementation) still removes, by scanning.
+        var bare = a.removeConfig("k").delta
+        bare.causal.store.removedKeys = .init()
+        #expect(b.apply(bare) == [.config("k", nil)])
+        #expect(b.data == a.data)
+    }
+
     @Test("subscribers receive the changes of local writes and merged deltas")
     func changeStreams() async {
         let events = ClusterEvents()
