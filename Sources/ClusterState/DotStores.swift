@@ -370,10 +370,7 @@ extension Causal: WireCodable {
         for _ in 0..<(try r.count(unitSize: 2)) {
             let replica = try r.replica()
             for _ in 0..<(try r.count(unitSize: 1)) {
-                let at = r.reader.position
-                let c = try r.reader.varint()
-                guard c > 0 else { throw .malformed("dot counter 0", at: at) }
-                ctx.insert(Dot(replica, c))
+                ctx.insert(Dot(replica, try r.counter()))
             }
         }
         let storeAt = r.reader.position
@@ -424,9 +421,13 @@ public struct StoreReader {
     }
     public mutating func dot() throws(WireError) -> Dot {
         let r = try replica()
+        return Dot(r, try counter())
+    }
+    public mutating func counter() throws(WireError) -> UInt64 {
         let at = reader.position
         let c = try reader.varint()
         guard c > 0 else { throw .malformed("dot counter 0", at: at) }
-        return Dot(r, c)
+        guard c <= Dot.maxCounter else { throw .valueOutOfRange(c, limit: Dot.maxCounter, at: at) }
+        return c
     }
 }

@@ -84,8 +84,7 @@ public struct OwnedSet<Element: Hashable & WireCodable & Sendable>: DotStore {
         for _ in 0..<n {
             let at = r.reader.position
             let e = try Element(from: &r.reader)
-            let c = try r.reader.varint()
-            guard c > 0 else { throw .malformed("dot counter 0", at: at) }
+            let c = try r.counter()
             guard counters.updateValue(c, forKey: e) == nil else { throw .malformed("duplicate set element", at: at) }
         }
     }

@@ -196,10 +196,16 @@ struct SyncTests {
         do { _ = try ClusterData.decode(broken.wireBytes(), maxBytes: 1 << 20); Issue.record("accepted") } catch {
             #expect(error.wireError?.code == .malformed)
         }
+        // A counter or timestamp so high that minting after it could not be encoded.
+        let huge = Dot(ReplicaID(rawValue: 9), (1 << 62) - 1)
+        let set = Causal(adding: ORSet<UInt32>(inner: DotMap(5, DotSet(huge))))
+        #expect(throws: WireError.self) { _ = try Causal<ORSet<UInt32>>(wireBytes: set.wireBytes()) }
+        var w = WireWriter(); w.varint((1 << 62) - 1)
+        #expect(throws: WireError.self) { _ = try HLCTimestamp(wireBytes: w.bytes) }
         // Holdings of node 2 written by node 1's replica.
         var h = b.addHolding(blob(1)).delta
-        let set = h.causal.store.holdings[nodeID(1)]!
-        h.causal.store.holdings = DotMap(nodeID(2), set)
+        let owned = h.causal.store.holdings[nodeID(1)]!
+        h.causal.store.holdings = DotMap(nodeID(2), owned)
         do { _ = try ClusterData.decode(h.wireBytes(), maxBytes: 1 << 20); Issue.record("accepted") } catch {
             #expect(error.description.contains("written by another replica"))
         }
