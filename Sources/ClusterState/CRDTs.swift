@@ -113,8 +113,15 @@ public struct HLCTimestamp: Hashable, Comparable, Sendable, WireCodable, CustomS
     public static func < (a: HLCTimestamp, b: HLCTimestamp) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "\(milliseconds).\(logical)" }
     public func encode(to writer: inout WireWriter) { writer.varint(rawValue) }
+    /// The largest timestamp accepted off the wire (2^61: year ≈ 3084). A peer cannot push a
+    /// clock to where its next timestamp would not encode.
+    public static let max = HLCTimestamp(rawValue: 1 << 61)
     public init(from reader: inout WireReader) throws(WireError) {
+        let at = reader.position
         rawValue = try reader.varint()
+        guard rawValue <= HLCTimestamp.max.rawValue else {
+            throw .valueOutOfRange(rawValue, limit: HLCTimestamp.max.rawValue, at: at)
+        }
     }
 }
 

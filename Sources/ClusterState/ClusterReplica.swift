@@ -19,6 +19,7 @@ public struct ClusterReplica: Sendable {
         self.node = node
         replica = ReplicaID(node)
         self.data = data
+        self.data.causal.store.removedKeys = .init()
     }
 
     private var store: ClusterStore { data.causal.store }
@@ -27,16 +28,23 @@ public struct ClusterReplica: Sendable {
     private mutating func commit(_ causal: Causal<ClusterStore>) -> Write {
         let delta = ClusterData(causal)
         let changes = data.join(delta)
+        dropHints()
         return Write(delta: delta, changes: changes)
     }
 
     /// Joins a delta or state received from a peer (already decoded and validated).
     @discardableResult
-    public mutating func apply(_ delta: ClusterData) -> [ClusterChange] { data.join(delta) }
+    public mutating func apply(_ delta: ClusterData) -> [ClusterChange] { applyDetectingChange(delta).changes }
 
     /// Like `apply`, and also says whether the state changed at all.
     public mutating func applyDetectingChange(_ delta: ClusterData) -> (changes: [ClusterChange], changed: Bool) {
-        data.joinDetectingChange(delta)
+        defer { dropHints() }
+        return data.joinDetectingChange(delta)
+    }
+
+    /// Removal hints belong to deltas, not to a replica's state.
+    private mutating func dropHints() {
+        if !data.causal.store.removedKeys.isEmpty { data.causal.store.removedKeys = .init() }
     }
 
     // MARK: Nodes
@@ -69,7 +77,7 @@ public struct ClusterReplica: Sendable {
     /// Observed-remove of a node's record (a concurrent update keeps it).
     public mutating func removeNode(_ id: NodeID) -> Write {
         let d = store.nodes.remove(id)
-        var s = ClusterStore(); s.nodes = d.store
+        var s = ClusterStore(); s.nodes = d.store; s.removedKeys.nodes = [id]
         return commit(Causal(store: s, context: d.context))
     }
 
@@ -118,7 +126,7 @@ public struct ClusterReplica: Sendable {
 
     public mutating func removeContainer(_ id: String) -> Write {
         let d = store.containers.remove(id)
-        var s = ClusterStore(); s.containers = d.store
+        var s = ClusterStore(); s.containers = d.store; s.removedKeys.containers = [id]
         return commit(Causal(store: s, context: d.context))
     }
 
@@ -163,7 +171,7 @@ public struct ClusterReplica: Sendable {
 
     public mutating func removeConfig(_ key: String) -> Write {
         let d = store.config.remove(key)
-        var s = ClusterStore(); s.config = d.store
+        var s = ClusterStore(); s.config = d.store; s.removedKeys.config = [key]
         return commit(Causal(store: s, context: d.context))
     }
 

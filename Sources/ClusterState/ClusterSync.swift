@@ -62,7 +62,8 @@ public struct ClusterSync: MeshProtocolCore {
         var up = false
         /// Highest sequence number (of our epoch) the peer has everything up to; nil until it says.
         var acked: UInt64?
-        var inFlight: (to: UInt64, at: Instant)?
+        /// The last message sent and when to re-send it if it is not acknowledged by then.
+        var inFlight: (to: UInt64, resendAt: Instant)?
         /// What we have received from the peer: its epoch and contiguous sequence number.
         var theirEpoch: UInt64 = 0
         var received: UInt64 = 0
@@ -195,7 +196,7 @@ public struct ClusterSync: MeshProtocolCore {
 
     private mutating func flush(to peer: NodeID, now: Instant, _ out: inout Outbox) {
         guard var p = peers[peer], p.up, let acked = p.acked, acked < seq else { return }
-        if let f = p.inFlight, f.to > acked, now < f.at + settings.retransmitAfter { return }
+        if let f = p.inFlight, f.to > acked, now < f.resendAt { return }
         let bytes: [UInt8]
         let from: UInt64, to: UInt64, full: Bool
         if acked < bufferBase {
@@ -230,7 +231,8 @@ public struct ClusterSync: MeshProtocolCore {
             let m = DeltaMessage(epoch: epoch, from: from, to: to, full: full, part: UInt32(i), parts: UInt32(parts), bytes: slice)
             out.send(to: peer, settings.traffic, Frame(type: FrameType.delta, message: m))
         }
-        p.inFlight = (to, now)
+        // A big transfer (a full state in many parts) gets longer before it is sent again.
+        p.inFlight = (to, now + settings.retransmitAfter * (1 + parts / 8))
         peers[peer] = p
     }
 
@@ -243,7 +245,7 @@ public struct ClusterSync: MeshProtocolCore {
         out.wake(at: nextHeartbeat)
         if let f = flushAt { out.wake(at: f) }
         for p in peers.values where p.up {
-            if let f = p.inFlight, let a = p.acked, a < f.to { out.wake(at: f.at + settings.retransmitAfter) }
+            if let f = p.inFlight, let a = p.acked, a < f.to { out.wake(at: f.resendAt) }
         }
     }
 

@@ -152,49 +152,81 @@ public struct DotMap<Key: Hashable & WireCodable & Sendable, Value: DotStore>: D
     /// Joins and reports what changed beyond `other`'s own keys.
     @discardableResult
     public mutating func joinReportingScan(_ other: DotMap, mine: CausalContext, theirs: CausalContext) -> JoinReport {
+        var candidates = removalCandidates(of: other, mine: mine, theirs: theirs)
         var report = JoinReport()
-        // Keys that `other` does not mention change only if `theirs` removes one of their dots: a
-        // dot we have seen (in `mine`) that `other` does not hold. When `theirs` is small (a delta),
-        // list those candidates; each one found under a key of `other` is settled by that key's join.
-        // If any remain, or `theirs` is big (a full state), scan the other keys.
-        var candidates: Set<Dot>? = nil
-        if theirs.dotCount(upTo: 4096) <= 4096 {
-            var otherDots = Set<Dot>()
-            other.forEachDot { otherDots.insert($0) }
-            var c = Set<Dot>()
-            theirs.forEachDot { d in if mine.contains(d) && !otherDots.contains(d) { c.insert(d) } }
-            candidates = c
+        report.removedDots = joinKeys(other, mine: mine, theirs: theirs, candidates: &candidates)
+        if candidates == nil || !candidates!.isEmpty {
+            report.scanned = subtractOutside(other, theirs: theirs)
         }
+        if !report.scanned.isEmpty { report.removedDots = true }
+        return report
+    }
+
+    /// Keys that `other` does not mention change only if `theirs` removes one of their dots: a dot
+    /// we have seen (in `mine`) that `other` does not hold. When `theirs` is small (a delta), this
+    /// lists those candidates; each one found under a key of `other` is settled by that key's join,
+    /// and only if some remain must the other keys be scanned. Nil when `theirs` is too big to list
+    /// (a full state): then always scan.
+    public static func removalCandidates(otherDots: (((Dot) -> Void) -> Void), mine: CausalContext,
+                                         theirs: CausalContext) -> Set<Dot>? {
+        let n = theirs.dotCount(upTo: 4096)
+        guard n <= 4096 else { return nil }
+        // Every dot `other` holds is in `theirs`; if that is all `theirs` has, nothing is removed.
+        var held = 0
+        otherDots { _ in held += 1 }
+        if held == n { return [] }
+        var heldSet = Set<Dot>()
+        otherDots { heldSet.insert($0) }
+        var c = Set<Dot>()
+        theirs.forEachDot { d in if mine.contains(d) && !heldSet.contains(d) { c.insert(d) } }
+        return c
+    }
+
+    func removalCandidates(of other: DotMap, mine: CausalContext, theirs: CausalContext) -> Set<Dot>? {
+        DotMap.removalCandidates(otherDots: { other.forEachDot($0) }, mine: mine, theirs: theirs)
+    }
+
+    /// Joins the keys of `other`; settles the candidates found under them. Returns true if a dot
+    /// we held was removed.
+    public mutating func joinKeys(_ other: DotMap, mine: CausalContext, theirs: CausalContext,
+                                  candidates: inout Set<Dot>?) -> Bool {
+        var removed = false
         for (k, v2) in other.entries {
-            if entries[k] != nil {
+            if let i = entries.index(forKey: k) {
+                // Mutate in place (through the index): copying a big nested value out and back
+                // would make every join cost the size of the value.
                 var before = -1
-                if let c = candidates {
-                    if !c.isEmpty {
-                        entries[k]!.forEachDot { if candidates!.remove($0) != nil { report.removedDots = true } }
+                if candidates != nil {
+                    if !candidates!.isEmpty {
+                        entries.values[i].forEachDot { if candidates!.remove($0) != nil { removed = true } }
                     }
                 } else {
-                    before = entries[k]!.dotCount
+                    before = entries.values[i].dotCount
                     v2.forEachDot { if !mine.contains($0) { before += 1 } }
                 }
-                entries[k]!.join(v2, mine: mine, theirs: theirs)
-                if before >= 0 && entries[k]!.dotCount < before { report.removedDots = true }
-                if entries[k]!.isBottom { entries[k] = nil }
+                entries.values[i].join(v2, mine: mine, theirs: theirs)
+                if before >= 0 && entries.values[i].dotCount < before { removed = true }
+                if entries.values[i].isBottom { entries.remove(at: i) }
             } else {
                 var v = Value()
                 v.join(v2, mine: mine, theirs: theirs)
                 if !v.isBottom { entries[k] = v }
             }
         }
-        if candidates == nil || !candidates!.isEmpty {
-            for k in Array(entries.keys) where other.entries[k] == nil {
-                let before = entries[k]!.dotCount
-                entries[k]!.subtract(theirs)
-                if entries[k]!.isBottom { entries[k] = nil; report.scanned.append(k) }
-                else if entries[k]!.dotCount != before { report.scanned.append(k) }
-            }
+        return removed
+    }
+
+    /// Removes the dots `theirs` covers from every key outside `other`; returns the keys that changed.
+    public mutating func subtractOutside(_ other: DotMap, theirs: CausalContext) -> [Key] {
+        var changed: [Key] = []
+        for k in Array(entries.keys) where other.entries[k] == nil {
+            let i = entries.index(forKey: k)!
+            let before = entries.values[i].dotCount
+            entries.values[i].subtract(theirs)
+            if entries.values[i].isBottom { entries.remove(at: i); changed.append(k) }
+            else if entries.values[i].dotCount != before { changed.append(k) }
         }
-        if !report.scanned.isEmpty { report.removedDots = true }
-        return report
+        return changed
     }
 
     public mutating func subtract(_ context: CausalContext) {
@@ -338,10 +370,7 @@ extension Causal: WireCodable {
         for _ in 0..<(try r.count(unitSize: 2)) {
             let replica = try r.replica()
             for _ in 0..<(try r.count(unitSize: 1)) {
-                let at = r.reader.position
-                let c = try r.reader.varint()
-                guard c > 0 else { throw .malformed("dot counter 0", at: at) }
-                ctx.insert(Dot(replica, c))
+                ctx.insert(Dot(replica, try r.counter()))
             }
         }
         let storeAt = r.reader.position
@@ -392,9 +421,13 @@ public struct StoreReader {
     }
     public mutating func dot() throws(WireError) -> Dot {
         let r = try replica()
+        return Dot(r, try counter())
+    }
+    public mutating func counter() throws(WireError) -> UInt64 {
         let at = reader.position
         let c = try reader.varint()
         guard c > 0 else { throw .malformed("dot counter 0", at: at) }
-        return Dot(r, c)
+        guard c <= Dot.maxCounter else { throw .valueOutOfRange(c, limit: Dot.maxCounter, at: at) }
+        return c
     }
 }

@@ -18,6 +18,9 @@ public struct Dot: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var replica: ReplicaID
     public var counter: UInt64
     public init(_ replica: ReplicaID, _ counter: UInt64) { self.replica = replica; self.counter = counter }
+    /// The largest counter accepted off the wire (2^61), leaving room to mint more below the
+    /// varint limit: a peer cannot push a replica's counter to where encoding would fail.
+    public static let maxCounter: UInt64 = 1 << 61
     public static func < (a: Dot, b: Dot) -> Bool { (a.replica, a.counter) < (b.replica, b.counter) }
     public var description: String { "\(replica):\(counter)" }
 }

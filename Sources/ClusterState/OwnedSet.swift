@@ -21,9 +21,22 @@ public struct OwnedSet<Element: Hashable & WireCodable & Sendable>: DotStore {
     public mutating func join(_ other: OwnedSet, mine: CausalContext, theirs: CausalContext) {
         if counters.isEmpty { owner = other.owner }
         if !other.counters.isEmpty && other.owner != owner { return } // not ours to mix; refused at decode
-        // Remove ours that `theirs` has seen and `other` no longer holds.
-        if theirs.versions[owner] != nil || theirs.cloud[owner] != nil {
-            counters = counters.filter { e, c in !theirs.contains(Dot(owner, c)) || other.counters[e] == c }
+        // Remove ours that `theirs` has seen and `other` no longer holds. A delta's owner dots are
+        // usually just its own elements' dots and the dots they replace, found by element; only
+        // when `theirs` covers more than that (a removal, a full state) is the whole set walked.
+        let ownerDots = theirs.versions[owner, default: 0] + UInt64(theirs.cloud[owner]?.count ?? 0)
+        if ownerDots > 0 {
+            var accounted: UInt64 = 0
+            for (e, c) in other.counters {
+                accounted += 1
+                if let have = counters[e], have != c, theirs.contains(Dot(owner, have)) {
+                    counters[e] = nil
+                    accounted += 1
+                }
+            }
+            if ownerDots > accounted {
+                counters = counters.filter { e, c in !theirs.contains(Dot(owner, c)) || other.counters[e] == c }
+            }
         }
         for (e, c) in other.counters where !mine.contains(Dot(owner, c)) {
             if let have = counters[e], have >= c { continue }
@@ -71,8 +84,7 @@ public struct OwnedSet<Element: Hashable & WireCodable & Sendable>: DotStore {
         for _ in 0..<n {
             let at = r.reader.position
             let e = try Element(from: &r.reader)
-            let c = try r.reader.varint()
-            guard c > 0 else { throw .malformed("dot counter 0", at: at) }
+            let c = try r.counter()
             guard counters.updateValue(c, forKey: e) == nil else { throw .malformed("duplicate set element", at: at) }
         }
     }

@@ -138,8 +138,26 @@ public struct ClusterStore: DotStore {
     /// Node → the blobs it holds; only that node writes its own set.
     public var holdings = DotMap<NodeID, OwnedSet<Digest>>()
     public var config = ORMap<String, LWWRegister<String>>()
+    /// Keys a delta removes. Only a hint: it lets a replica find the removed record at once instead
+    /// of scanning its maps for the removed dots. It is not state (equality ignores it), delta
+    /// groups keep it, and a replica drops it once joined.
+    public var removedKeys = RemovedKeys()
+
+    public struct RemovedKeys: Equatable, Sendable {
+        public var nodes: Set<NodeID> = []
+        public var containers: Set<String> = []
+        public var config: Set<String> = []
+        public var isEmpty: Bool { nodes.isEmpty && containers.isEmpty && config.isEmpty }
+        mutating func formUnion(_ o: RemovedKeys) {
+            nodes.formUnion(o.nodes); containers.formUnion(o.containers); config.formUnion(o.config)
+        }
+    }
 
     public init() {}
+
+    public static func == (a: ClusterStore, b: ClusterStore) -> Bool {
+        a.nodes == b.nodes && a.containers == b.containers && a.holdings == b.holdings && a.config == b.config
+    }
 
     public var isBottom: Bool { nodes.isBottom && containers.isBottom && holdings.isBottom && config.isBottom }
     public func forEachDot(_ body: (Dot) -> Void) {
@@ -155,13 +173,55 @@ public struct ClusterStore: DotStore {
     }
 
     mutating func joinReporting(_ other: ClusterStore, mine: CausalContext, theirs: CausalContext) -> Scanned {
+        // The four maps share one context, so removal candidates are listed once for all of them:
+        // a dot removed from the containers map must not make the holdings map scan itself.
+        var candidates = DotMap<NodeID, OwnedSet<Digest>>.removalCandidates(otherDots: { other.forEachDot($0) }, mine: mine, theirs: theirs)
         var s = Scanned()
-        let n = nodes.inner.joinReportingScan(other.nodes.inner, mine: mine, theirs: theirs)
-        let c = containers.inner.joinReportingScan(other.containers.inner, mine: mine, theirs: theirs)
-        let h = holdings.joinReportingScan(other.holdings, mine: mine, theirs: theirs)
-        let g = config.inner.joinReportingScan(other.config.inner, mine: mine, theirs: theirs)
-        (s.nodes, s.containers, s.holdings, s.config) = (n.scanned, c.scanned, h.scanned, g.scanned)
-        s.removedDots = n.removedDots || c.removedDots || h.removedDots || g.removedDots
+        var removed = nodes.inner.joinKeys(other.nodes.inner, mine: mine, theirs: theirs, candidates: &candidates)
+        removed = containers.inner.joinKeys(other.containers.inner, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        removed = holdings.joinKeys(other.holdings, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        removed = config.inner.joinKeys(other.config.inner, mine: mine, theirs: theirs, candidates: &candidates) || removed
+        if !other.removedKeys.isEmpty {
+            removedKeys.formUnion(other.removedKeys)
+        }
+        if candidates != nil && !candidates!.isEmpty && !other.removedKeys.isEmpty {
+            func settle<K, V>(_ map: inout DotMap<K, V>, _ keys: Set<K>, _ otherMap: DotMap<K, V>, _ out: inout [K]) {
+                for k in keys where otherMap.entries[k] == nil {
+                    guard let i = map.entries.index(forKey: k) else { continue }
+                    var hit = false
+                    map.entries.values[i].forEachDot { if candidates!.remove($0) != nil { hit = true } }
+                    guard hit else { continue }
+                    map.entries.values[i].subtract(theirs)
+                    if map.entries.values[i].isBottom { map.entries.remove(at: i) }
+                    out.append(k)
+                }
+            }
+            settle(&nodes.inner, other.removedKeys.nodes, other.nodes.inner, &s.nodes)
+            settle(&containers.inner, other.removedKeys.containers, other.containers.inner, &s.containers)
+            settle(&config.inner, other.removedKeys.config, other.config.inner, &s.config)
+        }
+        if var c = candidates, !c.isEmpty {
+            // Holdings dots of replica r live only under the node whose replica is r (checked at
+            // decode), so a blob removal settles there without scanning 10,000 nodes' sets.
+            let byReplica = Dictionary(grouping: c, by: \.replica)
+            for node in holdings.entries.keys where other.holdings.entries[node] == nil {
+                guard let dots = byReplica[ReplicaID(node)], let i = holdings.entries.index(forKey: node) else { continue }
+                let before = holdings.entries.values[i].count
+                holdings.entries.values[i].subtract(theirs)
+                let after = holdings.entries.values[i].count
+                if after != before { s.holdings.append(node) }
+                if after == 0 { holdings.entries.remove(at: i) }
+                if before - after == dots.count { c.subtract(dots) }
+            }
+            candidates = c
+        }
+        if candidates == nil || !candidates!.isEmpty {
+            s.nodes += nodes.inner.subtractOutside(other.nodes.inner, theirs: theirs)
+            s.containers += containers.inner.subtractOutside(other.containers.inner, theirs: theirs)
+            if candidates == nil { s.holdings = holdings.subtractOutside(other.holdings, theirs: theirs) }
+            s.config += config.inner.subtractOutside(other.config.inner, theirs: theirs)
+        }
+        s.removedDots = removed || !(s.nodes.isEmpty && s.containers.isEmpty && s.holdings.isEmpty && s.config.isEmpty)
         return s
     }
 
@@ -174,6 +234,12 @@ public struct ClusterStore: DotStore {
     }
     public func encode(to w: inout StoreWriter) {
         nodes.encode(to: &w); containers.encode(to: &w); holdings.encode(to: &w); config.encode(to: &w)
+        w.count(removedKeys.nodes.count)
+        for k in removedKeys.nodes.sorted() { k.encode(to: &w.writer) }
+        w.count(removedKeys.containers.count)
+        for k in removedKeys.containers.sorted() { k.encode(to: &w.writer) }
+        w.count(removedKeys.config.count)
+        for k in removedKeys.config.sorted() { k.encode(to: &w.writer) }
     }
     public init(from r: inout StoreReader) throws(WireError) {
         nodes = try .init(from: &r); containers = try .init(from: &r)
@@ -183,6 +249,9 @@ public struct ClusterStore: DotStore {
             throw .malformed("holdings of node \(node.short) written by another replica", at: at)
         }
         config = try .init(from: &r)
+        for _ in 0..<(try r.count(unitSize: 32)) { removedKeys.nodes.insert(try NodeID(from: &r.reader)) }
+        for _ in 0..<(try r.count(unitSize: 1)) { removedKeys.containers.insert(try String(from: &r.reader)) }
+        for _ in 0..<(try r.count(unitSize: 1)) { removedKeys.config.insert(try String(from: &r.reader)) }
     }
 }
 

@@ -23,14 +23,18 @@ struct StateBench: ParsableCommand {
     @Option(help: "Fraction of the 10,000-node cluster to build for the size row (1 = full scale).")
     var scale: Double = 0.1
 
+    @Option(help: "Run only these parts (comma-separated: merge, b31, delta, size); the JSON is written only for a full run.")
+    var only: String = "merge,b31,delta,size"
+
     func run() throws {
         var report = BenchReport(area: "state")
         report.header()
-        mergeRate(&report)
-        try b31(&report)
-        deltaSizes(&report)
-        clusterSize(&report)
-        try report.write()
+        let parts = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        if parts.contains("merge") { mergeRate(&report) }
+        if parts.contains("b31") { try b31(&report) }
+        if parts.contains("delta") { deltaSizes(&report) }
+        if parts.contains("size") { clusterSize(&report) }
+        if parts.count == 4 { try report.write() }
     }
 
     // MARK: merges per second

@@ -34,6 +34,21 @@ struct MergeLawTests {
         #expect(grouped == inOrder)
     }
 
+    @Test("random states and deltas survive the wire unchanged", arguments: 0..<20)
+    func wireRoundTrip(seed: UInt64) throws {
+        var rng = SeededRandom(seed: 7000 + seed)
+        let (states, deltas) = randomStates(count: 3, ops: 50, rng: &rng)
+        for x in states + deltas {
+            #expect(try Causal<TestMap>(wireBytes: x.wireBytes()) == x)
+        }
+        var r = ClusterReplica(node: nodeID(0))
+        for step in 0..<60 {
+            let d = randomClusterWrite(&r, rng: &rng, nodes: 3, at: UInt64(step)).delta
+            #expect(try ClusterData(wireBytes: d.wireBytes()) == d)
+        }
+        #expect(try ClusterData(wireBytes: r.data.wireBytes()) == r.data)
+    }
+
     @Test("the cluster schema's join obeys the laws, retirement included", arguments: 0..<15)
     func clusterLaws(seed: UInt64) {
         var rng = SeededRandom(seed: 9000 + seed)

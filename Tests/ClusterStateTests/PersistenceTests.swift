@@ -71,3 +71,39 @@ struct PersistenceTests {
         #expect(throws: ClusterStateError.self) { _ = try ClusterStateDisk.open(directory: dir) }
     }
 }
+
+@Suite("Durable anti-entropy")
+struct DurableSyncTests {
+    @Test("writes and received deltas are on disk before the outbox leaves; a restart has them all")
+    func durableBeforeAck() async throws {
+        let dir = NSTemporaryDirectory() + "gquic-durable-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let events = ClusterEvents()
+        let stream = events.subscribe()
+        var expected: ClusterData
+        do {
+            var node = try DurableClusterSync.open(directory: dir, node: nodeID(0), events: events)
+            node.snapshotAfterLogBytes = 200   // force snapshots along the way
+            _ = node.start(now: .zero)
+            _ = node.linkChanged(.up(peer: nodeID(1), address: PeerAddress(host: "10.0.0.1", port: 7400)), now: .zero)
+            for k in 0..<10 { _ = try node.write(now: .zero) { $0.setConfig("k\(k)", "v", wall: wall(UInt64(k))) } }
+            var peer = ClusterReplica(node: nodeID(1))
+            let d = peer.putContainer("g", ContainerSpec(node: nodeID(1), image: "x", workloadClass: .gaming, priority: 1), wall: wall(5)).delta
+            let out = node.receive(PeerMessage(peer: nodeID(1), traffic: .interactive,
+                                               frame: Frame(type: ClusterSync.FrameType.delta,
+                                                            message: DeltaMessage(epoch: 9, from: 0, to: 1, full: false, part: 0, parts: 1, bytes: d.wireBytes()))),
+                                   now: .zero)
+            // The ack leaves only now, after the delta was fsynced.
+            #expect(out.messages.contains { $0.frame.type == ClusterSync.FrameType.ack })
+            expected = node.replica.data
+        }
+        events.finish()
+        var seen = 0
+        for await _ in stream { seen += 1 }
+        #expect(seen == 11)
+        let back = try DurableClusterSync.open(directory: dir, node: nodeID(0))
+        #expect(back.replica.data == expected)
+        #expect(back.core.epoch == 2)
+        #expect(back.replica.container("g")?.spec?.image == "x")
+    }
+}

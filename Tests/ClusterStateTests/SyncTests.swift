@@ -114,6 +114,30 @@ struct SyncTests {
         #expect(net.cores[2].replica.config("key99") != nil)
     }
 
+    @Test("a node that restarts (new epoch), with or without its state, catches up; its new writes spread")
+    func restartCatchesUp() {
+        var settings = ClusterSync.Settings()
+        settings.maxBufferedDeltas = 16
+        var net = TestNetwork(count: 3, seed: 11, settings: settings)
+        for k in 0..<40 { net.write(k % 3) { $0.setConfig("k\(k)", "v\(k)", wall: wall(UInt64(k))) } }
+        net.run(for: .seconds(1))
+        #expect(net.cores[2].replica.data == net.cores[0].replica.data)
+        // Node 2 comes back with its state (from disk) but a new epoch; node 1 with nothing at all.
+        net.cores[2] = ClusterSync(replica: ClusterReplica(node: net.ids[2], data: net.cores[2].replica.data), epoch: 2, settings: settings)
+        net.cores[1] = ClusterSync(replica: ClusterReplica(node: net.ids[1]), epoch: 2, settings: settings)
+        for i in [1, 2] {
+            net.handle(i, net.cores[i].start(now: net.now))
+            for j in 0..<3 where j != i { net.linkUp(i, j); net.linkUp(j, i) }
+        }
+        for k in 40..<50 { net.write(0) { $0.setConfig("k\(k)", "late\(k)", wall: wall(UInt64(k))) } }
+        net.write(2) { $0.setConfig("from2", "after-restart", wall: wall(100)) }
+        net.run(for: .seconds(3))
+        for c in net.cores { #expect(c.replica.data == net.cores[0].replica.data) }
+        #expect(net.cores[1].replica.config("k3") == "v3")
+        #expect(net.cores[1].replica.config("from2") == "after-restart")
+        #expect(net.cores[0].replica.config("k45") == "late45")
+    }
+
     @Test("a malformed or oversized delta is refused with a typed error and the replica is untouched")
     func badInputRefused() {
         var settings = ClusterSync.Settings()
@@ -172,10 +196,16 @@ struct SyncTests {
         do { _ = try ClusterData.decode(broken.wireBytes(), maxBytes: 1 << 20); Issue.record("accepted") } catch {
             #expect(error.wireError?.code == .malformed)
         }
+        // A counter or timestamp so high that minting after it could not be encoded.
+        let huge = Dot(ReplicaID(rawValue: 9), (1 << 62) - 1)
+        let set = Causal(adding: ORSet<UInt32>(inner: DotMap(5, DotSet(huge))))
+        #expect(throws: WireError.self) { _ = try Causal<ORSet<UInt32>>(wireBytes: set.wireBytes()) }
+        var w = WireWriter(); w.varint((1 << 62) - 1)
+        #expect(throws: WireError.self) { _ = try HLCTimestamp(wireBytes: w.bytes) }
         // Holdings of node 2 written by node 1's replica.
         var h = b.addHolding(blob(1)).delta
-        let set = h.causal.store.holdings[nodeID(1)]!
-        h.causal.store.holdings = DotMap(nodeID(2), set)
+        let owned = h.causal.store.holdings[nodeID(1)]!
+        h.causal.store.holdings = DotMap(nodeID(2), owned)
         do { _ = try ClusterData.decode(h.wireBytes(), maxBytes: 1 << 20); Issue.record("accepted") } catch {
             #expect(error.description.contains("written by another replica"))
         }
@@ -229,6 +259,29 @@ struct SchemaTests {
         var b = ClusterReplica(node: nodeID(1))
         b.apply(gone.data)
         b.apply(w.delta)
+        #expect(b.data == a.data)
+    }
+
+    @Test("a removal finds its record through the delta's key hint; hints do not stay in a replica")
+    func removalHints() throws {
+        var a = ClusterReplica(node: nodeID(0)), b = ClusterReplica(node: nodeID(1))
+        for c in 0..<300 {
+            _ = a.putContainer("c\(c)", ContainerSpec(node: nodeID(0), image: "i", workloadClass: .gaming, priority: 0), wall: wall(1))
+        }
+        _ = a.setConfig("k", "v", wall: wall(1))
+        b.apply(a.data)
+        let rm = a.removeContainer("c42").delta
+        #expect(rm.causal.store.removedKeys.containers == ["c42"])
+        let wire = try ClusterData(wireBytes: rm.wireBytes())
+        #expect(wire.causal.store.removedKeys.containers == ["c42"])
+        let changes = b.apply(wire)
+        #expect(changes == [.container("c42", nil)])
+        #expect(b.container("c42") == nil && b.containers.count == 299)
+        #expect(b.data.causal.store.removedKeys.isEmpty)
+        // A removal without its hint (another implementation) still removes, by scanning.
+        var bare = a.removeConfig("k").delta
+        bare.causal.store.removedKeys = .init()
+        #expect(b.apply(bare) == [.config("k", nil)])
         #expect(b.data == a.data)
     }
 
