@@ -34,6 +34,15 @@ let package = Package(
         // MARK: ContentStore (issue 4)
 
         // MARK: MeshSimulator (issue 5)
+        .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
+        .executableTarget(name: "gquic-sim", dependencies: [
+            "MeshSimulator", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "gquic-relay", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "MeshSimulatorTests", dependencies: ["MeshSimulator", "MeshCore"]),
 
         // MARK: Membership (issue 6)
 
@@ -44,7 +53,7 @@ let package = Package(
         // MARK: MeshPeer and executables (issue 9)
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore",
+            "MeshCore", "MeshSimulator",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
