@@ -242,7 +242,7 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
         var indexes: [Int]
         switch set {
         case .all: indexes = Array(0..<directory.count)
-        case .none: indexes = []
+        case .none, .down: indexes = []
         case .list(let ranges): indexes = ranges.flatMap { Array($0) }
         case .random(let k):
             var r = random

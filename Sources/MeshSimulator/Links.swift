@@ -7,10 +7,13 @@ public struct SimTransmission: Sendable {
     /// Encoded frame bytes (type, length, payload).
     public var bytes: Int
     public var unreliable: Bool
+    /// Priority class: a message waits only for queued messages of its own or a higher class.
+    public var traffic: TrafficClass
     /// The message may not leave before this instant (a connection handshake still running).
     public var notBefore: UInt64
-    public init(from: Int, to: Int, bytes: Int, unreliable: Bool, notBefore: UInt64) {
-        self.from = from; self.to = to; self.bytes = bytes; self.unreliable = unreliable; self.notBefore = notBefore
+    public init(from: Int, to: Int, bytes: Int, unreliable: Bool, traffic: TrafficClass = .bulk, notBefore: UInt64) {
+        self.from = from; self.to = to; self.bytes = bytes; self.unreliable = unreliable
+        self.traffic = traffic; self.notBefore = notBefore
     }
 }
 
@@ -47,9 +50,13 @@ public protocol SimLinkLayer {
 /// - its first bit reaches `b` one latency (plus jitter) after it started leaving;
 /// - occupies `b`'s downlink for `W / down(b)`, after whatever `b` is already receiving;
 /// - is whole at `b` when both the last bit has crossed and `b`'s downlink has taken it in.
+/// The uplink is shared by priority class (control > interactive > telemetry > bulk) as QUIC's
+/// stream scheduler does: a message waits for queued messages of its own and higher classes only,
+/// and pushes the queued lower-class backlog back by its own serialisation time.
 /// So a lone transfer takes `latency + W / min(up, down)`, and a node pushing to many peers, or
 /// many peers pushing to one node, shares the bottleneck. Downlink time is granted in the order
-/// messages are sent, not the order they arrive — an approximation that keeps one event per message.
+/// messages are sent (per class, with the same priority rule), not the order they arrive — an
+/// approximation that keeps one event per message.
 ///
 /// Loss is per packet (`ceil(bytes / mtu)` packets). An unreliable message with a lost packet is
 /// dropped. A reliable one is delayed by one probe timeout (2 × latency + 1 ms) per round in which a
@@ -67,7 +74,9 @@ public struct MessageLevelLinks: SimLinkLayer {
     private var nsPerByteDown: [Double]
     private let baseUp: [Double]
     private let baseDown: [Double]
+    /// Per node, per class (4 entries a node): when that class's uplink queue drains.
     private var upFree: [UInt64]
+    /// Per node, per class: when that class's downlink backlog drains.
     private var downFree: [UInt64]
     private let jitterNs: UInt64
     private let reorderNs: UInt64
@@ -86,8 +95,8 @@ public struct MessageLevelLinks: SimLinkLayer {
         baseDown = regionOf.map { 1e9 / (capacity[$0].down ?? settings.down) }
         nsPerByteUp = baseUp
         nsPerByteDown = baseDown
-        upFree = Array(repeating: 0, count: regionOf.count)
-        downFree = Array(repeating: 0, count: regionOf.count)
+        upFree = Array(repeating: 0, count: regionOf.count * 4)
+        downFree = Array(repeating: 0, count: regionOf.count * 4)
         jitterNs = UInt64(max(0, settings.jitter.nanosecondsClamped))
         reorderNs = UInt64(max(0, settings.reorderDelay.nanosecondsClamped))
     }
@@ -115,9 +124,17 @@ public struct MessageLevelLinks: SimLinkLayer {
 
     public mutating func transmit(_ t: SimTransmission, random: inout SeededRandom) -> SimLinkVerdict {
         let wire = wireBytes(t.bytes)
-        let sendStart = max(t.notBefore, upFree[t.from])
-        let upDone = sendStart + UInt64((Double(wire) * nsPerByteUp[t.from]).rounded(.up))
-        upFree[t.from] = upDone
+        let k = Int(t.traffic.rawValue), q = t.from * 4
+        var sendStart = t.notBefore
+        for j in 0...k { sendStart = max(sendStart, upFree[q + j]) }
+        let serialise = UInt64((Double(wire) * nsPerByteUp[t.from]).rounded(.up))
+        let upDone = sendStart + serialise
+        upFree[q + k] = upDone
+        if k < 3 {
+            for j in (k + 1)...3 {
+                upFree[q + j] = upFree[q + j] > sendStart ? upFree[q + j] + serialise : max(upFree[q + j], upDone)
+            }
+        }
         let base = latency(from: t.from, to: t.to)
         var lat = base
         if jitterNs > 0 { lat += random.next() % (jitterNs + 1) }
@@ -136,9 +153,17 @@ public struct MessageLevelLinks: SimLinkLayer {
                 packets = max(1, Int((Double(packets) * loss).rounded(.up)))
             }
         }
-        let recvStart = max(sendStart + lat, downFree[t.to])
-        let recvDone = max(recvStart + UInt64((Double(wire) * nsPerByteDown[t.to]).rounded(.up)), upDone + lat)
-        downFree[t.to] = recvDone
+        let r = t.to * 4
+        var recvStart = sendStart + lat
+        for j in 0...k { recvStart = max(recvStart, downFree[r + j]) }
+        let take = UInt64((Double(wire) * nsPerByteDown[t.to]).rounded(.up))
+        let recvDone = max(recvStart + take, upDone + lat)
+        downFree[r + k] = recvDone
+        if k < 3 {
+            for j in (k + 1)...3 {
+                downFree[r + j] = downFree[r + j] > recvStart ? downFree[r + j] + take : max(downFree[r + j], recvDone)
+            }
+        }
         return .deliver(at: recvDone + extra, wireBytes: wire)
     }
 }

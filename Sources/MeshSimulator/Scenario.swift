@@ -55,6 +55,9 @@ public struct Scenario: Sendable {
     public struct FaultSpec: Sendable {
         public var at: Duration
         public var kind: Fault
+        /// Repeat every this long, `count` times in all (node sets are drawn afresh each time).
+        public var every: Duration? = nil
+        public var count: Int = 1
     }
 
     public enum Fault: Sendable {
@@ -74,7 +77,7 @@ public struct Scenario: Sendable {
     /// Node indexes to a `NodeSet` expression's nodes (deterministic for a seed).
     public func resolve(_ set: NodeSet, random: inout SeededRandom) throws(ScenarioError) -> [Int] {
         switch set {
-        case .none: return []
+        case .none, .down: return []
         case .all: return Array(0..<nodes)
         case .list(let ranges):
             var out: [Int] = []
@@ -142,18 +145,21 @@ public struct LinkSettings: Sendable, Hashable {
 }
 
 /// A set of nodes as written in a scenario: `all`, `none`, `3`, `0..99`, `1,5,9..12`, `random:10`,
-/// `region:eu`.
+/// `region:eu`, and for faults `down` (the nodes down at that moment).
 public enum NodeSet: Sendable, Hashable {
     case none
     case all
     case list([ClosedRange<Int>])
     case random(Int)
     case region(String)
+    /// The nodes that are down when the fault fires (for `restart nodes=down`).
+    case down
 
     static func parse(_ text: String, line: Int) throws(ScenarioError) -> NodeSet {
         switch text {
         case "all": return .all
         case "none", "": return .none
+        case "down": return .down
         default: break
         }
         if text.hasPrefix("random:") {

@@ -82,6 +82,8 @@ extension Scenario {
                 line.consumeAll()
             case "fault":
                 let at = try line.duration(try line.required("at"))
+                let every = try line.take("every").map { s throws(ScenarioError) in try line.duration(s) }
+                let count = try line.take("count").map { s throws(ScenarioError) in try line.int(s, 1...1_000_000) } ?? 1
                 let what = try line.positional("a fault: partition, heal, crash, restart, slow, skew or loss")
                 let fault: Fault
                 switch what {
@@ -117,7 +119,7 @@ extension Scenario {
                 case "loss": fault = .loss(try line.fraction(try line.positional("a loss rate such as 1%")))
                 default: throw .invalid(lineNo, "unknown fault \"\(what)\": use partition, heal, crash, restart, slow, skew or loss")
                 }
-                faults.append(FaultSpec(at: at, kind: fault))
+                faults.append(FaultSpec(at: at, kind: fault, every: every, count: every == nil ? 1 : count))
             default:
                 throw .invalid(lineNo, "unknown keyword \"\(keyword)\"; see simulations/README.md for the scenario format")
             }

@@ -14,6 +14,7 @@ public final class SimWorld {
         case linkUp(node: Int32, peer: Int32, gen: UInt32)
         case linkDown(node: Int32, peer: Int32, peerGen: UInt32)
         case dialFailed(node: Int32, slot: Int32, gen: UInt32)
+        case dialArrive(node: Int32, peer: Int32, gen: UInt32)
         case fault(Int32)
         case workload(spec: Int32, node: Int32, repetition: Int32)
         case sample
@@ -173,7 +174,6 @@ public final class SimWorld {
                 queue.push(at: ns(j.at) + offset, .join(node: Int32(node)))
             }
         }
-        for (i, f) in scenario.faults.enumerated() { queue.push(at: ns(f.at), .fault(Int32(i))) }
         for (i, w) in scenario.workloads.enumerated() {
             let nodes = try scenario.resolve(w.nodes, random: &scenarioRandom)
             resolvedWorkloads.append(nodes)
@@ -183,22 +183,26 @@ public final class SimWorld {
             for node in nodes { queue.push(at: ns(w.at), .workload(spec: Int32(i), node: Int32(node), repetition: 0)) }
         }
         // Resolve fault node sets now, in scenario order, so the draws do not depend on when faults fire.
-        for f in scenario.faults {
+        for (index, f) in scenario.faults.enumerated() {
             let sets: [NodeSet]
             switch f.kind {
             case .partition(let groups): sets = groups
             case .crash(let s), .restart(let s, _), .slow(let s, _, _), .skew(let s, _, _): sets = [s]
             case .heal, .loss: sets = []
             }
-            var resolved: [[Int]] = []
-            for set in sets { resolved.append(try scenario.resolve(set, random: &scenarioRandom)) }
-            faultSets.append(resolved)
+            for k in 0..<f.count {
+                var resolved: [[Int]] = []
+                for set in sets { resolved.append(try scenario.resolve(set, random: &scenarioRandom)) }
+                queue.push(at: ns(f.at) + UInt64(k) * ns(f.every ?? .zero), .fault(Int32(faultEvents.count)))
+                faultEvents.append((index, resolved))
+            }
         }
         queue.push(at: 0, .sample)
         if scenario.link.idleTimeout > .zero { queue.push(at: ns(scenario.link.idleTimeout), .idleSweep) }
     }
 
-    private var faultSets: [[[Int]]] = []
+    /// Each scheduled fault firing: its scenario line and its resolved node sets.
+    private var faultEvents: [(spec: Int, sets: [[Int]])] = []
 
     // MARK: Running
 
@@ -289,6 +293,21 @@ public final class SimWorld {
             guard alive[i], gen[i] == g else { return }
             trace(.dialFailed, node)
             notifyLink(i, .dialFailed(address: address))
+        case .dialArrive(let node, let peer, let g):
+            let i = Int(node), d = Int(peer)
+            guard alive[i], gen[i] == g else { return }
+            let one = linkLayer.latency(from: i, to: d)
+            if alive[d], reachable(i, d) {
+                // The handshake's first flight reached a live peer: up for the dialler one latency
+                // later (1 RTT in all), for the acceptor two (1.5 RTT).
+                links[i][peer] = now
+                links[d][node] = now
+                queue.push(at: now + one, .linkUp(node: node, peer: peer, gen: gen[i]))
+                queue.push(at: now + 2 * one, .linkUp(node: peer, peer: node, gen: gen[d]))
+            } else {
+                let started = now - min(now, one)
+                dialFails(i, SimDirectory.address(of: d), at: max(now, started + ns(scenario.link.dialTimeout)))
+            }
         case .fault(let index):
             trace(.fault, -1, -1, UInt64(index))
             try applyFault(Int(index))
@@ -468,7 +487,7 @@ public final class SimWorld {
             links[d][Int32(i)] = now
         }
         let bytes = m.frame.payload.count + VarInt.encodedLength(m.frame.type) + VarInt.encodedLength(UInt64(m.frame.payload.count))
-        let verdict = linkLayer.transmit(SimTransmission(from: i, to: d, bytes: bytes, unreliable: m.unreliable, notBefore: notBefore),
+        let verdict = linkLayer.transmit(SimTransmission(from: i, to: d, bytes: bytes, unreliable: m.unreliable, traffic: m.traffic, notBefore: notBefore),
                                          random: &linkRandom)
         trace(.send, Int32(i), dst, m.frame.type << 32 | UInt64(bytes))
         switch verdict {
@@ -510,17 +529,23 @@ public final class SimWorld {
         handle(out, node: d, core: c)
     }
 
+    private func dialFails(_ i: Int, _ address: PeerAddress, at: UInt64) {
+        let slot: Int32
+        if let s = freeDialSlots.popLast() { slot = s; dialSlots[Int(s)] = address } else { slot = Int32(dialSlots.count); dialSlots.append(address) }
+        queue.push(at: at, .dialFailed(node: Int32(i), slot: slot, gen: gen[i]))
+    }
+
+    /// A dial is decided when its first packet reaches the address: a live, reachable node there
+    /// completes the handshake; anything else fails after the dial timeout.
     private func dial(_ address: PeerAddress, from i: Int) {
-        guard let d = SimDirectory.index(of: address), d < n, d != i, alive[d], reachable(i, d) else {
-            let slot: Int32
-            if let s = freeDialSlots.popLast() { slot = s; dialSlots[Int(s)] = address } else { slot = Int32(dialSlots.count); dialSlots.append(address) }
-            queue.push(at: now + ns(scenario.link.dialTimeout), .dialFailed(node: Int32(i), slot: slot, gen: gen[i]))
+        guard let d = SimDirectory.index(of: address), d < n, d != i else {
+            dialFails(i, address, at: now + ns(scenario.link.dialTimeout))
             return
         }
         if links[i][Int32(d)] != nil && links[d][Int32(i)] != nil {
             queue.push(at: now, .linkUp(node: Int32(i), peer: Int32(d), gen: gen[i]))
         } else {
-            _ = establish(i, d)
+            queue.push(at: now + linkLayer.latency(from: i, to: d), .dialArrive(node: Int32(i), peer: Int32(d), gen: gen[i]))
         }
     }
 
@@ -543,8 +568,8 @@ public final class SimWorld {
     // MARK: Faults
 
     private func applyFault(_ index: Int) throws {
-        let sets = faultSets[index]
-        switch scenario.faults[index].kind {
+        let sets = faultEvents[index].sets
+        switch scenario.faults[faultEvents[index].spec].kind {
         case .partition:
             var g = Array(repeating: UInt16(sets.count), count: n)
             for (k, set) in sets.enumerated() { for i in set { g[i] = UInt16(k) } }
@@ -560,8 +585,9 @@ public final class SimWorld {
             group = []
         case .crash:
             for i in sets[0] { crashNode(i); stats.crashes += 1 }
-        case .restart(_, let keepDisk):
-            for i in sets[0] {
+        case .restart(let set, let keepDisk):
+            let nodes = set == .down ? (0..<n).filter { !alive[$0] && incarnation[$0] >= 0 } : sets[0]
+            for i in nodes {
                 crashNode(i)
                 trace(.restart, Int32(i), -1, keepDisk ? 1 : 0)
                 try startNode(i, keepDisk: keepDisk)

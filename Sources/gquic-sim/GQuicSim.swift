@@ -52,20 +52,26 @@ func loadScenario(_ nameOrPath: String) throws -> (Scenario, String) {
     if !FileManager.default.fileExists(atPath: path) {
         guard let found = shippedScenarios().first(where: { $0.name == nameOrPath }) else {
             let names = shippedScenarios().map(\.name).joined(separator: ", ")
-            throw ValidationError("no scenario file \"\(nameOrPath)\" and no shipped scenario of that name (shipped: \(names.isEmpty ? "none found" : names))")
+            throw CLIError("no scenario file \"\(nameOrPath)\" and no shipped scenario of that name (shipped: \(names.isEmpty ? "none found" : names))")
         }
         path = found.path
     }
     guard let data = FileManager.default.contents(atPath: path) else {
         throw ScenarioError.unreadable(path, errno: errno)
     }
-    guard data.count <= Scenario.maxFileBytes else { throw ValidationError("\(path) is \(data.count) bytes; a scenario is at most \(Scenario.maxFileBytes)") }
+    guard data.count <= Scenario.maxFileBytes else { throw CLIError("\(path) is \(data.count) bytes; a scenario is at most \(Scenario.maxFileBytes)") }
     do {
         return (try Scenario(parsing: String(decoding: data, as: UTF8.self)), path)
     } catch var e {
         e.file = path
         throw e
     }
+}
+
+/// A failure to report as one readable line (no usage text: the command line was fine).
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 func writeErr(_ text: String) {
@@ -114,11 +120,11 @@ struct Run: ParsableCommand {
         do {
             world = try SimWorld(scenario: sc, seed: seed, registry: simCoreRegistry())
         } catch {
-            throw ValidationError(error.description)
+            throw CLIError(error.description)
         }
         var traceFile: UnsafeMutablePointer<FILE>?
         if let trace {
-            guard let f = fopen(trace, "w") else { throw ValidationError("cannot write the trace to \(trace) (errno \(errno))") }
+            guard let f = fopen(trace, "w") else { throw CLIError("cannot write the trace to \(trace) (errno \(errno))") }
             traceFile = f
             world.traceLines = { line in fputs(line + "\n", f) }
         }
@@ -142,7 +148,7 @@ struct Run: ParsableCommand {
             try world.run()
         } catch {
             if tty { writeErr("\n") }
-            throw ValidationError("the run stopped at t=\(Double(world.now) / 1e9)s: \(error)")
+            throw CLIError("the run stopped at t=\(Double(world.now) / 1e9)s: \(error)")
         }
         if tty { writeErr("\r" + String(repeating: " ", count: 100) + "\r") }
         if let f = traceFile { fclose(f) }
@@ -167,7 +173,7 @@ struct List: ParsableCommand {
         let registry = simCoreRegistry()
         let all = shippedScenarios()
         guard !all.isEmpty else {
-            throw ValidationError("no scenarios found in \(scenarioDirectories().joined(separator: " or ")); run from the checkout or set GQUIC_SCENARIOS")
+            throw CLIError("no scenarios found in \(scenarioDirectories().joined(separator: " or ")); run from the checkout or set GQUIC_SCENARIOS")
         }
         let width = all.map(\.name.count).max() ?? 0
         for (name, path) in all {
