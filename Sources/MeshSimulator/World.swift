@@ -6,7 +6,7 @@ import MeshCore
 /// Everything that happens is an event on one queue ordered by (virtual time, sequence number); the
 /// world never reads a real clock and never iterates a hashed collection in a way that can change
 /// the order of events, so one scenario and seed give one trace, byte for byte (`traceHash`).
-public final class SimWorld {
+public struct SimWorld {
     enum Event {
         case join(node: Int32)
         case deliver(slot: Int32)
@@ -61,11 +61,13 @@ public final class SimWorld {
     private let n: Int
 
     // Per node (structure of arrays: lean at 10,000 nodes).
-    private var indexOf: [NodeID: Int32] = [:]
+    private var indexOf: NodeIndex
     private var alive: [Bool]
     private var gen: [UInt32]
     private var incarnation: [Int]
-    private var cores: [[any MeshProtocolCore]]
+    /// Node i's core c is at i * coreCount + c; nil while the node is down.
+    private var cores: [(any MeshProtocolCore)?]
+    private let coreCount: Int
     private var pendingToken: [UInt64]
     private var pendingTime: [UInt64]
     private var links: [[Int32: UInt64]]
@@ -91,11 +93,12 @@ public final class SimWorld {
 
     public private(set) var stats: SimStats
     private var traceBuffer: [UInt8] = []
-    private var hasher = SHA256Hasher()
+    /// The trace so far, hashed in 64 KiB pieces: chain = SHA-256(chain ‖ piece).
+    private var traceChain: [UInt8] = []
     /// Called with one human-readable line per trace record when set (`gquic-sim run --trace`).
     public var traceLines: ((String) -> Void)?
     /// Called every `progressEvery` events with the world (for a progress line).
-    public var progress: ((SimWorld) -> Void)?
+    public var progress: ((borrowing SimWorld) -> Void)?
     public var progressEvery: UInt64 = 1 << 16
 
     public init(scenario: Scenario, seed: UInt64? = nil, registry: SimCoreRegistry,
@@ -126,14 +129,15 @@ public final class SimWorld {
             ids.append(NodeID(digest: Digest.of(w.bytes)))
         }
         directory = SimDirectory(ids: ids)
-        for (i, id) in ids.enumerated() { indexOf[id] = Int32(i) }
+        indexOf = NodeIndex(ids)
         nodeRandom = (0..<n).map { _ in master.fork() }
         linkRandom = master.fork()
         scenarioRandom = master.fork()
         alive = Array(repeating: false, count: n)
         gen = Array(repeating: 0, count: n)
         incarnation = Array(repeating: -1, count: n)
-        cores = Array(repeating: [], count: n)
+        coreCount = scenario.cores.count
+        cores = Array(repeating: nil, count: n * scenario.cores.count)
         pendingToken = Array(repeating: 0, count: n * scenario.cores.count)
         pendingTime = Array(repeating: 0, count: n * scenario.cores.count)
         links = Array(repeating: [:], count: n)
@@ -164,7 +168,7 @@ public final class SimWorld {
 
     private func ns(_ d: Duration) -> UInt64 { UInt64(max(0, d.nanosecondsClamped)) }
 
-    private func schedule() throws(ScenarioError) {
+    private mutating func schedule() throws(ScenarioError) {
         let joins = scenario.joins.isEmpty ? [Scenario.JoinSpec(at: .zero, nodes: .all, spread: .zero)] : scenario.joins
         for j in joins {
             let nodes = try scenario.resolve(j.nodes, random: &scenarioRandom)
@@ -208,7 +212,7 @@ public final class SimWorld {
 
     /// Runs until the scenario's duration has passed (or `until`, if earlier). Throws when a core's
     /// factory or workload hook throws.
-    public func run(until: Duration? = nil) throws {
+    public mutating func run(until: Duration? = nil) throws {
         let stop = until.map { min(endTime, ns($0)) } ?? endTime
         while let t = queue.peekTime, t <= stop {
             let e = queue.pop()!
@@ -225,25 +229,28 @@ public final class SimWorld {
 
     private var finished = false
 
-    private func finish() {
+    private mutating func finish() {
         guard !finished else { return }
         finished = true
         takeSample()
         flushTrace()
-        traceHash = hasher.finalize()
+        traceHash = Digest(unchecked: traceChain.isEmpty ? Digest.of([UInt8]()).bytes : traceChain)
     }
 
     /// SHA-256 over every trace record of the run; nil until the run has finished.
     public private(set) var traceHash: Digest?
 
-    private func flushTrace() {
+    private mutating func flushTrace() {
         guard !traceBuffer.isEmpty else { return }
-        hasher.update(traceBuffer)
+        var h = SHA256Hasher()
+        h.update(traceChain)
+        h.update(traceBuffer)
+        traceChain = h.finalize().bytes
         traceBuffer.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)
-    private func trace(_ kind: TraceKind, _ node: Int32, _ peer: Int32 = -1, _ aux: UInt64 = 0) {
+    private mutating func trace(_ kind: TraceKind, _ node: Int32, _ peer: Int32 = -1, _ aux: UInt64 = 0) {
         traceBuffer.append(kind.rawValue)
         withUnsafeBytes(of: now.littleEndian) { traceBuffer.append(contentsOf: $0) }
         withUnsafeBytes(of: node.littleEndian) { traceBuffer.append(contentsOf: $0) }
@@ -255,7 +262,7 @@ public final class SimWorld {
         }
     }
 
-    private func dispatch(_ event: Event) throws {
+    private mutating func dispatch(_ event: Event) throws {
         switch event {
         case .join(let node):
             trace(.join, node)
@@ -270,7 +277,7 @@ public final class SimWorld {
             pendingToken[key] = 0
             trace(.tick, node, -1, UInt64(core))
             let local = localNow(i)
-            let out = cores[i][Int(core)].tick(now: local)
+            let out = cores[i * coreCount + Int(core)]!.tick(now: local)
             handle(out, node: i, core: Int(core))
         case .linkUp(let node, let peer, let g):
             let i = Int(node)
@@ -332,7 +339,7 @@ public final class SimWorld {
     }
 
     /// A slow node handles one input per `cpuCost`; later inputs wait (the event is re-queued).
-    private func deferForCPU(_ i: Int, _ event: Event) -> Bool {
+    private mutating func deferForCPU(_ i: Int, _ event: Event) -> Bool {
         let cost = cpuCost[i]
         guard cost > 0 else { return false }
         if now < busyUntil[i] {
@@ -347,7 +354,7 @@ public final class SimWorld {
 
     /// The node's own clock reading (skew and drift applied, never going back).
     @inline(__always)
-    private func localNow(_ i: Int) -> Instant {
+    private mutating func localNow(_ i: Int) -> Instant {
         if skewOffset[i] == 0 && skewPPM[i] == 0 { return Instant(nanoseconds: now) }
         let drifted = Double(now) * (1 + skewPPM[i] / 1e6) + Double(skewOffset[i])
         let local = drifted <= 0 ? 0 : UInt64(drifted)
@@ -363,7 +370,7 @@ public final class SimWorld {
         return g <= Double(now) ? now : UInt64(min(g.rounded(.up), 1.8e19))
     }
 
-    private func startNode(_ i: Int, keepDisk: Bool) throws {
+    private mutating func startNode(_ i: Int, keepDisk: Bool) throws {
         incarnation[i] += 1
         alive[i] = true
         busyUntil[i] = now
@@ -379,52 +386,52 @@ public final class SimWorld {
             built.append(core)
         }
         if !keepDisk { for c in coreSpecs.indices { persisted[i][c] = nil } }
-        cores[i] = built
+        for (c, core) in built.enumerated() { cores[i * coreCount + c] = core }
         let local = localNow(i)
         for c in coreSpecs.indices {
             guard alive[i] else { break }
-            let out = cores[i][c].start(now: local)
+            let out = cores[i * coreCount + c]!.start(now: local)
             handle(out, node: i, core: c)
         }
     }
 
-    private func crashNode(_ i: Int) {
+    private mutating func crashNode(_ i: Int) {
         guard alive[i] else { return }
         trace(.crash, Int32(i))
         for c in coreSpecs.indices {
-            if var o = cores[i][c] as? any SimObservableCore {
+            if var o = cores[i * coreCount + c] as? any SimObservableCore {
                 for done in o.drainCompletions() { stats.complete(done, at: now) }
             }
-            if let p = cores[i][c] as? any SimPersistentCore { persisted[i][c] = p.persistentState() }
+            if let p = cores[i * coreCount + c] as? any SimPersistentCore { persisted[i][c] = p.persistentState() }
             pendingToken[i * coreSpecs.count + c] = 0
         }
         alive[i] = false
         let oldGen = gen[i]
         gen[i] &+= 1
-        cores[i] = []
+        for c in 0..<coreCount { cores[i * coreCount + c] = nil }
         for peer in links[i].keys.sorted() {
             queue.push(at: now + ns(scenario.link.linkTimeout), .linkDown(node: peer, peer: Int32(i), peerGen: oldGen))
         }
         links[i] = [:]
     }
 
-    private func notifyLink(_ i: Int, _ event: LinkEvent) {
+    private mutating func notifyLink(_ i: Int, _ event: LinkEvent) {
         let local = localNow(i)
         for c in coreSpecs.indices {
             guard alive[i] else { return }
-            let out = cores[i][c].linkChanged(event, now: local)
+            let out = cores[i * coreCount + c]!.linkChanged(event, now: local)
             handle(out, node: i, core: c)
         }
     }
 
-    private func runWorkload(_ w: Scenario.WorkloadSpec, node i: Int, repetition: Int) throws {
+    private mutating func runWorkload(_ w: Scenario.WorkloadSpec, node i: Int, repetition: Int) throws {
         let target = w.core.flatMap { name in coreSpecs.firstIndex { $0.name == name } }
         let candidates = target.map { [$0] } ?? Array(coreSpecs.indices)
         for c in candidates {
-            guard var core = cores[i][c] as? any SimWorkloadCore else { continue }
+            guard var core = cores[i * coreCount + c] as? any SimWorkloadCore else { continue }
             let out = try core.workload(SimWorkload(kind: w.kind, parameters: w.parameters, repetition: repetition),
                                         now: localNow(i))
-            cores[i][c] = core
+            cores[i * coreCount + c] = core
             handle(out, node: i, core: c)
             return
         }
@@ -434,7 +441,7 @@ public final class SimWorld {
 
     // MARK: Outboxes, links and messages
 
-    private func handle(_ out: Outbox, node i: Int, core c: Int) {
+    private mutating func handle(_ out: Outbox, node i: Int, core c: Int) {
         for m in out.messages { send(m, from: i) }
         for d in out.dials { dial(d, from: i) }
         if let wake = out.wakeAt {
@@ -459,7 +466,7 @@ public final class SimWorld {
 
     /// Opens a connection between `a` and `b`: both learn `up` after the handshake (1 RTT for the
     /// dialler, 1.5 RTT for the acceptor). Returns the instant the dialler may send.
-    private func establish(_ a: Int, _ b: Int) -> UInt64 {
+    private mutating func establish(_ a: Int, _ b: Int) -> UInt64 {
         let one = linkLayer.latency(from: a, to: b)
         links[a][Int32(b)] = now
         links[b][Int32(a)] = now
@@ -468,14 +475,14 @@ public final class SimWorld {
         return now + 2 * one
     }
 
-    private func drop(_ reason: DropReason, from: Int, to: Int32, type: UInt64) {
+    private mutating func drop(_ reason: DropReason, from: Int, to: Int32, type: UInt64) {
         stats.dropped[reason.rawValue] += 1
         trace(.drop, Int32(from), to, UInt64(reason.rawValue) << 56 | (type & 0xff_ffff_ffff_ffff))
     }
 
-    private func send(_ m: PeerMessage, from i: Int) {
+    private mutating func send(_ m: PeerMessage, from i: Int) {
         stats.sent += 1
-        guard let dst = indexOf[m.peer] else { drop(.unknownPeer, from: i, to: -1, type: m.frame.type); return }
+        guard let dst = indexOf.find(m.peer) else { drop(.unknownPeer, from: i, to: -1, type: m.frame.type); return }
         let d = Int(dst)
         if d == i { drop(.toSelf, from: i, to: dst, type: m.frame.type); return }
         var notBefore = now
@@ -506,7 +513,7 @@ public final class SimWorld {
         }
     }
 
-    private func deliver(_ slot: Int32) throws {
+    private mutating func deliver(_ slot: Int32) throws {
         guard let f = inflight[Int(slot)] else { return }
         let d = Int(f.to)
         if alive[d], cpuCost[d] > 0, now < busyUntil[d] {
@@ -520,16 +527,19 @@ public final class SimWorld {
         guard reachable(Int(f.from), d) else { drop(.partition, from: Int(f.from), to: f.to, type: type); return }
         if cpuCost[d] > 0 { busyUntil[d] = now + cpuCost[d] }
         stats.bytesDown[d] += UInt64(f.wire)
-        guard let c = cores[d].firstIndex(where: { $0.handles(frameType: type) }) else {
+        var route = -1
+        for c in 0..<coreCount where cores[d * coreCount + c]!.handles(frameType: type) { route = c; break }
+        guard route >= 0 else {
             drop(.unrouted, from: Int(f.from), to: f.to, type: type); return
         }
         stats.delivered += 1
         trace(.deliver, f.to, f.from, type << 32 | UInt64(f.wire))
-        let out = cores[d][c].receive(f.message, now: localNow(d))
-        handle(out, node: d, core: c)
+        let local = localNow(d)
+        let out = cores[d * coreCount + route]!.receive(f.message, now: local)
+        handle(out, node: d, core: route)
     }
 
-    private func dialFails(_ i: Int, _ address: PeerAddress, at: UInt64) {
+    private mutating func dialFails(_ i: Int, _ address: PeerAddress, at: UInt64) {
         let slot: Int32
         if let s = freeDialSlots.popLast() { slot = s; dialSlots[Int(s)] = address } else { slot = Int32(dialSlots.count); dialSlots.append(address) }
         queue.push(at: at, .dialFailed(node: Int32(i), slot: slot, gen: gen[i]))
@@ -537,7 +547,7 @@ public final class SimWorld {
 
     /// A dial is decided when its first packet reaches the address: a live, reachable node there
     /// completes the handshake; anything else fails after the dial timeout.
-    private func dial(_ address: PeerAddress, from i: Int) {
+    private mutating func dial(_ address: PeerAddress, from i: Int) {
         guard let d = SimDirectory.index(of: address), d < n, d != i else {
             dialFails(i, address, at: now + ns(scenario.link.dialTimeout))
             return
@@ -549,7 +559,7 @@ public final class SimWorld {
         }
     }
 
-    private func idleSweep() {
+    private mutating func idleSweep() {
         let idle = ns(scenario.link.idleTimeout)
         guard now >= idle else { return }
         for a in 0..<n where !links[a].isEmpty {
@@ -567,7 +577,7 @@ public final class SimWorld {
 
     // MARK: Faults
 
-    private func applyFault(_ index: Int) throws {
+    private mutating func applyFault(_ index: Int) throws {
         let sets = faultEvents[index].sets
         switch scenario.faults[faultEvents[index].spec].kind {
         case .partition:
@@ -610,7 +620,7 @@ public final class SimWorld {
 
     // MARK: Sampling
 
-    private func takeSample() {
+    private mutating func takeSample() {
         var sample = SimStats.Sample(t: Double(now) / 1e9, live: 0, agreement: [:], gauges: [:])
         var digests: [[Digest]] = Array(repeating: [], count: coreSpecs.count)
         var gaugeAcc: [String: (min: Double, sum: Double, max: Double, count: Int)] = [:]
@@ -618,7 +628,7 @@ public final class SimWorld {
         for i in 0..<n where alive[i] {
             sample.live += 1
             for c in coreSpecs.indices where observable[c] {
-                guard var o = cores[i][c] as? any SimObservableCore else { continue }
+                guard var o = cores[i * coreCount + c] as? any SimObservableCore else { continue }
                 for done in o.drainCompletions() { stats.complete(done, at: now) }
                 if let d = o.stateDigest() { digests[c].append(d) }
                 for g in o.gauges() {
@@ -630,7 +640,7 @@ public final class SimWorld {
                         gaugeOrder.append(key)
                     }
                 }
-                cores[i][c] = o
+                cores[i * coreCount + c] = o
             }
         }
         for c in coreSpecs.indices where !digests[c].isEmpty {
@@ -655,7 +665,7 @@ public final class SimWorld {
     public var liveCount: Int { alive.lazy.filter { $0 }.count }
     public func isAlive(_ i: Int) -> Bool { alive[i] }
     public func core(of node: Int, at index: Int = 0) -> (any MeshProtocolCore)? {
-        alive[node] ? cores[node][index] : nil
+        alive[node] ? cores[node * coreCount + index] : nil
     }
     public var pendingEvents: Int { queue.count }
 }
@@ -664,4 +674,45 @@ public final class SimWorld {
 public struct SimRunError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// NodeID → node index, open addressing on the ID's first 8 bytes (IDs are SHA-256 outputs, so
+/// those bytes are already uniformly spread). Faster than a Dictionary of 32-byte keys.
+struct NodeIndex {
+    private let ids: [NodeID]
+    private var slots: [Int32]
+    private var keys: [UInt64]
+    private let mask: Int
+
+    init(_ ids: [NodeID]) {
+        self.ids = ids
+        var cap = 16
+        while cap < ids.count * 2 { cap <<= 1 }
+        mask = cap - 1
+        slots = Array(repeating: -1, count: cap)
+        keys = Array(repeating: 0, count: cap)
+        for (i, id) in ids.enumerated() {
+            let k = NodeIndex.key(id)
+            var s = Int(truncatingIfNeeded: k) & mask
+            while slots[s] >= 0 { s = (s + 1) & mask }
+            slots[s] = Int32(i)
+            keys[s] = k
+        }
+    }
+
+    @inline(__always)
+    static func key(_ id: NodeID) -> UInt64 {
+        // The digest's first stored word, read in place (no byte array).
+        withUnsafeBytes(of: id) { $0.loadUnaligned(as: UInt64.self) }
+    }
+
+    func find(_ id: NodeID) -> Int32? {
+        let k = NodeIndex.key(id)
+        var s = Int(truncatingIfNeeded: k) & mask
+        while slots[s] >= 0 {
+            if keys[s] == k && ids[Int(slots[s])] == id { return slots[s] }
+            s = (s + 1) & mask
+        }
+        return nil
+    }
 }

@@ -116,7 +116,7 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let (sc, _) = try loadScenario(scenario)
-        let world: SimWorld
+        var world: SimWorld
         do {
             world = try SimWorld(scenario: sc, seed: seed, registry: simCoreRegistry())
         } catch {

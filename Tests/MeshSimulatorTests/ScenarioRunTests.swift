@@ -30,7 +30,7 @@ import MeshCore
         """
 
     func run(_ text: String, seed: UInt64? = nil, lines: Bool = false) throws -> (SimWorld, [String]) {
-        let world = try SimWorld(scenario: try Scenario(parsing: text), seed: seed, registry: .builtIn)
+        var world = try SimWorld(scenario: try Scenario(parsing: text), seed: seed, registry: .builtIn)
         final class Box: @unchecked Sendable { var lines: [String] = [] }
         let box = Box()
         if lines { world.traceLines = { box.lines.append($0) } }

@@ -70,7 +70,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
 @Suite struct WorldTests {
     @Test func ticksAreNeverEarlyAndTheEarliestRequestWins() throws {
         let sc = try scenario("nodes 1\ncore recorder\nduration 10s\nlink idle-timeout=0s\n")
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(2)) })
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(2)) })
         try world.run()
         let core = world.core(of: 0) as! RecorderCore
         // Asked for 2 s and 4 s in one outbox: the earliest is kept, and the core is ticked once then.
@@ -98,7 +98,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
             link dial-timeout=3s idle-timeout=0s
             """)
         let bogus = PeerAddress(host: "192.0.2.1", port: 7400)
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { i in
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { i in
             i == 0 ? .init(dial: [SimDirectory.address(of: 1), bogus]) : .init()
         })
         try world.run()
@@ -121,7 +121,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
             link link-timeout=5s idle-timeout=0s
             fault at=1s crash nodes=1
             """)
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { i in i == 0 ? .init(dial: [SimDirectory.address(of: 1)]) : .init() })
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { i in i == 0 ? .init(dial: [SimDirectory.address(of: 1)]) : .init() })
         try world.run()
         let a = world.core(of: 0) as! RecorderCore
         #expect(a.log.contains("down \(world.directory.ids[1].short)"))
@@ -137,7 +137,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
             fault at=5s restart nodes=0 disk=keep
             fault at=5s restart nodes=1 disk=wipe
             """)
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(1)) })
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(1)) })
         try world.run()
         #expect((world.core(of: 0) as! RecorderCore).persistedAtStart == [1])
         #expect((world.core(of: 1) as! RecorderCore).persistedAtStart == nil)
@@ -153,7 +153,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
             fault at=0s skew nodes=0 offset=+500ms
             join at=1s nodes=0
             """)
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(1)) })
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init(wakeAfter: .seconds(1)) })
         try world.run()
         let core = world.core(of: 0) as! RecorderCore
         // Started at global 1 s = local 1.5 s; the wake-up at local 2.5 s fires at global 2 s.
@@ -172,7 +172,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
         let registry = recorderRegistry { _ in .init() }
         let probe = try SimWorld(scenario: sc, registry: registry)
         let ids = probe.directory.ids
-        let world = try SimWorld(scenario: sc, registry: recorderRegistry { i in
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { i in
             i == 0 ? .init(sendTo: [ids[1], ids[2], ids[3]]) : .init()
         })
         try world.run()
