@@ -6,9 +6,11 @@ public struct SimReport {
     /// Wall-clock seconds the run took and peak resident memory (filled in by the caller).
     public var wallSeconds: Double
     public var peakRSSBytes: UInt64
+    /// CPU seconds the process used (user + system); on a shared machine wall time can be far more.
+    public var cpuSeconds: Double
 
-    public init(world: SimWorld, wallSeconds: Double, peakRSSBytes: UInt64) {
-        self.world = world; self.wallSeconds = wallSeconds; self.peakRSSBytes = peakRSSBytes
+    public init(world: SimWorld, wallSeconds: Double, peakRSSBytes: UInt64, cpuSeconds: Double = 0) {
+        self.world = world; self.wallSeconds = wallSeconds; self.peakRSSBytes = peakRSSBytes; self.cpuSeconds = cpuSeconds
     }
 
     private var stats: SimStats { world.stats }
@@ -48,6 +50,7 @@ public struct SimReport {
         rows.append(("nodes / cores", "\(world.scenario.nodes) / \(s.coreNames.joined(separator: ", "))"))
         rows.append(("virtual time", "\(Self.fmt(virtual, 1)) s"))
         rows.append(("wall time", "\(Self.fmt(wallSeconds, 2)) s (\(Self.fmt(virtual / max(wallSeconds, 1e-9), 1))x real time)"))
+        if cpuSeconds > 0 { rows.append(("cpu time", "\(Self.fmt(cpuSeconds, 2)) s")) }
         rows.append(("events", "\(s.events) (\(Self.fmt(Double(s.events) / max(wallSeconds, 1e-9) / 1e6, 2)) M/s)"))
         if peakRSSBytes > 0 { rows.append(("peak RSS", Self.bytes(Double(peakRSSBytes)))) }
         rows.append(("live nodes at end", "\(world.liveCount)"))
@@ -100,6 +103,7 @@ public struct SimReport {
         o.append("\"cores\": [\(s.coreNames.map(Self.json).joined(separator: ", "))]")
         o.append("\"virtual_seconds\": \(Self.num(Double(world.endTime) / 1e9))")
         o.append("\"wall_seconds\": \(Self.num(wallSeconds))")
+        o.append("\"cpu_seconds\": \(Self.num(cpuSeconds))")
         o.append("\"events\": \(s.events)")
         o.append("\"events_per_second\": \(Self.num(Double(s.events) / max(wallSeconds, 1e-9)))")
         o.append("\"peak_rss_bytes\": \(peakRSSBytes)")

@@ -251,11 +251,10 @@ public struct SimWorld {
 
     @inline(__always)
     private mutating func trace(_ kind: TraceKind, _ node: Int32, _ peer: Int32 = -1, _ aux: UInt64 = 0) {
-        traceBuffer.append(kind.rawValue)
-        withUnsafeBytes(of: now.littleEndian) { traceBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: node.littleEndian) { traceBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: peer.littleEndian) { traceBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: aux.littleEndian) { traceBuffer.append(contentsOf: $0) }
+        // One 32-byte little-endian record: kind, 3 zero bytes, node, time, peer, 4 zero bytes, aux.
+        var record = (UInt32(kind.rawValue).littleEndian, node.littleEndian, now.littleEndian,
+                      peer.littleEndian, Int32(0), aux.littleEndian)
+        withUnsafeBytes(of: &record) { traceBuffer.append(contentsOf: $0) }
         if traceBuffer.count >= 1 << 16 { flushTrace() }
         if let sink = traceLines {
             sink("\(now) \(kind) node=\(node) peer=\(peer) aux=\(aux)")
@@ -486,12 +485,12 @@ public struct SimWorld {
         let d = Int(dst)
         if d == i { drop(.toSelf, from: i, to: dst, type: m.frame.type); return }
         var notBefore = now
-        if links[i][dst] == nil || links[d][Int32(i)] == nil {
-            guard alive[d], reachable(i, d) else { drop(.unreachable, from: i, to: dst, type: m.frame.type); return }
-            notBefore = establish(i, d)
-        } else {
-            links[i][dst] = now
-            links[d][Int32(i)] = now
+        if alive[d] && reachable(i, d) {
+            // Refresh both ends' last use; a missing end means a (re)connection with a handshake.
+            let fresh = links[i].updateValue(now, forKey: dst) == nil
+            if links[d].updateValue(now, forKey: Int32(i)) == nil || fresh { notBefore = establish(i, d) }
+        } else if links[i][dst] == nil || links[d][Int32(i)] == nil {
+            drop(.unreachable, from: i, to: dst, type: m.frame.type); return
         }
         let bytes = m.frame.payload.count + VarInt.encodedLength(m.frame.type) + VarInt.encodedLength(UInt64(m.frame.payload.count))
         let verdict = linkLayer.transmit(SimTransmission(from: i, to: d, bytes: bytes, unreliable: m.unreliable, traffic: m.traffic, notBefore: notBefore),

@@ -153,7 +153,10 @@ struct Run: ParsableCommand {
         if tty { writeErr("\r" + String(repeating: " ", count: 100) + "\r") }
         if let f = traceFile { fclose(f) }
         let wall = (clock.now - start).seconds
-        let report = SimReport(world: world, wallSeconds: wall, peakRSSBytes: peakRSS())
+        var usage = rusage()
+        getrusage(RUSAGE_SELF, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        let report = SimReport(world: world, wallSeconds: wall, peakRSSBytes: peakRSS(), cpuSeconds: cpu)
         let dir = out ?? "simulations/results/tmp/\(sc.name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try report.jsonDocument().write(toFile: dir + "/report.json", atomically: true, encoding: .utf8)
