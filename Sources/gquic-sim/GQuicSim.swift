@@ -154,7 +154,7 @@ struct Run: ParsableCommand {
         if let f = traceFile { fclose(f) }
         let wall = (clock.now - start).seconds
         var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
         let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         let report = SimReport(world: world, wallSeconds: wall, peakRSSBytes: peakRSS(), cpuSeconds: cpu)
         let dir = out ?? "simulations/results/tmp/\(sc.name)"
