@@ -513,13 +513,12 @@ public struct SimWorld {
     }
 
     private mutating func deliver(_ slot: Int32) throws {
-        guard let f = inflight[Int(slot)] else { return }
-        let d = Int(f.to)
+        let d = Int(inflight[Int(slot)]!.to)
         if alive[d], cpuCost[d] > 0, now < busyUntil[d] {
             queue.push(at: busyUntil[d], .deliver(slot: slot))
             return
         }
-        inflight[Int(slot)] = nil
+        let f = inflight[Int(slot)].take()!
         freeSlots.append(slot)
         let type = f.message.frame.type
         guard alive[d], gen[d] == f.toGen else { drop(.deadReceiver, from: Int(f.from), to: f.to, type: type); return }
