@@ -67,17 +67,21 @@ public protocol SimLinkLayer {
 public struct MessageLevelLinks: SimLinkLayer {
     public let settings: LinkSettings
     public var loss: Double
-    private let regionOf: [UInt16]
+    /// A node's side of the network, kept together so one message touches few cache lines.
+    struct Port {
+        /// Per class: when that class's uplink queue drains.
+        var upFree: SIMD4<UInt64> = .zero
+        /// Per class: when that class's downlink backlog drains.
+        var downFree: SIMD4<UInt64> = .zero
+        var nsPerByteUp: Double
+        var nsPerByteDown: Double
+        var region: Int
+    }
+    private var ports: [Port]
     private let regionCount: Int
     private let latencyNs: [UInt64]
-    private var nsPerByteUp: [Double]
-    private var nsPerByteDown: [Double]
     private let baseUp: [Double]
     private let baseDown: [Double]
-    /// Per node, per class (4 entries a node): when that class's uplink queue drains.
-    private var upFree: [UInt64]
-    /// Per node, per class: when that class's downlink backlog drains.
-    private var downFree: [UInt64]
     private let jitterNs: UInt64
     private let reorderNs: UInt64
 
@@ -88,15 +92,13 @@ public struct MessageLevelLinks: SimLinkLayer {
     public init(settings: LinkSettings, regionOf: [Int], latency: [[Duration]], capacity: [(up: Double?, down: Double?)]) {
         self.settings = settings
         loss = settings.loss
-        self.regionOf = regionOf.map { UInt16($0) }
         regionCount = latency.count
         latencyNs = latency.flatMap { $0.map { UInt64(max(0, $0.nanosecondsClamped)) } }
-        baseUp = regionOf.map { 1e9 / (capacity[$0].up ?? settings.up) }
-        baseDown = regionOf.map { 1e9 / (capacity[$0].down ?? settings.down) }
-        nsPerByteUp = baseUp
-        nsPerByteDown = baseDown
-        upFree = Array(repeating: 0, count: regionOf.count * 4)
-        downFree = Array(repeating: 0, count: regionOf.count * 4)
+        let up = regionOf.map { 1e9 / (capacity[$0].up ?? settings.up) }
+        let down = regionOf.map { 1e9 / (capacity[$0].down ?? settings.down) }
+        baseUp = up
+        baseDown = down
+        ports = regionOf.indices.map { Port(nsPerByteUp: up[$0], nsPerByteDown: down[$0], region: regionOf[$0]) }
         jitterNs = UInt64(max(0, settings.jitter.nanosecondsClamped))
         reorderNs = UInt64(max(0, settings.reorderDelay.nanosecondsClamped))
     }
@@ -109,12 +111,12 @@ public struct MessageLevelLinks: SimLinkLayer {
 
     @inline(__always)
     public func latency(from: Int, to: Int) -> UInt64 {
-        latencyNs[Int(regionOf[from]) * regionCount + Int(regionOf[to])]
+        latencyNs[ports[from].region * regionCount + ports[to].region]
     }
 
     public mutating func setBandwidthFactor(_ factor: Double, node: Int) {
-        nsPerByteUp[node] = baseUp[node] / factor
-        nsPerByteDown[node] = baseDown[node] / factor
+        ports[node].nsPerByteUp = baseUp[node] / factor
+        ports[node].nsPerByteDown = baseDown[node] / factor
     }
 
     @inline(__always)
@@ -124,17 +126,19 @@ public struct MessageLevelLinks: SimLinkLayer {
 
     public mutating func transmit(_ t: SimTransmission, random: inout SeededRandom) -> SimLinkVerdict {
         let wire = wireBytes(t.bytes)
-        let k = Int(t.traffic.rawValue), q = t.from * 4
+        let k = Int(t.traffic.rawValue)
+        var up = ports[t.from]
         var sendStart = t.notBefore
-        for j in 0...k { sendStart = max(sendStart, upFree[q + j]) }
-        let serialise = UInt64((Double(wire) * nsPerByteUp[t.from]).rounded(.up))
+        for j in 0...k { sendStart = max(sendStart, up.upFree[j]) }
+        let serialise = UInt64((Double(wire) * up.nsPerByteUp).rounded(.up))
         let upDone = sendStart + serialise
-        upFree[q + k] = upDone
+        up.upFree[k] = upDone
         if k < 3 {
             for j in (k + 1)...3 {
-                upFree[q + j] = upFree[q + j] > sendStart ? upFree[q + j] + serialise : max(upFree[q + j], upDone)
+                up.upFree[j] = up.upFree[j] > sendStart ? up.upFree[j] + serialise : max(up.upFree[j], upDone)
             }
         }
+        ports[t.from].upFree = up.upFree
         let base = latency(from: t.from, to: t.to)
         var lat = base
         if jitterNs > 0 { lat += random.next() % (jitterNs + 1) }
@@ -153,17 +157,18 @@ public struct MessageLevelLinks: SimLinkLayer {
                 packets = max(1, Int((Double(packets) * loss).rounded(.up)))
             }
         }
-        let r = t.to * 4
+        var down = ports[t.to].downFree
         var recvStart = sendStart + lat
-        for j in 0...k { recvStart = max(recvStart, downFree[r + j]) }
-        let take = UInt64((Double(wire) * nsPerByteDown[t.to]).rounded(.up))
+        for j in 0...k { recvStart = max(recvStart, down[j]) }
+        let take = UInt64((Double(wire) * ports[t.to].nsPerByteDown).rounded(.up))
         let recvDone = max(recvStart + take, upDone + lat)
-        downFree[r + k] = recvDone
+        down[k] = recvDone
         if k < 3 {
             for j in (k + 1)...3 {
-                downFree[r + j] = downFree[r + j] > recvStart ? downFree[r + j] + take : max(downFree[r + j], recvDone)
+                down[j] = down[j] > recvStart ? down[j] + take : max(down[j], recvDone)
             }
         }
+        ports[t.to].downFree = down
         return .deliver(at: recvDone + extra, wireBytes: wire)
     }
 }

@@ -62,9 +62,19 @@ public struct SimWorld {
 
     // Per node (structure of arrays: lean at 10,000 nodes).
     private var indexOf: NodeIndex
-    private var alive: [Bool]
-    private var gen: [UInt32]
-    private var incarnation: [Int]
+    /// The per-node fields every event touches, together (one cache line a node).
+    struct NodeState {
+        var alive = false
+        /// Bumped on every crash: events for an older generation are stale.
+        var gen: UInt32 = 0
+        var incarnation = -1
+        var skewOffset: Int64 = 0
+        var skewPPM: Double = 0
+        var lastLocal: UInt64 = 0
+        var cpuCost: UInt64 = 0
+        var busyUntil: UInt64 = 0
+    }
+    private var nodes: [NodeState]
     /// Node i's core c is at i * coreCount + c; nil while the node is down.
     private var cores: [(any MeshProtocolCore)?]
     private let coreCount: Int
@@ -73,11 +83,6 @@ public struct SimWorld {
     private var links: [[Int32: UInt64]]
     private var persisted: [[[UInt8]?]]
     private var nodeRandom: [SeededRandom]
-    private var skewOffset: [Int64]
-    private var skewPPM: [Double]
-    private var lastLocal: [UInt64]
-    private var cpuCost: [UInt64]
-    private var busyUntil: [UInt64]
     private var group: [UInt16] = []
     private var seedAddresses: [PeerAddress] = []
     private var observable: [Bool]
@@ -133,20 +138,13 @@ public struct SimWorld {
         nodeRandom = (0..<n).map { _ in master.fork() }
         linkRandom = master.fork()
         scenarioRandom = master.fork()
-        alive = Array(repeating: false, count: n)
-        gen = Array(repeating: 0, count: n)
-        incarnation = Array(repeating: -1, count: n)
+        nodes = Array(repeating: NodeState(), count: n)
         coreCount = scenario.cores.count
         cores = Array(repeating: nil, count: n * scenario.cores.count)
         pendingToken = Array(repeating: 0, count: n * scenario.cores.count)
         pendingTime = Array(repeating: 0, count: n * scenario.cores.count)
         links = Array(repeating: [:], count: n)
         persisted = Array(repeating: Array(repeating: nil, count: scenario.cores.count), count: n)
-        skewOffset = Array(repeating: 0, count: n)
-        skewPPM = Array(repeating: 0, count: n)
-        lastLocal = Array(repeating: 0, count: n)
-        cpuCost = Array(repeating: 0, count: n)
-        busyUntil = Array(repeating: 0, count: n)
         observable = Array(repeating: false, count: scenario.cores.count)
         stats = SimStats(nodes: n, coreNames: scenario.cores.map(\.name))
 
@@ -265,13 +263,13 @@ public struct SimWorld {
         switch event {
         case .join(let node):
             trace(.join, node)
-            if !alive[Int(node)] { try startNode(Int(node), keepDisk: false) }
+            if !nodes[Int(node)].alive { try startNode(Int(node), keepDisk: false) }
         case .deliver(let slot):
             try deliver(slot)
         case .tick(let node, let core, let token):
             let i = Int(node)
             let key = i * coreSpecs.count + Int(core)
-            guard alive[i], pendingToken[key] == token else { return }
+            guard nodes[i].alive, pendingToken[key] == token else { return }
             if deferForCPU(i, event) { return }
             pendingToken[key] = 0
             trace(.tick, node, -1, UInt64(core))
@@ -280,14 +278,14 @@ public struct SimWorld {
             handle(out, node: i, core: Int(core))
         case .linkUp(let node, let peer, let g):
             let i = Int(node)
-            guard alive[i], gen[i] == g, links[i][peer] != nil else { return }
+            guard nodes[i].alive, nodes[i].gen == g, links[i][peer] != nil else { return }
             if deferForCPU(i, event) { return }
             trace(.linkUp, node, peer)
             let ev = LinkEvent.up(peer: directory.ids[Int(peer)], address: SimDirectory.address(of: Int(peer)))
             notifyLink(i, ev)
         case .linkDown(let node, let peer, let peerGen):
             let i = Int(node), p = Int(peer)
-            guard alive[i], links[i][peer] != nil, !alive[p] || gen[p] != peerGen || !reachable(i, p) else { return }
+            guard nodes[i].alive, links[i][peer] != nil, !nodes[p].alive || nodes[p].gen != peerGen || !reachable(i, p) else { return }
             links[i][peer] = nil
             trace(.linkDown, node, peer)
             notifyLink(i, .down(peer: directory.ids[p]))
@@ -296,20 +294,20 @@ public struct SimWorld {
             dialSlots[Int(slot)] = nil
             freeDialSlots.append(slot)
             let i = Int(node)
-            guard alive[i], gen[i] == g else { return }
+            guard nodes[i].alive, nodes[i].gen == g else { return }
             trace(.dialFailed, node)
             notifyLink(i, .dialFailed(address: address))
         case .dialArrive(let node, let peer, let g):
             let i = Int(node), d = Int(peer)
-            guard alive[i], gen[i] == g else { return }
+            guard nodes[i].alive, nodes[i].gen == g else { return }
             let one = linkLayer.latency(from: i, to: d)
-            if alive[d], reachable(i, d) {
+            if nodes[d].alive, reachable(i, d) {
                 // The handshake's first flight reached a live peer: up for the dialler one latency
                 // later (1 RTT in all), for the acceptor two (1.5 RTT).
                 links[i][peer] = now
                 links[d][node] = now
-                queue.push(at: now + one, .linkUp(node: node, peer: peer, gen: gen[i]))
-                queue.push(at: now + 2 * one, .linkUp(node: peer, peer: node, gen: gen[d]))
+                queue.push(at: now + one, .linkUp(node: node, peer: peer, gen: nodes[i].gen))
+                queue.push(at: now + 2 * one, .linkUp(node: peer, peer: node, gen: nodes[d].gen))
             } else {
                 let started = now - min(now, one)
                 dialFails(i, SimDirectory.address(of: d), at: max(now, started + ns(scenario.link.dialTimeout)))
@@ -323,7 +321,7 @@ public struct SimWorld {
             if let every = w.every, Int(repetition) + 1 < w.count {
                 queue.push(at: now + ns(every), .workload(spec: spec, node: node, repetition: repetition + 1))
             }
-            guard alive[i] else { stats.workloadSkipped += 1; return }
+            guard nodes[i].alive else { stats.workloadSkipped += 1; return }
             trace(.workload, node, -1, UInt64(spec) << 32 | UInt64(repetition))
             try runWorkload(w, node: i, repetition: Int(repetition))
         case .sample:
@@ -339,13 +337,13 @@ public struct SimWorld {
 
     /// A slow node handles one input per `cpuCost`; later inputs wait (the event is re-queued).
     private mutating func deferForCPU(_ i: Int, _ event: Event) -> Bool {
-        let cost = cpuCost[i]
+        let cost = nodes[i].cpuCost
         guard cost > 0 else { return false }
-        if now < busyUntil[i] {
-            queue.push(at: busyUntil[i], event)
+        if now < nodes[i].busyUntil {
+            queue.push(at: nodes[i].busyUntil, event)
             return true
         }
-        busyUntil[i] = now + cost
+        nodes[i].busyUntil = now + cost
         return false
     }
 
@@ -354,32 +352,32 @@ public struct SimWorld {
     /// The node's own clock reading (skew and drift applied, never going back).
     @inline(__always)
     private mutating func localNow(_ i: Int) -> Instant {
-        if skewOffset[i] == 0 && skewPPM[i] == 0 { return Instant(nanoseconds: now) }
-        let drifted = Double(now) * (1 + skewPPM[i] / 1e6) + Double(skewOffset[i])
+        if nodes[i].skewOffset == 0 && nodes[i].skewPPM == 0 { return Instant(nanoseconds: now) }
+        let drifted = Double(now) * (1 + nodes[i].skewPPM / 1e6) + Double(nodes[i].skewOffset)
         let local = drifted <= 0 ? 0 : UInt64(drifted)
-        lastLocal[i] = max(lastLocal[i], local)
-        return Instant(nanoseconds: lastLocal[i])
+        nodes[i].lastLocal = max(nodes[i].lastLocal, local)
+        return Instant(nanoseconds: nodes[i].lastLocal)
     }
 
     /// The global instant at which node `i`'s clock reads `local`.
     private func globalTime(_ i: Int, _ local: Instant) -> UInt64 {
-        if skewOffset[i] == 0 && skewPPM[i] == 0 { return local.nanoseconds }
+        if nodes[i].skewOffset == 0 && nodes[i].skewPPM == 0 { return local.nanoseconds }
         if local == .distantFuture { return .max }
-        let g = (Double(local.nanoseconds) - Double(skewOffset[i])) / (1 + skewPPM[i] / 1e6)
+        let g = (Double(local.nanoseconds) - Double(nodes[i].skewOffset)) / (1 + nodes[i].skewPPM / 1e6)
         return g <= Double(now) ? now : UInt64(min(g.rounded(.up), 1.8e19))
     }
 
     private mutating func startNode(_ i: Int, keepDisk: Bool) throws {
-        incarnation[i] += 1
-        alive[i] = true
-        busyUntil[i] = now
+        nodes[i].incarnation += 1
+        nodes[i].alive = true
+        nodes[i].busyUntil = now
         var built: [any MeshProtocolCore] = []
         for (c, spec) in coreSpecs.enumerated() {
             let ctx = SimCoreContext(
                 nodeID: directory.ids[i], index: i, address: SimDirectory.address(of: i),
                 seeds: seedAddresses.filter { $0 != SimDirectory.address(of: i) },
                 random: nodeRandom[i].fork(), persisted: keepDisk ? persisted[i][c] : nil,
-                incarnation: incarnation[i], parameters: spec.parameters, directory: directory)
+                incarnation: nodes[i].incarnation, parameters: spec.parameters, directory: directory)
             let core = try factories[c](ctx)
             if core is any SimObservableCore { observable[c] = true }
             built.append(core)
@@ -388,14 +386,14 @@ public struct SimWorld {
         for (c, core) in built.enumerated() { cores[i * coreCount + c] = core }
         let local = localNow(i)
         for c in coreSpecs.indices {
-            guard alive[i] else { break }
+            guard nodes[i].alive else { break }
             let out = cores[i * coreCount + c]!.start(now: local)
             handle(out, node: i, core: c)
         }
     }
 
     private mutating func crashNode(_ i: Int) {
-        guard alive[i] else { return }
+        guard nodes[i].alive else { return }
         trace(.crash, Int32(i))
         for c in coreSpecs.indices {
             if var o = cores[i * coreCount + c] as? any SimObservableCore {
@@ -404,9 +402,9 @@ public struct SimWorld {
             if let p = cores[i * coreCount + c] as? any SimPersistentCore { persisted[i][c] = p.persistentState() }
             pendingToken[i * coreSpecs.count + c] = 0
         }
-        alive[i] = false
-        let oldGen = gen[i]
-        gen[i] &+= 1
+        nodes[i].alive = false
+        let oldGen = nodes[i].gen
+        nodes[i].gen &+= 1
         for c in 0..<coreCount { cores[i * coreCount + c] = nil }
         for peer in links[i].keys.sorted() {
             queue.push(at: now + ns(scenario.link.linkTimeout), .linkDown(node: peer, peer: Int32(i), peerGen: oldGen))
@@ -417,7 +415,7 @@ public struct SimWorld {
     private mutating func notifyLink(_ i: Int, _ event: LinkEvent) {
         let local = localNow(i)
         for c in coreSpecs.indices {
-            guard alive[i] else { return }
+            guard nodes[i].alive else { return }
             let out = cores[i * coreCount + c]!.linkChanged(event, now: local)
             handle(out, node: i, core: c)
         }
@@ -469,8 +467,8 @@ public struct SimWorld {
         let one = linkLayer.latency(from: a, to: b)
         links[a][Int32(b)] = now
         links[b][Int32(a)] = now
-        queue.push(at: now + 2 * one, .linkUp(node: Int32(a), peer: Int32(b), gen: gen[a]))
-        queue.push(at: now + 3 * one, .linkUp(node: Int32(b), peer: Int32(a), gen: gen[b]))
+        queue.push(at: now + 2 * one, .linkUp(node: Int32(a), peer: Int32(b), gen: nodes[a].gen))
+        queue.push(at: now + 3 * one, .linkUp(node: Int32(b), peer: Int32(a), gen: nodes[b].gen))
         return now + 2 * one
     }
 
@@ -485,7 +483,7 @@ public struct SimWorld {
         let d = Int(dst)
         if d == i { drop(.toSelf, from: i, to: dst, type: m.frame.type); return }
         var notBefore = now
-        if alive[d] && reachable(i, d) {
+        if nodes[d].alive && reachable(i, d) {
             // Refresh both ends' last use; a missing end means a (re)connection with a handshake.
             let fresh = links[i].updateValue(now, forKey: dst) == nil
             if links[d].updateValue(now, forKey: Int32(i)) == nil || fresh { notBefore = establish(i, d) }
@@ -505,7 +503,7 @@ public struct SimWorld {
             stats.bytesUpByClass[Int(m.traffic.rawValue)] += UInt64(wire)
             var msg = m
             msg.peer = directory.ids[i]
-            let f = InFlight(from: Int32(i), to: dst, toGen: gen[d], wire: Int32(clamping: wire), message: msg)
+            let f = InFlight(from: Int32(i), to: dst, toGen: nodes[d].gen, wire: Int32(clamping: wire), message: msg)
             let slot: Int32
             if let s = freeSlots.popLast() { slot = s; inflight[Int(s)] = f } else { slot = Int32(inflight.count); inflight.append(f) }
             queue.push(at: at, .deliver(slot: slot))
@@ -514,16 +512,16 @@ public struct SimWorld {
 
     private mutating func deliver(_ slot: Int32) throws {
         let d = Int(inflight[Int(slot)]!.to)
-        if alive[d], cpuCost[d] > 0, now < busyUntil[d] {
-            queue.push(at: busyUntil[d], .deliver(slot: slot))
+        if nodes[d].alive, nodes[d].cpuCost > 0, now < nodes[d].busyUntil {
+            queue.push(at: nodes[d].busyUntil, .deliver(slot: slot))
             return
         }
         let f = inflight[Int(slot)].take()!
         freeSlots.append(slot)
         let type = f.message.frame.type
-        guard alive[d], gen[d] == f.toGen else { drop(.deadReceiver, from: Int(f.from), to: f.to, type: type); return }
+        guard nodes[d].alive, nodes[d].gen == f.toGen else { drop(.deadReceiver, from: Int(f.from), to: f.to, type: type); return }
         guard reachable(Int(f.from), d) else { drop(.partition, from: Int(f.from), to: f.to, type: type); return }
-        if cpuCost[d] > 0 { busyUntil[d] = now + cpuCost[d] }
+        if nodes[d].cpuCost > 0 { nodes[d].busyUntil = now + nodes[d].cpuCost }
         stats.bytesDown[d] += UInt64(f.wire)
         var route = -1
         for c in 0..<coreCount where cores[d * coreCount + c]!.handles(frameType: type) { route = c; break }
@@ -540,7 +538,7 @@ public struct SimWorld {
     private mutating func dialFails(_ i: Int, _ address: PeerAddress, at: UInt64) {
         let slot: Int32
         if let s = freeDialSlots.popLast() { slot = s; dialSlots[Int(s)] = address } else { slot = Int32(dialSlots.count); dialSlots.append(address) }
-        queue.push(at: at, .dialFailed(node: Int32(i), slot: slot, gen: gen[i]))
+        queue.push(at: at, .dialFailed(node: Int32(i), slot: slot, gen: nodes[i].gen))
     }
 
     /// A dial is decided when its first packet reaches the address: a live, reachable node there
@@ -551,9 +549,9 @@ public struct SimWorld {
             return
         }
         if links[i][Int32(d)] != nil && links[d][Int32(i)] != nil {
-            queue.push(at: now, .linkUp(node: Int32(i), peer: Int32(d), gen: gen[i]))
+            queue.push(at: now, .linkUp(node: Int32(i), peer: Int32(d), gen: nodes[i].gen))
         } else {
-            queue.push(at: now + linkLayer.latency(from: i, to: d), .dialArrive(node: Int32(i), peer: Int32(d), gen: gen[i]))
+            queue.push(at: now + linkLayer.latency(from: i, to: d), .dialArrive(node: Int32(i), peer: Int32(d), gen: nodes[i].gen))
         }
     }
 
@@ -565,8 +563,8 @@ public struct SimWorld {
             for b in expired {
                 links[a][b] = nil
                 trace(.idle, Int32(a), b)
-                if alive[a] { notifyLink(a, .down(peer: directory.ids[Int(b)])) }
-                if links[Int(b)].removeValue(forKey: Int32(a)) != nil, alive[Int(b)] {
+                if nodes[a].alive { notifyLink(a, .down(peer: directory.ids[Int(b)])) }
+                if links[Int(b)].removeValue(forKey: Int32(a)) != nil, nodes[Int(b)].alive {
                     notifyLink(Int(b), .down(peer: directory.ids[a]))
                 }
             }
@@ -586,7 +584,7 @@ public struct SimWorld {
             let timeout = now + ns(scenario.link.linkTimeout)
             for a in 0..<n where !links[a].isEmpty {
                 for b in links[a].keys.sorted() where g[a] != g[Int(b)] {
-                    queue.push(at: timeout, .linkDown(node: Int32(a), peer: b, peerGen: gen[Int(b)]))
+                    queue.push(at: timeout, .linkDown(node: Int32(a), peer: b, peerGen: nodes[Int(b)].gen))
                 }
             }
         case .heal:
@@ -594,8 +592,8 @@ public struct SimWorld {
         case .crash:
             for i in sets[0] { crashNode(i); stats.crashes += 1 }
         case .restart(let set, let keepDisk):
-            let nodes = set == .down ? (0..<n).filter { !alive[$0] && incarnation[$0] >= 0 } : sets[0]
-            for i in nodes {
+            let targets = set == .down ? (0..<n).filter { !nodes[$0].alive && nodes[$0].incarnation >= 0 } : sets[0]
+            for i in targets {
                 crashNode(i)
                 trace(.restart, Int32(i), -1, keepDisk ? 1 : 0)
                 try startNode(i, keepDisk: keepDisk)
@@ -603,13 +601,13 @@ public struct SimWorld {
             }
         case .slow(_, let cpu, let bandwidth):
             for i in sets[0] {
-                cpuCost[i] = ns(cpu)
+                nodes[i].cpuCost = ns(cpu)
                 linkLayer.setBandwidthFactor(bandwidth, node: i)
             }
         case .skew(_, let offset, let ppm):
             for i in sets[0] {
-                skewOffset[i] = offset.nanosecondsClamped
-                skewPPM[i] = ppm
+                nodes[i].skewOffset = offset.nanosecondsClamped
+                nodes[i].skewPPM = ppm
             }
         case .loss(let p):
             linkLayer.loss = p
@@ -623,7 +621,7 @@ public struct SimWorld {
         var digests: [[Digest]] = Array(repeating: [], count: coreSpecs.count)
         var gaugeAcc: [String: (min: Double, sum: Double, max: Double, count: Int)] = [:]
         var gaugeOrder: [String] = []
-        for i in 0..<n where alive[i] {
+        for i in 0..<n where nodes[i].alive {
             sample.live += 1
             for c in coreSpecs.indices where observable[c] {
                 guard var o = cores[i * coreCount + c] as? any SimObservableCore else { continue }
@@ -660,10 +658,10 @@ public struct SimWorld {
 
     // MARK: Introspection (tests, reports)
 
-    public var liveCount: Int { alive.lazy.filter { $0 }.count }
-    public func isAlive(_ i: Int) -> Bool { alive[i] }
+    public var liveCount: Int { nodes.lazy.filter { $0.alive }.count }
+    public func isAlive(_ i: Int) -> Bool { nodes[i].alive }
     public func core(of node: Int, at index: Int = 0) -> (any MeshProtocolCore)? {
-        alive[node] ? cores[node * coreCount + index] : nil
+        nodes[node].alive ? cores[node * coreCount + index] : nil
     }
     public var pendingEvents: Int { queue.count }
 }
