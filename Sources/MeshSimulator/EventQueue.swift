@@ -1,7 +1,8 @@
-/// A min-heap of timed events: earliest time first, and among equal times the one scheduled first
+/// A 4-ary min-heap of timed events: earliest time first, and among equal times the one scheduled first
 /// (a sequence number breaks ties), so a run never depends on heap layout.
 ///
-/// Entries are small (time, sequence, payload); the world keeps large payloads such as in-flight
+/// Four children a node halve the depth of a binary heap; pops dominate, and they touch adjacent
+/// children. Entries are small (time, sequence, payload); the world keeps large payloads such as in-flight
 /// messages in a side table and puts only an index here, so sifting moves few bytes.
 public struct EventQueue<Payload> {
     public struct Entry {
@@ -35,7 +36,7 @@ public struct EventQueue<Payload> {
         heap.append(entry)
         var i = heap.count - 1
         while i > 0 {
-            let parent = (i - 1) >> 1
+            let parent = (i - 1) >> 2
             if !EventQueue.before(entry, heap[parent]) { break }
             heap[i] = heap[parent]
             i = parent
@@ -52,10 +53,16 @@ public struct EventQueue<Payload> {
         let n = heap.count
         var i = 0
         while true {
-            let l = 2 * i + 1
-            if l >= n { break }
-            let r = l + 1
-            let c = (r < n && EventQueue.before(heap[r], heap[l])) ? r : l
+            let first = 4 * i + 1
+            if first >= n { break }
+            // The earliest of up to four children (adjacent in memory: one or two cache lines).
+            var c = first
+            var k = first + 1
+            let end = min(first + 4, n)
+            while k < end {
+                if EventQueue.before(heap[k], heap[c]) { c = k }
+                k += 1
+            }
             if !EventQueue.before(heap[c], last) { break }
             heap[i] = heap[c]
             i = c
