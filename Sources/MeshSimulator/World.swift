@@ -230,7 +230,7 @@ public struct SimWorld {
     private mutating func finish() {
         guard !finished else { return }
         finished = true
-        takeSample()
+        if stats.samples.last?.t != Double(now) / 1e9 { takeSample() }
         flushTrace()
         traceHash = Digest(unchecked: traceChain.isEmpty ? Digest.of([UInt8]()).bytes : traceChain)
     }
