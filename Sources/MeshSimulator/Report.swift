@@ -140,17 +140,25 @@ public struct SimReport {
 
     // MARK: SVG plots
 
+    /// True when positive x values span more than two decades (then a log axis reads better).
+    private func wideRange(_ series: [SVGPlot.Series]) -> Bool {
+        let xs = series.flatMap(\.points).map(\.0).filter { $0 > 0 }
+        guard let lo = xs.min(), let hi = xs.max() else { return false }
+        return hi / lo > 100
+    }
+
     /// `cdf.svg`, `convergence.svg`, `bytes.svg`: name → SVG text.
     public func plots() -> [(String, String)] {
         let s = stats
         var out: [(String, String)] = []
         var cdfSeries: [SVGPlot.Series] = []
         for label in s.completionLabels {
-            let pts = s.completions[label]!.cdf().map { (Double($0.0) / 1e6, $0.1) }
-            cdfSeries.append(.init(name: label, points: [(pts.first?.0 ?? 0, 0)] + pts))
+            let pts = s.completions[label]!.cdf().map { (max(Double($0.0) / 1e6, 0.001), $0.1) }
+            cdfSeries.append(.init(name: label, points: [(pts.first?.0 ?? 0.001, 0)] + pts))
         }
         out.append(("cdf.svg", SVGPlot(title: "\(world.scenario.name): completion time CDF", xLabel: "completion time (ms)",
-                                       yLabel: "fraction completed", series: cdfSeries, yRange: 0...1).render()))
+                                       yLabel: "fraction completed", series: cdfSeries, yRange: 0...1,
+                                       xLog: wideRange(cdfSeries)).render()))
         var conv: [SVGPlot.Series] = []
         for name in s.coreNames {
             let pts = s.samples.compactMap { smp in smp.agreement[name].map { (smp.t, $0) } }
@@ -176,6 +184,8 @@ struct SVGPlot {
     var yLabel: String
     var series: [Series]
     var yRange: ClosedRange<Double>? = nil
+    /// Logarithmic x axis (decades), for times spanning orders of magnitude. Needs x > 0.
+    var xLog = false
 
     static let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
@@ -199,6 +209,8 @@ struct SVGPlot {
 
     func render() -> String {
         let w = 760.0, h = 440.0, left = 70.0, right = 20.0, top = 40.0, bottom = 60.0
+        let tx: (Double) -> Double = xLog ? { log10(max($0, 1e-9)) } : { $0 }
+        let series = self.series.map { Series(name: $0.name, points: $0.points.map { (tx($0.0), $0.1) }) }
         let all = series.flatMap(\.points)
         var x0 = all.map(\.0).min() ?? 0, x1 = all.map(\.0).max() ?? 1
         var y0 = yRange?.lowerBound ?? min(0, all.map(\.1).min() ?? 0)
@@ -212,11 +224,12 @@ struct SVGPlot {
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" viewBox=\"0 0 \(Int(w)) \(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         svg += "<text x=\"\(w / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">\(Self.escape(title))</text>\n"
-        let xs = Self.niceStep(x1 - x0), ys = Self.niceStep(y1 - y0)
+        let xs = xLog ? 1 : Self.niceStep(x1 - x0), ys = Self.niceStep(y1 - y0)
         var t = (x0 / xs).rounded(.up) * xs
         while t <= x1 + xs * 1e-9 {
             svg += "<line x1=\"\(px(t))\" y1=\"\(top)\" x2=\"\(px(t))\" y2=\"\(h - bottom)\" stroke=\"#eee\"/>"
-            svg += "<text x=\"\(px(t))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(Self.label(t))</text>\n"
+            let shown = xLog ? Self.label(pow10(t)) : Self.label(t)
+            svg += "<text x=\"\(px(t))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(shown)</text>\n"
             t += xs
         }
         t = (y0 / ys).rounded(.up) * ys
@@ -247,6 +260,26 @@ struct SVGPlot {
         }
         return svg + "</svg>\n"
     }
+}
+
+/// 10^x without Foundation.
+func pow10(_ x: Double) -> Double {
+    var r = 1.0
+    let n = Int(x.rounded())
+    for _ in 0..<abs(n) { r *= 10 }
+    return n >= 0 ? r : 1 / r
+}
+
+/// log10 for positive x without Foundation (frexp-free: bit-level exponent plus a series).
+func log10(_ x: Double) -> Double {
+    guard x > 0 else { return -.infinity }
+    let e = Double(x.exponent)
+    let m = x.significand // in [1, 2)
+    // ln(m) via atanh series: ln(m) = 2 atanh((m-1)/(m+1)).
+    let z = (m - 1) / (m + 1), z2 = z * z
+    var term = z, sum = 0.0
+    for k in stride(from: 1, through: 19, by: 2) { sum += term / Double(k); term *= z2 }
+    return (2 * sum + e * 0.6931471805599453) / 2.302585092994046
 }
 
 extension String {
