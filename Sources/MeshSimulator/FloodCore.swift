@@ -42,6 +42,7 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
         var chunkBytes: Int
         var lastChunkBytes: Int
         var targets: [NodeID]
+        var targetIndex: [NodeID: Int]
         var next: [Int]
         var outstanding: [Int]
     }
@@ -55,7 +56,6 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
     private var random: SeededRandom
     private var nextChatter: Instant?
     private var pushes: [UInt64: OutgoingPush] = [:]
-    private var pushTarget: [NodeID: [UInt64]] = [:]
     private var incoming: [UInt64: IncomingPush] = [:]
     /// Push IDs this node holds completely, sorted.
     private var held: [UInt64] = []
@@ -166,7 +166,7 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
             }
         case Frames.ack:
             guard let id = try? r.varint(), var push = pushes[id],
-                  let t = push.targets.firstIndex(of: message.peer) else { break }
+                  let t = push.targetIndex[message.peer] else { break }
             push.outstanding[t] -= 1
             fill(&push, target: t, into: &out)
             pushes[id] = push
@@ -218,6 +218,7 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
             let id = UInt64(index) << 32 | (seq & 0xffff_ffff)
             var push = OutgoingPush(id: id, startedAt: now.nanoseconds, chunks: chunks, chunkBytes: chunk,
                                     lastChunkBytes: bytes - (chunks - 1) * chunk, targets: targets,
+                                    targetIndex: Dictionary(targets.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a }),
                                     next: Array(repeating: 0, count: targets.count),
                                     outstanding: Array(repeating: 0, count: targets.count))
             hold(id)
@@ -250,7 +251,8 @@ public struct FloodCore: SimWorkloadCore, SimObservableCore, SimPersistentCore {
         case .region: throw SimRunError("core flood: to=region:… is not supported; list node indexes")
         }
         guard indexes.allSatisfy({ $0 < directory.count }) else { throw SimRunError("workload to=\(text) names a node past \(directory.count - 1)") }
-        return indexes.filter { $0 != index }.map { directory.ids[$0] }
+        var seen = Set<Int>()
+        return indexes.filter { $0 != index && seen.insert($0).inserted }.map { directory.ids[$0] }
     }
 
     public func stateDigest() -> Digest? {
