@@ -155,3 +155,35 @@ func readText(_ path: String) throws -> String {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+@Suite struct ReportTests {
+    @Test func reportHasTableJSONAndThreePlots() throws {
+        var world = try SimWorld(scenario: try Scenario(parsing: ScenarioRunTests.churn), registry: .builtIn)
+        try world.run()
+        let report = SimReport(world: world, wallSeconds: 1, peakRSSBytes: 0)
+        let table = report.table()
+        #expect(table.contains("rtt completions"))
+        #expect(table.contains("flood agreement at end"))
+        let json = report.jsonDocument()
+        #expect(json.hasPrefix("{") && json.hasSuffix("}\n"))
+        for key in ["\"trace_hash\": \"\(world.traceHash!.hex)\"", "\"completions\"", "\"samples\"", "\"bytes_sent_per_node\""] {
+            #expect(json.contains(key), "missing \(key)")
+        }
+        let plots = report.plots()
+        #expect(plots.map(\.0) == ["cdf.svg", "convergence.svg", "bytes.svg"])
+        for (_, svg) in plots {
+            #expect(svg.hasPrefix("<svg") && svg.hasSuffix("</svg>\n"))
+            #expect(svg.contains("<polyline"))
+        }
+    }
+
+    @Test func histogramQuantilesAreWithinABucket() {
+        var h = LatencyHistogram()
+        for v in 1...100_000 { h.record(UInt64(v) * 1000) }
+        for q in [0.5, 0.9, 0.99] {
+            let exact = q * 100_000_000
+            #expect(abs(Double(h.quantile(q)) - exact) / exact < 0.04)
+        }
+        #expect(h.maxValue == 100_000_000)
+    }
+}
