@@ -11,11 +11,11 @@ struct GQuicRelay: ParsableCommand {
         commandName: "gquic-relay",
         abstract: "UDP delay relay, echo server and RTT probe for the namespace harness.",
         discussion: """
-        relay: every datagram that arrives on --listen is sent on to --to after --delay; replies
-        from --to go back to the last client after --delay too (so the round trip gains 2 x delay).
+        relay: every datagram that arrives on --listen is sent on to --to after --delay-ms; replies
+        from --to go back to the last client after the same delay (the round trip gains 2 x delay).
         Datagrams keep their order. Stops on SIGTERM/SIGINT.
 
-          gquic-relay relay --listen 10.77.0.1:9000 --to 10.77.0.3:9001 --delay 25ms
+          gquic-relay relay --listen 10.77.0.1:9000 --to 10.77.0.3:9001 --delay-ms 25
           gquic-relay echo --listen 10.77.0.3:9001
           gquic-relay probe --to 10.77.0.1:9000 --count 20
         """,

@@ -94,8 +94,9 @@ struct Run: ParsableCommand {
         abstract: "Run a scenario; print a summary and `trace-hash: HEX`; write JSON and SVG plots.",
         discussion: """
         SCENARIO is a path to a .sim file or the name of a shipped scenario (see `gquic-sim list`).
-        Writes report.json, cdf.svg (completion times), convergence.svg (agreement and live nodes
-        over time) and bytes.svg (bytes per node) into --out (default simulations/results/tmp/NAME).
+        Writes report.json, cdf.svg (completion times), convergence.svg (agreement and live nodes over time) and bytes.svg (bytes per node) into --out (default simulations/results/tmp/NAME).
+
+        The same scenario and seed reproduce the run exactly; the last line, trace-hash: HEX, proves it.
         """
     )
 
