@@ -57,6 +57,9 @@ public struct SimWorld {
     private let factories: [SimCoreFactory]
     private var queue = EventQueue<Event>()
     public private(set) var now: UInt64 = 0
+    /// Virtual time as a `MeshClock`, for shell-side code hosted in the world (cores get `now`
+    /// directly). Moves with the event queue; a node's skew is applied to what its cores see.
+    public let clock = ManualClock()
     public let endTime: UInt64
     private let n: Int
 
@@ -214,6 +217,7 @@ public struct SimWorld {
         let stop = until.map { min(endTime, ns($0)) } ?? endTime
         while let t = queue.peekTime, t <= stop {
             let e = queue.pop()!
+            if e.time != now { clock.advance(to: Instant(nanoseconds: e.time)) }
             now = e.time
             stats.events += 1
             try dispatch(e.payload)
@@ -221,6 +225,7 @@ public struct SimWorld {
         }
         if stop == endTime, now < endTime || queue.peekTime == nil {
             now = endTime
+            clock.advance(to: Instant(nanoseconds: now))
         }
         if stop == endTime { finish() }
     }

@@ -76,6 +76,7 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
         // Asked for 2 s and 4 s in one outbox: the earliest is kept, and the core is ticked once then.
         #expect(core.ticks == 1)
         #expect(core.nowSeen.last == Instant(nanoseconds: 2_000_000_000))
+        #expect(world.clock.now() == Instant(nanoseconds: 10_000_000_000))
     }
 
     @Test func nodeIDsComeFromTheSeed() throws {
