@@ -677,43 +677,47 @@ public struct SimRunError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// NodeID → node index, open addressing on the ID's first 8 bytes (IDs are SHA-256 outputs, so
-/// those bytes are already uniformly spread). Faster than a Dictionary of 32-byte keys.
+/// NodeID → node index: open addressing with the whole 32-byte ID stored in the slot, so a lookup
+/// touches one cache line (IDs are SHA-256 outputs, so their first word is already a good hash).
 struct NodeIndex {
-    private let ids: [NodeID]
-    private var slots: [Int32]
-    private var keys: [UInt64]
+    private struct Slot {
+        var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var index: Int32 = -1
+    }
+    private var slots: [Slot]
     private let mask: Int
 
     init(_ ids: [NodeID]) {
-        self.ids = ids
+        precondition(MemoryLayout<NodeID>.size == 32, "NodeIndex reads a NodeID as four words")
         var cap = 16
         while cap < ids.count * 2 { cap <<= 1 }
         mask = cap - 1
-        slots = Array(repeating: -1, count: cap)
-        keys = Array(repeating: 0, count: cap)
+        slots = Array(repeating: Slot(), count: cap)
         for (i, id) in ids.enumerated() {
-            let k = NodeIndex.key(id)
-            var s = Int(truncatingIfNeeded: k) & mask
-            while slots[s] >= 0 { s = (s + 1) & mask }
-            slots[s] = Int32(i)
-            keys[s] = k
+            let w = NodeIndex.words(id)
+            var s = Int(truncatingIfNeeded: w.0) & mask
+            while slots[s].index >= 0 { s = (s + 1) & mask }
+            slots[s] = Slot(w: w, index: Int32(i))
         }
     }
 
+    /// The ID's four stored words, read in place (no byte array).
     @inline(__always)
-    static func key(_ id: NodeID) -> UInt64 {
-        // The digest's first stored word, read in place (no byte array).
-        withUnsafeBytes(of: id) { $0.loadUnaligned(as: UInt64.self) }
+    static func words(_ id: NodeID) -> (UInt64, UInt64, UInt64, UInt64) {
+        withUnsafeBytes(of: id) { raw in
+            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        }
     }
 
     func find(_ id: NodeID) -> Int32? {
-        let k = NodeIndex.key(id)
-        var s = Int(truncatingIfNeeded: k) & mask
-        while slots[s] >= 0 {
-            if keys[s] == k && ids[Int(slots[s])] == id { return slots[s] }
+        let w = NodeIndex.words(id)
+        var s = Int(truncatingIfNeeded: w.0) & mask
+        while true {
+            let slot = slots[s]
+            if slot.index < 0 { return nil }
+            if slot.w == w { return slot.index }
             s = (s + 1) & mask
         }
-        return nil
     }
 }

@@ -174,10 +174,11 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
         let probe = try SimWorld(scenario: sc, registry: registry)
         let ids = probe.directory.ids
         var world = try SimWorld(scenario: sc, registry: recorderRegistry { i in
-            i == 0 ? .init(sendTo: [ids[1], ids[2], ids[3]]) : .init()
+            i == 0 ? .init(sendTo: [ids[1], ids[2], ids[3], NodeID(digest: Digest.of([9]))]) : .init()
         })
         try world.run()
         #expect(world.stats.dropped(.unreachable) == 3)
+        #expect(world.stats.dropped(.unknownPeer) == 1)
         #expect(world.stats.delivered == 0)
     }
 
