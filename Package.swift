@@ -53,7 +53,7 @@ let package = Package(
         // MARK: MeshPeer and executables (issue 9)
 
         .executableTarget(name: "gquic-bench", dependencies: [
-            "MeshCore", "MeshSimulator",
+            "MeshCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
