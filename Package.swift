@@ -47,6 +47,15 @@ let package = Package(
         ]),
 
         // MARK: MeshSimulator (issue 5)
+        .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
+        .executableTarget(name: "gquic-sim", dependencies: [
+            "MeshSimulator", "MeshCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "gquic-relay", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "MeshSimulatorTests", dependencies: ["MeshSimulator", "MeshCore"]),
 
         // MARK: Membership (issue 6)
         .target(name: "Membership", dependencies: ["MeshCore"]),

@@ -8,6 +8,7 @@ let benchAreas: [ParsableCommand.Type] = [
     QUICBench.self,
     MembershipBench.self,
     StateBench.self,
+    SimBench.self,
 ]
 
 /// MeshCore: wire codec and identity signatures, against OpenSSL's own Ed25519 speed.

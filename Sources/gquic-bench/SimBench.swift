@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+
+/// MeshSimulator: how fast gquic-sim runs big scenarios, against the target
+/// (10,000-node membership for 10 virtual minutes in ≤ 60 s wall on 2 cores, < 4 GiB).
+///
+/// Runs the release `gquic-sim` binary on shipped scenarios (so the numbers are what a user gets)
+/// and reads its report.json. A scenario whose core this build lacks is reported as such.
+struct SimBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim", abstract: "Simulator speed: events/s, wall and CPU time, peak RSS for large runs.")
+
+    @Option(help: "Scenarios to run (shipped names).")
+    var scenarios: [String] = ["flood-10k", "membership-10k", "link-model"]
+
+    @Option(help: "The gquic-sim binary.")
+    var binary: String = ".build/release/gquic-sim"
+
+    func run() throws {
+        var report = BenchReport(area: "sim")
+        report.header()
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw ValidationError("no \(binary): build it first (`make bench-sim` does: swift build -c release)")
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?"
+        print("machine: \(cores) cores, load average \(load) at start (other work shares the CPU: see cpu time)")
+        for name in scenarios {
+            let out = "simulations/results/tmp/bench-\(name)"
+            let text = try shell("\(binary) run \(name) --quiet --out \(out) 2>&1; echo exit=$?")
+            guard text.contains("exit=0"),
+                  let data = FileManager.default.contents(atPath: out + "/report.json"),
+                  let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                let why = text.split(separator: "\n").first { $0.hasPrefix("Error") }.map(String.init) ?? text
+                report.add(BenchRow("\(name)", 0, "-", note: "did not run: \(why.prefix(160))"))
+                continue
+            }
+            let wall = json["wall_seconds"] as? Double ?? 0
+            let cpu = json["cpu_seconds"] as? Double ?? 0
+            let events = (json["events"] as? NSNumber)?.doubleValue ?? 0
+            let virtual = json["virtual_seconds"] as? Double ?? 0
+            let rss = (json["peak_rss_bytes"] as? NSNumber)?.doubleValue ?? 0
+            let nodes = json["nodes"] as? Int ?? 0
+            let size = "\(nodes) nodes, \(Int(virtual)) s virtual"
+            // The target applies to the 10,000-node runs.
+            let big = nodes >= 10_000
+            report.add(BenchRow("\(name): wall time", wall, "s", anchor: big ? "target" : nil, anchorValue: big ? 60 : nil, note: size))
+            report.add(BenchRow("\(name): cpu time", cpu, "s", anchor: big ? "target (wall)" : nil, anchorValue: big ? 60 : nil))
+            report.add(BenchRow("\(name): events per cpu-second", events / max(cpu, 1e-9), "ev/s", note: "\(Int(events)) events"))
+            report.add(BenchRow("\(name): virtual/wall", virtual / max(wall, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
+            report.add(BenchRow("\(name): virtual/cpu", virtual / max(cpu, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
+            report.add(BenchRow("\(name): peak RSS", rss / 1_048_576, "MiB", anchor: big ? "target" : nil, anchorValue: big ? 4096 : nil))
+        }
+        try report.write()
+    }
+}
