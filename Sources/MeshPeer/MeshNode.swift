@@ -142,6 +142,11 @@ public final class MeshNode: @unchecked Sendable {
 
     public func transferProgress(_ digest: Digest) -> SwarmProgress? { lock.withLock { progress[digest] } }
 
+    /// Why the last fetch of `digest` failed, if it did.
+    public func failure(_ digest: Digest) -> String? {
+        lock.withLock { if case .failure(let e) = finished[digest] { e.description } else { nil } }
+    }
+
     fileprivate func handle(_ e: SwarmShellEvent) {
         switch e {
         case .progress(let p):

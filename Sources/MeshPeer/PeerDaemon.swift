@@ -23,6 +23,8 @@ public final class PeerDaemon: Service, @unchecked Sendable {
     private let started = SystemClock().now()
     private var control: ControlServer?
     private var metricsServer: ControlServer?
+    /// The running mesh (set once `run` has started it).
+    public private(set) var node: MeshNode?
 
     /// Opens the data directory (taking its lock) and loads identity and configuration.
     public init(data: DataDirectory, config: PeerConfig, logger: Logger) throws(PeerError) {
@@ -38,6 +40,10 @@ public final class PeerDaemon: Service, @unchecked Sendable {
 
     public func run() async throws {
         metrics.startTime.set(Double(SystemClock().wallNow().nanosecondsSinceEpoch) / 1e9)
+        let mesh = try MeshNode(identity: identity, config: config, data: data, logger: logger, metrics: metrics)
+        node = mesh
+        mesh.start()
+        mesh.refreshStoreMetrics()
         let server = ControlServer { [weak self] req in
             guard let self else { return .error(503, "shutting down") }
             self.metrics.controlRequests.increment()
@@ -55,7 +61,8 @@ public final class PeerDaemon: Service, @unchecked Sendable {
             logger.info("metrics on http://\(m.host):\(ms.tcpPort ?? m.port)/metrics")
         }
         logger.info("node \(identity.nodeID) ready", metadata: [
-            "listen": "\(config.listen)", "cluster": "\(config.cluster)", "control": "\(controlSocketPath)",
+            "listen": "\(mesh.transport.localAddress)", "cluster": "\(config.cluster)", "control": "\(controlSocketPath)",
+            "seeds": "\(config.seeds.map(\.description).joined(separator: ","))",
         ])
         // Run until the service group asks us to shut down gracefully (SIGTERM/SIGINT).
         await withGracefulShutdownHandler {
@@ -67,6 +74,7 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         }
         server.stop()
         metricsServer?.stop()
+        mesh.stop()
         logger.info("stopped cleanly")
     }
 
@@ -75,18 +83,104 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         case ("GET", "/v1/status"): return .json(status())
         case ("GET", "/metrics"): return .text(metrics.exposition(), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case ("GET", "/v1/health"): return .json(["status": "ok"])
+        case ("GET", "/v1/blobs"): return blobList()
+        case ("POST", "/v1/blobs"): return addBlob(req)
+        case ("POST", "/v1/fetch"): return startFetch(req)
+        case ("GET", "/v1/transfer"): return transfer(req)
+        case ("POST", "/v1/export"): return export(req)
         default: return .error(404, "no such endpoint \(req.method) \(req.path); see docs/operations.md#control-api")
         }
     }
 
     public func status() -> StatusReport {
         let me = StatusReport.Member(id: identity.nodeID.description, short_id: identity.nodeID.short,
-                                     address: config.listen.description, state: "alive", rtt_ms: nil, incarnation: 0)
+                                     address: (node?.transport.localAddress ?? config.listen).description, state: "alive (self)",
+                                     rtt_ms: nil, incarnation: 0)
+        let members = [me] + (node?.members() ?? [])
+        metrics.members.set(Double(members.filter { $0.state.hasPrefix("alive") }.count))
+        let links = node.map { n in Self.blocking { await n.links() } } ?? []
+        metrics.links.set(Double(links.count))
+        let store = node?.store
+        let chunks = (try? store?.chunkDigests().count) ?? 0
         return StatusReport(
-            node: .init(id: identity.nodeID.description, short_id: identity.nodeID.short, listen: config.listen.description,
+            node: .init(id: identity.nodeID.description, short_id: identity.nodeID.short,
+                        listen: (node?.transport.localAddress ?? config.listen).description,
                         cluster: config.cluster, pid: getpid(), uptime_seconds: (SystemClock().now() - started).seconds,
                         version: GQUICVersion.string),
-            members: [me], links: [], transfers: [],
-            store: .init(blobs: 0, chunks: 0, bytes_on_disk: 0, capacity_bytes: config.storeCapacity))
+            members: members, links: links, transfers: node?.transfers() ?? [],
+            store: .init(blobs: (try? store?.blobs().count) ?? 0, chunks: chunks, bytes_on_disk: store?.usedBytes ?? 0,
+                         capacity_bytes: config.storeCapacity))
+    }
+
+    /// Runs async work from a control-API thread (never from the cooperative pool).
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task { box.value = await body(); done.signal() }
+        done.wait()
+        return box.value!
+    }
+
+    struct BlobInfo: Codable { var digest: String; var size: UInt64; var chunks: Int; var kind: String }
+    struct TransferInfo: Codable {
+        var digest: String; var bytes_done: UInt64; var bytes_total: UInt64; var rate_bytes_per_second: Double
+        var sources: Int; var done: Bool; var error: String?
+    }
+
+    func blobList() -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        let list = ((try? n.store.blobs()) ?? []).compactMap { d -> BlobInfo? in
+            guard let m = try? n.store.manifest(for: d) else { return nil }
+            return BlobInfo(digest: d.description, size: m.size, chunks: m.chunks.count, kind: "\(m.kind)")
+        }
+        return .json(list.sorted { $0.digest < $1.digest })
+    }
+
+    func addBlob(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let path = req.query["path"], path.hasPrefix("/") else { return .error(400, "give ?path=ABSOLUTE_PATH of a file or directory") }
+        do {
+            let m = try n.add(path: path)
+            n.refreshStoreMetrics()
+            return .json(BlobInfo(digest: m.digest.description, size: m.size, chunks: m.chunks.count, kind: "\(m.kind)"))
+        } catch {
+            return .error(400, "\(error)")
+        }
+    }
+
+    func digestParam(_ req: ControlRequest) -> Digest? { req.query["digest"].flatMap { try? Digest(parsing: $0) } }
+
+    func startFetch(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let d = digestParam(req) else { return .error(400, "give ?digest=sha256:<64 hex>") }
+        n.fetch(d)
+        return transfer(req)
+    }
+
+    func transfer(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let d = digestParam(req) else { return .error(400, "give ?digest=sha256:<64 hex>") }
+        let have = n.store.hasBlob(d)
+        let p = n.transferProgress(d)
+        let total = p?.bytesTotal ?? (have ? ((try? n.store.manifest(for: d).size) ?? 0) : 0)
+        return .json(TransferInfo(digest: d.description, bytes_done: have ? total : (p?.bytesDone ?? 0), bytes_total: total,
+                                  rate_bytes_per_second: p?.rate ?? 0, sources: p?.sources ?? 0, done: have,
+                                  error: n.failure(d)))
+    }
+
+    func export(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let d = digestParam(req), let path = req.query["path"], path.hasPrefix("/") else {
+            return .error(400, "give ?digest=sha256:<64 hex>&path=ABSOLUTE_PATH")
+        }
+        guard n.store.hasBlob(d) else { return .error(404, "this node does not hold \(d)") }
+        do {
+            try n.store.export(d, to: path)
+            return .json(["path": path])
+        } catch {
+            return .error(500, "\(error)")
+        }
     }
 }
+
+final class ResultBox<T>: @unchecked Sendable { var value: T? }

@@ -6,6 +6,6 @@ struct GQuicFetch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gquic-fetch",
         abstract: "Fetch content over HTTP/3 or from the GQUIC mesh.",
-        subcommands: [HTTP3Get.self]
+        subcommands: [HTTP3Get.self, ListCommand.self]
     )
 }

@@ -1,0 +1,169 @@
+import ArgumentParser
+import Foundation
+import MeshCore
+import MeshPeer
+
+/// How `gquic-fetch` finds the local daemon: its data directory (the control socket is
+/// DATA/control.sock) or the socket path itself.
+struct DaemonOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The local node's data directory (default: $GQUIC_DATA or /var/lib/gquic).", valueName: "DIR"))
+    var data: String?
+
+    @Option(name: .long, help: ArgumentHelp("The daemon's control socket (overrides --data).", valueName: "PATH"))
+    var control: String?
+
+    var client: ControlClient {
+        if let control { return ControlClient(socketPath: control) }
+        let dir = DataDirectory(path: data ?? ProcessInfo.processInfo.environment["GQUIC_DATA"] ?? "/var/lib/gquic")
+        let socket = (try? dir.loadConfig(environment: ProcessInfo.processInfo.environment))?.controlSocket ?? "control.sock"
+        return ControlClient(socketPath: dir.resolve(socket))
+    }
+}
+
+/// Exit codes, documented in `gquic-fetch --help` and docs/operations.md.
+enum FetchExit {
+    /// Bad arguments.
+    static let usage: Int32 = 64
+    /// The daemon is not running or not reachable.
+    static let unreachable: Int32 = 69
+    /// Nothing could be fetched: no peer holds it, or the transfer failed.
+    static let unavailable: Int32 = 75
+    /// Local I/O problem (cannot write the output).
+    static let io: Int32 = 74
+}
+
+struct DaemonError: Error, CustomStringConvertible {
+    let description: String
+    let code: Int32
+}
+
+extension ControlClient {
+    /// A JSON request; non-2xx answers become a `DaemonError` carrying the daemon's message.
+    func call<T: Decodable>(_ method: String, _ path: String, as: T.Type) throws -> T {
+        let r: (status: Int, body: [UInt8])
+        do { r = try request(method, path) } catch {
+            throw DaemonError(description: error.description, code: error.isDaemonUnreachable ? FetchExit.unreachable : FetchExit.io)
+        }
+        guard (200..<300).contains(r.status) else {
+            let msg = (try? JSONDecoder().decode([String: String].self, from: Data(r.body)))?["error"] ?? String(decoding: r.body, as: UTF8.self)
+            throw DaemonError(description: msg, code: r.status == 404 ? FetchExit.unavailable : FetchExit.usage)
+        }
+        return try JSONDecoder().decode(T.self, from: Data(r.body))
+    }
+}
+
+struct BlobInfo: Codable { var digest: String; var size: UInt64; var chunks: Int; var kind: String }
+struct TransferInfo: Codable {
+    var digest: String; var bytes_done: UInt64; var bytes_total: UInt64; var rate_bytes_per_second: Double
+    var sources: Int; var done: Bool; var error: String?
+}
+
+func percentEncode(_ s: String) -> String {
+    s.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+"))) ?? s
+}
+
+func absolute(_ path: String) -> String {
+    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+}
+
+/// Adds PATH through the daemon, which imports it and announces it to the cluster.
+func daemonAdd(_ client: ControlClient, path: String) throws -> BlobInfo {
+    try client.call("POST", "/v1/blobs?path=\(percentEncode(absolute(path)))", as: BlobInfo.self)
+}
+
+/// Fetches DIGEST through the daemon and writes it to OUTPUT, with a progress bar on a terminal.
+func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bool, timeout: Duration = .seconds(3600)) throws {
+    let q = "digest=\(percentEncode(digest.description))"
+    var t = try client.call("POST", "/v1/fetch?\(q)", as: TransferInfo.self)
+    let bar = TransferBar(enabled: !json)
+    let start = ContinuousClock.now
+    var lastMoved = start
+    var lastDone = t.bytes_done
+    while !t.done {
+        if let e = t.error { bar.finish(); throw DaemonError(description: "fetching \(digest.short) failed: \(e)", code: FetchExit.unavailable) }
+        bar.update(t)
+        if t.bytes_done != lastDone { lastDone = t.bytes_done; lastMoved = .now }
+        if ContinuousClock.now - lastMoved > .seconds(30) {
+            bar.finish()
+            throw DaemonError(description: t.bytes_total == 0
+                ? "no peer holds \(digest) — is the cluster reachable? check `gquic-peer status`"
+                : "the transfer of \(digest.short) stalled at \(t.bytes_done) of \(t.bytes_total) bytes (no source answered for 30 s)",
+                code: FetchExit.unavailable)
+        }
+        if ContinuousClock.now - start > timeout { bar.finish(); throw DaemonError(description: "timed out", code: FetchExit.unavailable) }
+        Thread.sleep(forTimeInterval: 0.2)
+        t = try client.call("GET", "/v1/transfer?\(q)", as: TransferInfo.self)
+    }
+    bar.update(t)
+    bar.finish()
+    struct Exported: Codable { var path: String }
+    _ = try client.call("POST", "/v1/export?\(q)&path=\(percentEncode(absolute(output)))", as: Exported.self)
+    let secs = (ContinuousClock.now - start).seconds
+    if json {
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        print(String(decoding: try enc.encode(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
+                                                 "seconds": String(format: "%.3f", secs)]), as: UTF8.self))
+    } else {
+        print("\(output): \(t.bytes_total) bytes, \(digest), \(String(format: "%.2f", secs)) s")
+    }
+}
+
+/// A progress bar with rate, ETA and number of sources when stderr is a terminal; plain lines,
+/// at most one a second, otherwise.
+final class TransferBar {
+    private let enabled: Bool
+    private let tty = isatty(2) == 1
+    private var lastPlain = ContinuousClock.now - .seconds(10)
+    private var drawn = false
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func update(_ t: TransferInfo) {
+        guard enabled else { return }
+        let frac = t.bytes_total > 0 ? Double(t.bytes_done) / Double(t.bytes_total) : 0
+        let rate = t.rate_bytes_per_second
+        let eta = rate > 0 && t.bytes_total > t.bytes_done ? Double(t.bytes_total - t.bytes_done) / rate : 0
+        let mib = { (b: UInt64) in String(format: "%.1f", Double(b) / 1_048_576) }
+        let text = "\(mib(t.bytes_done))/\(mib(t.bytes_total)) MiB  \(String(format: "%.1f", rate / 1_048_576)) MiB/s  ETA \(Int(eta))s  \(t.sources) source\(t.sources == 1 ? "" : "s")"
+        if tty {
+            let width = 30
+            let filled = Int(frac * Double(width))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(bar) \(String(format: "%3d", Int(frac * 100)))%  \(text)\u{1b}[K".utf8))
+            drawn = true
+        } else if ContinuousClock.now - lastPlain >= .seconds(1) || t.done {
+            lastPlain = .now
+            FileHandle.standardError.write(Data("\(Int(frac * 100))% \(text)\n".utf8))
+        }
+    }
+
+    func finish() {
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
+    }
+}
+
+/// `gquic-fetch ls`: the blobs the local node holds.
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls", abstract: "List the blobs the local node holds (through the daemon).")
+    @OptionGroup var daemon: DaemonOptions
+    @Flag(help: "Print JSON for scripts.") var json = false
+
+    func run() throws {
+        do {
+            let list = try daemon.client.call("GET", "/v1/blobs", as: [BlobInfo].self)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                print(String(decoding: try enc.encode(list), as: UTF8.self))
+                return
+            }
+            if list.isEmpty { print("(no blobs)"); return }
+            for b in list { print("\(b.digest)  \(StatusReport.bytes(b.size).padding(toLength: 10, withPad: " ", startingAt: 0))  \(b.chunks) chunks  \(b.kind)") }
+        } catch let e as DaemonError {
+            FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
+            throw ExitCode(e.code)
+        }
+    }
+}
