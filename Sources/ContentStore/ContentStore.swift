@@ -81,7 +81,7 @@ public final class ContentStore: @unchecked Sendable {
         let fd = Glibc.open(root + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("open", root + "/lock") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
+            Glibc.close(fd)
             throw ContentStoreError.storeLocked(root)
         }
         lockFD = fd
@@ -94,9 +94,16 @@ public final class ContentStore: @unchecked Sendable {
         usage = try measureUsage()
     }
 
-    deinit {
+    private var closed = false
+
+    deinit { close() }
+
+    /// Releases the store's lock so another process may open it. The object must not be used after.
+    public func close() {
+        let wasOpen = state.withLock { () -> Bool in defer { closed = true }; return !closed }
+        guard wasOpen else { return }
         flock(lockFD, LOCK_UN)
-        close(lockFD)
+        Glibc.close(lockFD)
     }
 
     // MARK: Paths
@@ -138,14 +145,16 @@ public final class ContentStore: @unchecked Sendable {
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
         var total = 0
-        do throws(ContentStoreError) {
-            for p in parts { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count }
-            if options.durable && fdatasync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
-        } catch {
-            close(fd); unlink(tmp)
-            throw error
+        var failure: ContentStoreError? = nil
+        for p in parts where failure == nil {
+            do { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count } catch let e { failure = e }
         }
-        close(fd)
+        if failure == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
+        if let failure {
+            Glibc.close(fd); unlink(tmp)
+            throw failure
+        }
+        Glibc.close(fd)
         let dir = String(path[..<path.lastIndex(of: "/")!])
         if rename(tmp, path) != 0 {
             if errno == ENOENT {
@@ -194,8 +203,8 @@ public final class ContentStore: @unchecked Sendable {
         let frame: [UInt8]
         do {
             frame = try FileIO.readFile(path, maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.chunkNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
         }
         return try decodeChunkFrame(frame, digest: digest)
     }
@@ -205,8 +214,8 @@ public final class ContentStore: @unchecked Sendable {
     public func readChunkFrame(_ digest: Digest) throws -> [UInt8] {
         do {
             return try FileIO.readFile(chunkPath(digest), maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.chunkNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
         }
     }
 
@@ -324,8 +333,8 @@ public final class ContentStore: @unchecked Sendable {
         let bytes: [UInt8]
         do {
             bytes = try FileIO.readFile(path, maxSize: 64 << 20)
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.blobNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.blobNotFound(digest) : error
         }
         let m: BlobManifest
         do { m = try BlobManifest(wireBytes: bytes) } catch {
@@ -358,20 +367,12 @@ public final class ContentStore: @unchecked Sendable {
         }
         switch manifest.kind {
         case .file:
-            var h = SHA256Hasher()
-            for c in manifest.chunks {
-                let raw = try readChunk(c.digest)
-                guard raw.count == Int(c.length) else { throw ContentStoreError.sizeMismatch("chunk \(c.digest)", expected: UInt64(c.length), actual: UInt64(raw.count)) }
-                h.update(raw)
-            }
-            let actual = h.finalize()
+            let actual = try hashOfChunks(manifest.chunks[...])
             guard actual == manifest.digest else { throw ContentStoreError.digestMismatch("blob content", expected: manifest.digest, actual: actual) }
         case .tree:
             let spans = try manifest.fileChunkSpans()
             for (i, e) in manifest.entries.enumerated() where e.type == .file {
-                var h = SHA256Hasher()
-                for c in manifest.chunks[spans[i]!] { h.update(try readChunk(c.digest)) }
-                let actual = h.finalize()
+                let actual = try hashOfChunks(manifest.chunks[spans[i]!])
                 guard actual == e.digest else { throw ContentStoreError.digestMismatch("file \"\(e.path)\"", expected: e.digest!, actual: actual) }
             }
         }
@@ -379,6 +380,17 @@ public final class ContentStore: @unchecked Sendable {
             throw ContentStoreError.badManifest(manifest.digest.description, "it references blob \(r), which the store does not hold")
         }
         try writeManifest(manifest)
+    }
+
+    /// SHA-256 of the concatenated, verified chunks.
+    func hashOfChunks(_ chunks: ArraySlice<ChunkRef>) throws -> Digest {
+        let h = HasherBox()
+        for c in chunks {
+            let raw = try readChunk(c.digest)
+            guard raw.count == Int(c.length) else { throw ContentStoreError.sizeMismatch("chunk \(c.digest)", expected: UInt64(c.length), actual: UInt64(raw.count)) }
+            raw.withUnsafeBytes { h.update($0) }
+        }
+        return h.finish()
     }
 
     /// Writes a manifest whose content the caller has verified, after making its chunks durable.
