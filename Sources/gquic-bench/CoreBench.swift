@@ -3,7 +3,7 @@ import Foundation
 import MeshCore
 
 /// The areas `gquic-bench` knows. Each area adds its command here.
-let benchAreas: [ParsableCommand.Type] = [CoreBench.self]
+let benchAreas: [ParsableCommand.Type] = [CoreBench.self, ContentBench.self]
 
 /// MeshCore: wire codec and identity signatures, against OpenSSL's own Ed25519 speed.
 struct CoreBench: ParsableCommand {
