@@ -46,7 +46,7 @@ struct ContentBench: ParsableCommand {
         let ours = try mapped(random) { buf in measure(minSeconds: 1) { _ = Digest.of(buf) } }
         let mbps = Double(size) / ours / 1e6
         let speed = (try? shell("openssl speed -seconds 2 -bytes 65536 -evp sha256 2>/dev/null | grep -i '^sha256'")) ?? ""
-        let opensslKBps = speed.split(separator: " ").last.flatMap { Double($0.replacingOccurrences(of: "k", with: "")) }
+        let opensslKBps = speed.split(whereSeparator: { $0 == " " || $0 == "\n" }).last.flatMap { Double($0.replacingOccurrences(of: "k", with: "")) }
         report.add(BenchRow("SHA-256, random file", mbps, "MB/s", anchor: "openssl speed -evp sha256 (64 KiB)", anchorValue: opensslKBps.map { $0 * 1000 / 1e6 }))
         let sumTime = timeShell("sha256sum \(random) > /dev/null")
         report.add(BenchRow("SHA-256, random file", mbps, "MB/s", anchor: "sha256sum", anchorValue: Double(size) / sumTime / 1e6))
@@ -64,7 +64,8 @@ struct ContentBench: ParsableCommand {
                 t = time.perf_counter(); n = sum(1 for _ in cdc.cut_buf(m)); best = min(best, time.perf_counter() - t)
             print(best)
             """
-            let pyTime = (try? shell("\(python) -c \"\(py.replacingOccurrences(of: "\"", with: "\\\""))\"")).flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            try py.write(toFile: scratch + "/cdc.py", atomically: true, encoding: .utf8)
+            let pyTime = (try? shell("\(python) \(scratch)/cdc.py")).flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
             report.add(BenchRow("FastCDC 64 KiB avg, \(name)", bytes / t / 1e6, "MB/s", anchor: "pyfastcdc", anchorValue: pyTime.map { bytes / $0 / 1e6 }))
         }
 
