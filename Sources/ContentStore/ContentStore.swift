@@ -140,7 +140,7 @@ public final class ContentStore: @unchecked Sendable {
     /// Writes `parts` to a temp file, fsyncs it, renames it to `path`, and marks `path`'s directory
     /// dirty (call `syncDirtyDirectories` before anything durable refers to it). Returns bytes written.
     @discardableResult
-    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer]) throws(ContentStoreError) -> Int {
+    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer], batch: SyncBatch? = nil) throws(ContentStoreError) -> Int {
         let tmp = tempPath()
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
@@ -149,25 +149,45 @@ public final class ContentStore: @unchecked Sendable {
         for p in parts where failure == nil {
             do { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count } catch let e { failure = e }
         }
-        if failure == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
+        if failure == nil && batch == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
         if let failure {
             Glibc.close(fd); unlink(tmp)
             throw failure
         }
         Glibc.close(fd)
+        if let batch {
+            batch.add(tmp: tmp, final: path)
+            return total
+        }
+        try publish(tmp: tmp, final: path)
+        return total
+    }
+
+    /// Renames a durable temp file into place and marks its directory dirty.
+    func publish(tmp: String, final path: String) throws(ContentStoreError) {
         let dir = String(path[..<path.lastIndex(of: "/")!])
         if rename(tmp, path) != 0 {
             if errno == ENOENT {
                 try FileIO.makeDirectory(dir)
                 markDirty(String(dir[..<dir.lastIndex(of: "/")!]))
-                if rename(tmp, path) == 0 { markDirty(dir); return total }
+                if rename(tmp, path) == 0 { markDirty(dir); return }
             }
             let e = errno
             unlink(tmp)
             throw ContentStoreError.io("rename into", path, errno: e)
         }
         markDirty(dir)
-        return total
+    }
+
+    /// Makes every temp file of a batch durable with one sync(2) — instead of one fdatasync per
+    /// chunk — and only then renames them into place. Same guarantee as per-file fsync: no file is
+    /// visible under its final name before its data is on disk.
+    func flush(_ batch: SyncBatch) throws(ContentStoreError) {
+        let pending = batch.drain()
+        guard !pending.isEmpty else { return }
+        // sync(2): Swift's Glibc module does not export syncfs(2); on Linux sync waits for writeback.
+        if options.durable { sync() }
+        for (tmp, final) in pending { try publish(tmp: tmp, final: final) }
     }
 
     @discardableResult
@@ -289,9 +309,10 @@ public final class ContentStore: @unchecked Sendable {
 
     /// Compresses (when it pays) and writes one chunk whose digest the caller computed from these very
     /// bytes. Does not fsync the directory. Returns the bytes written (0 if it was already present).
-    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8]) throws -> Int {
+    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8], batch: SyncBatch? = nil) throws -> Int {
         let path = chunkPath(digest)
         if FileIO.exists(path) { return 0 }
+        if let batch, !batch.claim(digest) { return 0 }
         var header = WireWriter(reservingCapacity: 9)
         let bound = ZstdCompressor.bound(raw.count)
         if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
@@ -304,10 +325,10 @@ public final class ContentStore: @unchecked Sendable {
         let written = try header.bytes.withUnsafeBytes { (h: UnsafeRawBufferPointer) throws -> Int in
             if worthIt {
                 return try scratch.withUnsafeBytes { (s: UnsafeRawBufferPointer) throws -> Int in
-                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])])
+                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])], batch: batch)
                 }
             }
-            return try writeAtomically(path, parts: [h, raw])
+            return try writeAtomically(path, parts: [h, raw], batch: batch)
         }
         addUsage(Int64(written))
         return written
@@ -419,6 +440,17 @@ public final class ContentStore: @unchecked Sendable {
         markDirty(String(path[..<path.lastIndex(of: "/")!]))
         try syncDirtyDirectories()
     }
+}
+
+/// Temp files written but not yet made durable and renamed (see `ContentStore.flush`).
+final class SyncBatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending: [(String, String)] = []
+    private var claimed = Set<Digest>()
+    func add(tmp: String, final: String) { lock.withLock { pending.append((tmp, final)) } }
+    /// False if this batch already writes the chunk.
+    func claim(_ d: Digest) -> Bool { lock.withLock { claimed.insert(d).inserted } }
+    func drain() -> [(String, String)] { lock.withLock { defer { pending.removeAll() }; return pending } }
 }
 
 /// A tiny lock-protected free list, so each thread reuses a zstd context instead of creating one per
