@@ -82,6 +82,18 @@ struct ContentBench: ParsableCommand {
             let z = timeShell("zstd -3 -T1 -q -c \(path) > /dev/null")
             report.add(BenchRow("full import, \(name) (\(ProcessInfo.processInfo.activeProcessorCount) cores)", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1",
                                 anchorValue: bytes / z / 1e6, note: String(format: "stored ratio %.2f", ratio)))
+            let zs = timeShell("zstd -3 -T1 -q -f \(path) -o \(scratch)/z.zst && sync")
+            report.add(BenchRow("full import, \(name), durable", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1 to a file + sync", anchorValue: bytes / zs / 1e6))
+            // The same import without fsync/sync: the CPU side of the pipeline (hash, chunk, compress, write).
+            _ = try? shell("rm -rf \(scratch)/store \(scratch)/z.zst")
+            var fast = ContentStore.Options()
+            fast.durable = false
+            let nosync = try ContentStore.open(path: scratch + "/store", options: fast)
+            let s2 = ContinuousClock.now
+            _ = try nosync.importFile(at: path)
+            let t2 = (ContinuousClock.now - s2).seconds
+            nosync.close()
+            report.add(BenchRow("full import, \(name), no fsync", bytes / t2 / 1e6, "MB/s", anchor: "zstd -3 -T1", anchorValue: bytes / z / 1e6))
         }
 
         // 4. Build-tree delta v1 -> v2: 11 files changed, one added, one deleted.
