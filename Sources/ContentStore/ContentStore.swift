@@ -50,6 +50,7 @@ public final class ContentStore: @unchecked Sendable {
     let decompressors = Pool { ZstdDecompressor() }
 
     static let marker = "gquic-content-store 1\n"
+    static let tempFanout = 8
 
     /// Opens (creating if needed) the store at `path`. Takes the store's lock, deletes leftovers of
     /// interrupted writes from `tmp/`, and measures the space in use.
@@ -85,12 +86,15 @@ public final class ContentStore: @unchecked Sendable {
             throw ContentStoreError.storeLocked(root)
         }
         lockFD = fd
+        // Interrupted writes: never visible, safe to delete.
+        for name in try FileIO.list(root + "/tmp") { FileIO.removeTree(root + "/tmp/" + name) }
+        // Temp files spread over a few subdirectories: concurrent creates in one directory serialise
+        // on its inode lock.
+        for i in 0..<ContentStore.tempFanout { try FileIO.makeDirectory("\(root)/tmp/\(i)") }
         if !FileIO.exists(markerPath) {
             try writeAtomically(markerPath, Array(ContentStore.marker.utf8))
             try syncDirtyDirectories()
         }
-        // Interrupted writes: never visible, safe to delete.
-        for name in try FileIO.list(root + "/tmp") { FileIO.removeTree(root + "/tmp/" + name) }
         usage = try measureUsage()
     }
 
@@ -134,7 +138,7 @@ public final class ContentStore: @unchecked Sendable {
     /// A fresh name under `tmp/`.
     func tempPath() -> String {
         let n = state.withLock { tempCounter += 1; return tempCounter }
-        return "\(root)/tmp/\(getpid())-\(n)-\(UInt32.random(in: 0...UInt32.max))"
+        return "\(root)/tmp/\(n % ContentStore.tempFanout)/\(getpid())-\(n)-\(UInt32.random(in: 0...UInt32.max))"
     }
 
     /// Writes `parts` to a temp file, fsyncs it, renames it to `path`, and marks `path`'s directory
