@@ -45,6 +45,7 @@ let package = Package(
             "ContentStore", "MeshCore", "QUICTransport", "MeshPeer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "MeshCore", "gquic-fetch"]),
 
         // MARK: MeshSimulator (issue 5)
         .target(name: "MeshSimulator", dependencies: ["MeshCore"]),

@@ -50,6 +50,7 @@ public final class ContentStore: @unchecked Sendable {
     let decompressors = Pool { ZstdDecompressor() }
 
     static let marker = "gquic-content-store 1\n"
+    static let tempFanout = 8
 
     /// Opens (creating if needed) the store at `path`. Takes the store's lock, deletes leftovers of
     /// interrupted writes from `tmp/`, and measures the space in use.
@@ -81,22 +82,32 @@ public final class ContentStore: @unchecked Sendable {
         let fd = Glibc.open(root + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("open", root + "/lock") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
+            Glibc.close(fd)
             throw ContentStoreError.storeLocked(root)
         }
         lockFD = fd
+        // Interrupted writes: never visible, safe to delete.
+        for name in try FileIO.list(root + "/tmp") { FileIO.removeTree(root + "/tmp/" + name) }
+        // Temp files spread over a few subdirectories: concurrent creates in one directory serialise
+        // on its inode lock.
+        for i in 0..<ContentStore.tempFanout { try FileIO.makeDirectory("\(root)/tmp/\(i)") }
         if !FileIO.exists(markerPath) {
             try writeAtomically(markerPath, Array(ContentStore.marker.utf8))
             try syncDirtyDirectories()
         }
-        // Interrupted writes: never visible, safe to delete.
-        for name in try FileIO.list(root + "/tmp") { FileIO.removeTree(root + "/tmp/" + name) }
         usage = try measureUsage()
     }
 
-    deinit {
+    private var closed = false
+
+    deinit { close() }
+
+    /// Releases the store's lock so another process may open it. The object must not be used after.
+    public func close() {
+        let wasOpen = state.withLock { () -> Bool in defer { closed = true }; return !closed }
+        guard wasOpen else { return }
         flock(lockFD, LOCK_UN)
-        close(lockFD)
+        Glibc.close(lockFD)
     }
 
     // MARK: Paths
@@ -127,38 +138,60 @@ public final class ContentStore: @unchecked Sendable {
     /// A fresh name under `tmp/`.
     func tempPath() -> String {
         let n = state.withLock { tempCounter += 1; return tempCounter }
-        return "\(root)/tmp/\(getpid())-\(n)-\(UInt32.random(in: 0...UInt32.max))"
+        return "\(root)/tmp/\(n % ContentStore.tempFanout)/\(getpid())-\(n)-\(UInt32.random(in: 0...UInt32.max))"
     }
 
     /// Writes `parts` to a temp file, fsyncs it, renames it to `path`, and marks `path`'s directory
     /// dirty (call `syncDirtyDirectories` before anything durable refers to it). Returns bytes written.
     @discardableResult
-    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer]) throws(ContentStoreError) -> Int {
+    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer], batch: SyncBatch? = nil) throws(ContentStoreError) -> Int {
         let tmp = tempPath()
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
         var total = 0
-        do throws(ContentStoreError) {
-            for p in parts { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count }
-            if options.durable && fdatasync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
-        } catch {
-            close(fd); unlink(tmp)
-            throw error
+        var failure: ContentStoreError? = nil
+        for p in parts where failure == nil {
+            do { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count } catch let e { failure = e }
         }
-        close(fd)
+        if failure == nil && batch == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
+        if let failure {
+            Glibc.close(fd); unlink(tmp)
+            throw failure
+        }
+        Glibc.close(fd)
+        if let batch {
+            batch.add(tmp: tmp, final: path)
+            return total
+        }
+        try publish(tmp: tmp, final: path)
+        return total
+    }
+
+    /// Renames a durable temp file into place and marks its directory dirty.
+    func publish(tmp: String, final path: String) throws(ContentStoreError) {
         let dir = String(path[..<path.lastIndex(of: "/")!])
         if rename(tmp, path) != 0 {
             if errno == ENOENT {
                 try FileIO.makeDirectory(dir)
                 markDirty(String(dir[..<dir.lastIndex(of: "/")!]))
-                if rename(tmp, path) == 0 { markDirty(dir); return total }
+                if rename(tmp, path) == 0 { markDirty(dir); return }
             }
             let e = errno
             unlink(tmp)
             throw ContentStoreError.io("rename into", path, errno: e)
         }
         markDirty(dir)
-        return total
+    }
+
+    /// Makes every temp file of a batch durable with one sync(2) — instead of one fdatasync per
+    /// chunk — and only then renames them into place. Same guarantee as per-file fsync: no file is
+    /// visible under its final name before its data is on disk.
+    func flush(_ batch: SyncBatch) throws(ContentStoreError) {
+        let pending = batch.drain()
+        guard !pending.isEmpty else { return }
+        // sync(2): Swift's Glibc module does not export syncfs(2); on Linux sync waits for writeback.
+        if options.durable { sync() }
+        for (tmp, final) in pending { try publish(tmp: tmp, final: final) }
     }
 
     @discardableResult
@@ -194,8 +227,8 @@ public final class ContentStore: @unchecked Sendable {
         let frame: [UInt8]
         do {
             frame = try FileIO.readFile(path, maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.chunkNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
         }
         return try decodeChunkFrame(frame, digest: digest)
     }
@@ -205,8 +238,8 @@ public final class ContentStore: @unchecked Sendable {
     public func readChunkFrame(_ digest: Digest) throws -> [UInt8] {
         do {
             return try FileIO.readFile(chunkPath(digest), maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.chunkNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
         }
     }
 
@@ -280,9 +313,10 @@ public final class ContentStore: @unchecked Sendable {
 
     /// Compresses (when it pays) and writes one chunk whose digest the caller computed from these very
     /// bytes. Does not fsync the directory. Returns the bytes written (0 if it was already present).
-    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8]) throws -> Int {
+    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8], batch: SyncBatch? = nil) throws -> Int {
         let path = chunkPath(digest)
         if FileIO.exists(path) { return 0 }
+        if let batch, !batch.claim(digest) { return 0 }
         var header = WireWriter(reservingCapacity: 9)
         let bound = ZstdCompressor.bound(raw.count)
         if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
@@ -295,10 +329,10 @@ public final class ContentStore: @unchecked Sendable {
         let written = try header.bytes.withUnsafeBytes { (h: UnsafeRawBufferPointer) throws -> Int in
             if worthIt {
                 return try scratch.withUnsafeBytes { (s: UnsafeRawBufferPointer) throws -> Int in
-                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])])
+                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])], batch: batch)
                 }
             }
-            return try writeAtomically(path, parts: [h, raw])
+            return try writeAtomically(path, parts: [h, raw], batch: batch)
         }
         addUsage(Int64(written))
         return written
@@ -324,8 +358,8 @@ public final class ContentStore: @unchecked Sendable {
         let bytes: [UInt8]
         do {
             bytes = try FileIO.readFile(path, maxSize: 64 << 20)
-        } catch where error.errnoCode == ENOENT {
-            throw ContentStoreError.blobNotFound(digest)
+        } catch {
+            throw error.errnoCode == ENOENT ? ContentStoreError.blobNotFound(digest) : error
         }
         let m: BlobManifest
         do { m = try BlobManifest(wireBytes: bytes) } catch {
@@ -358,20 +392,12 @@ public final class ContentStore: @unchecked Sendable {
         }
         switch manifest.kind {
         case .file:
-            var h = SHA256Hasher()
-            for c in manifest.chunks {
-                let raw = try readChunk(c.digest)
-                guard raw.count == Int(c.length) else { throw ContentStoreError.sizeMismatch("chunk \(c.digest)", expected: UInt64(c.length), actual: UInt64(raw.count)) }
-                h.update(raw)
-            }
-            let actual = h.finalize()
+            let actual = try hashOfChunks(manifest.chunks[...])
             guard actual == manifest.digest else { throw ContentStoreError.digestMismatch("blob content", expected: manifest.digest, actual: actual) }
         case .tree:
             let spans = try manifest.fileChunkSpans()
             for (i, e) in manifest.entries.enumerated() where e.type == .file {
-                var h = SHA256Hasher()
-                for c in manifest.chunks[spans[i]!] { h.update(try readChunk(c.digest)) }
-                let actual = h.finalize()
+                let actual = try hashOfChunks(manifest.chunks[spans[i]!])
                 guard actual == e.digest else { throw ContentStoreError.digestMismatch("file \"\(e.path)\"", expected: e.digest!, actual: actual) }
             }
         }
@@ -379,6 +405,17 @@ public final class ContentStore: @unchecked Sendable {
             throw ContentStoreError.badManifest(manifest.digest.description, "it references blob \(r), which the store does not hold")
         }
         try writeManifest(manifest)
+    }
+
+    /// SHA-256 of the concatenated, verified chunks.
+    func hashOfChunks(_ chunks: ArraySlice<ChunkRef>) throws -> Digest {
+        let h = HasherBox()
+        for c in chunks {
+            let raw = try readChunk(c.digest)
+            guard raw.count == Int(c.length) else { throw ContentStoreError.sizeMismatch("chunk \(c.digest)", expected: UInt64(c.length), actual: UInt64(raw.count)) }
+            raw.withUnsafeBytes { h.update($0) }
+        }
+        return h.finish()
     }
 
     /// Writes a manifest whose content the caller has verified, after making its chunks durable.
@@ -407,6 +444,17 @@ public final class ContentStore: @unchecked Sendable {
         markDirty(String(path[..<path.lastIndex(of: "/")!]))
         try syncDirtyDirectories()
     }
+}
+
+/// Temp files written but not yet made durable and renamed (see `ContentStore.flush`).
+final class SyncBatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending: [(String, String)] = []
+    private var claimed = Set<Digest>()
+    func add(tmp: String, final: String) { lock.withLock { pending.append((tmp, final)) } }
+    /// False if this batch already writes the chunk.
+    func claim(_ d: Digest) -> Bool { lock.withLock { claimed.insert(d).inserted } }
+    func drain() -> [(String, String)] { lock.withLock { defer { pending.removeAll() }; return pending } }
 }
 
 /// A tiny lock-protected free list, so each thread reuses a zstd context instead of creating one per

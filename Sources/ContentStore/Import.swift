@@ -33,6 +33,7 @@ final class IngestPipeline: @unchecked Sendable {
     private var hashBusy = false
     private var failure: Error?
     private let hasher = HasherBox()
+    private let batch = SyncBatch()
 
     init(store: ContentStore, buffer: UnsafeRawBufferPointer, progress: ProgressHandler?, progressBase: UInt64 = 0, progressTotal: UInt64? = nil) {
         self.store = store
@@ -50,7 +51,11 @@ final class IngestPipeline: @unchecked Sendable {
     /// committing (or abandoning) the manifest.
     func run(workers: Int) throws -> (digest: Digest, chunks: [ChunkRef]) {
         DispatchQueue.concurrentPerform(iterations: max(1, workers)) { _ in work() }
-        if let failure { throw failure }
+        if let failure {
+            for (tmp, _) in batch.drain() { unlink(tmp) }
+            throw failure
+        }
+        try store.flush(batch)
         var chunks: [ChunkRef] = []
         chunks.reserveCapacity(ends.count)
         var prev = 0
@@ -109,7 +114,7 @@ final class IngestPipeline: @unchecked Sendable {
                 let d = Digest.of(slice)
                 store.beginInFlight([d])
                 var err: Error?
-                do { _ = try store.storeChunk(slice, digest: d, compressor: compressor, scratch: &scratch) } catch { err = error }
+                do { _ = try store.storeChunk(slice, digest: d, compressor: compressor, scratch: &scratch, batch: batch) } catch { err = error }
                 cond.lock()
                 digests[i] = d
                 completed += 1

@@ -193,7 +193,7 @@ extension ContentStore {
     private func writePlain(_ path: String, _ bytes: [UInt8]) throws {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", path) }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         try bytes.withUnsafeBytes { try FileIO.writeAll(fd: fd, $0, path: path) }
         if options.durable && fsync(fd) != 0 { throw ContentStoreError.io("fsync", path) }
     }

@@ -92,10 +92,10 @@ extension ContentStore {
         do {
             try writeVerified(reader, range: 0..<reader.size, expected: reader.manifest.digest, what: "blob", fd: fd, path: tmp, progress: progress, base: 0)
             if options.durable && fsync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
-            close(fd)
+            Glibc.close(fd)
             guard rename(tmp, dest) == 0 else { throw ContentStoreError.io("rename into", dest) }
         } catch {
-            close(fd); unlink(tmp)
+            Glibc.close(fd); unlink(tmp)
             throw error
         }
     }
@@ -137,7 +137,7 @@ extension ContentStore {
                 case .file:
                     let fd = Glibc.open(full, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                     guard fd >= 0 else { throw ContentStoreError.io("create", full) }
-                    defer { close(fd) }
+                    defer { Glibc.close(fd) }
                     let span = spans[i]!
                     try writeVerified(reader, range: offsets[span.lowerBound]..<offsets[span.upperBound], expected: e.digest!,
                                       what: "file \"\(e.path)\"", fd: fd, path: full, progress: progress, base: done)

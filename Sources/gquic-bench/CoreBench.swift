@@ -9,6 +9,7 @@ let benchAreas: [ParsableCommand.Type] = [
     MembershipBench.self,
     StateBench.self,
     SimBench.self,
+    ContentBench.self,
 ]
 
 /// MeshCore: wire codec and identity signatures, against OpenSSL's own Ed25519 speed.

@@ -1,0 +1,146 @@
+import ArgumentParser
+import ContentStore
+import Foundation
+import Glibc
+import MeshCore
+
+/// ContentStore: SHA-256, FastCDC, full import and build-tree deltas, each next to its anchor
+/// (`openssl speed`, `sha256sum`, pyfastcdc, `zstd -3 -T1`, `zstd -19 --long=31 --patch-from`, rsync)
+/// measured in the same run on the same inputs.
+struct ContentBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "content", abstract: "Content store: hashing, chunking, import and delta speed and size.")
+
+    @Option(name: .customLong("size-mib"), help: "Input size in MiB for the random file and the tree of real binaries (the issue asks for 1024).")
+    var sizeMiB = 1024
+
+    @Option(help: "Scratch directory (deleted afterwards).")
+    var scratch = "/tmp/gquic-bench-content"
+
+    @Option(help: "Python with pyfastcdc installed (mk/content.mk makes .build-venv).")
+    var python = ".build-venv/bin/python"
+
+    func run() throws {
+        var report = BenchReport(area: "content")
+        report.header()
+        let size = sizeMiB << 20
+        _ = try? shell("rm -rf \(scratch)")
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { _ = try? shell("rm -rf \(scratch)") }
+        let random = scratch + "/random.bin"
+        _ = try shell("head -c \(size) /dev/urandom > \(random)")
+        // A tree of real binaries (shared libraries) up to `size` bytes, and the same bytes as one file.
+        let tree = scratch + "/v1"
+        _ = try shell("""
+            mkdir -p \(tree) && cd \(tree) && total=0; \
+            for f in $(find /usr/lib /opt/swift/usr/lib -type f -size +16k 2>/dev/null | sort); do \
+              s=$(stat -c %s "$f"); [ $((total + s)) -gt \(size) ] && continue; \
+              d=$(dirname "${f#/}"); mkdir -p "$d"; cp "$f" "$d/"; total=$((total + s)); \
+              [ $total -ge $((\(size) * 98 / 100)) ] && break; done; \
+            cd \(scratch) && tar --sort=name --mtime=@0 --owner=0 --group=0 -cf v1.tar -C v1 . && cp v1.tar binaries.bin
+            """)
+        let binaries = scratch + "/binaries.bin"
+        let binSize = Double(FileIO_size(binaries))
+        report.add(BenchRow("inputs: random / binaries tree", Double(size) / 1e6, "MB", note: "binaries tree \(String(format: "%.0f", binSize / 1e6)) MB"))
+
+        // 1. SHA-256.
+        let ours = try mapped(random) { buf in measure(minSeconds: 1) { _ = Digest.of(buf) } }
+        let mbps = Double(size) / ours / 1e6
+        let speed = (try? shell("openssl speed -seconds 2 -bytes 65536 -evp sha256 2>/dev/null | grep -i '^sha256'")) ?? ""
+        let opensslKBps = speed.split(whereSeparator: { $0 == " " || $0 == "\n" }).last.flatMap { Double($0.replacingOccurrences(of: "k", with: "")) }
+        report.add(BenchRow("SHA-256, random file", mbps, "MB/s", anchor: "openssl speed -evp sha256 (64 KiB)", anchorValue: opensslKBps.map { $0 * 1000 / 1e6 }))
+        let sumTime = timeShell("sha256sum \(random) > /dev/null")
+        report.add(BenchRow("SHA-256, random file", mbps, "MB/s", anchor: "sha256sum", anchorValue: Double(size) / sumTime / 1e6))
+
+        // 2. FastCDC alone, 64 KiB average.
+        let cdc = FastCDC(.default)
+        for (name, path) in [("random", random), ("binaries", binaries)] {
+            let bytes = Double(FileIO_size(path))
+            let t = try mapped(path) { buf in measure(minSeconds: 1) { _ = cdc.cutPoints(buf) } }
+            let py = """
+            import mmap, time, pyfastcdc.cy as c
+            m = open('\(path)', 'rb').read()
+            cdc = c.FastCDC(avg_size=65536); best = 1e9
+            for _ in range(3):
+                t = time.perf_counter(); n = sum(1 for _ in cdc.cut_buf(m)); best = min(best, time.perf_counter() - t)
+            print(best)
+            """
+            try py.write(toFile: scratch + "/cdc.py", atomically: true, encoding: .utf8)
+            let pyTime = (try? shell("\(python) \(scratch)/cdc.py")).flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            report.add(BenchRow("FastCDC 64 KiB avg, \(name)", bytes / t / 1e6, "MB/s", anchor: "pyfastcdc", anchorValue: pyTime.map { bytes / $0 / 1e6 }))
+        }
+
+        // 3. Full import (hash + chunk + compress + write + fsync) vs zstd -3 -T1 alone.
+        for (name, path) in [("random", random), ("binaries", binaries)] {
+            let bytes = Double(FileIO_size(path))
+            _ = try? shell("rm -rf \(scratch)/store")
+            let store = try ContentStore.open(path: scratch + "/store")
+            let start = ContinuousClock.now
+            _ = try store.importFile(at: path)
+            let t = (ContinuousClock.now - start).seconds
+            let ratio = bytes / Double(store.usedBytes)
+            store.close()
+            let z = timeShell("zstd -3 -T1 -q -c \(path) > /dev/null")
+            report.add(BenchRow("full import, \(name) (\(ProcessInfo.processInfo.activeProcessorCount) cores)", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1",
+                                anchorValue: bytes / z / 1e6, note: String(format: "stored ratio %.2f", ratio)))
+            let zs = timeShell("zstd -3 -T1 -q -f \(path) -o \(scratch)/z.zst && sync")
+            report.add(BenchRow("full import, \(name), durable", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1 to a file + sync", anchorValue: bytes / zs / 1e6))
+            // The same import without fsync/sync: the CPU side of the pipeline (hash, chunk, compress, write).
+            _ = try? shell("rm -rf \(scratch)/store \(scratch)/z.zst")
+            var fast = ContentStore.Options()
+            fast.durable = false
+            let nosync = try ContentStore.open(path: scratch + "/store", options: fast)
+            let s2 = ContinuousClock.now
+            _ = try nosync.importFile(at: path)
+            let t2 = (ContinuousClock.now - s2).seconds
+            nosync.close()
+            report.add(BenchRow("full import, \(name), no fsync", bytes / t2 / 1e6, "MB/s", anchor: "zstd -3 -T1", anchorValue: bytes / z / 1e6))
+        }
+
+        // 4. Build-tree delta v1 -> v2: 11 files changed, one added, one deleted.
+        let v2 = scratch + "/v2"
+        _ = try shell("""
+            cp -a \(tree) \(v2) && cd \(v2) && i=0; \
+            for f in $(find . -type f | sort | awk 'NR % 37 == 5' | head -11); do \
+              printf 'GQUIC-PATCHED-%08d' $i | dd of="$f" bs=1 seek=$((4096 + i * 777)) conv=notrunc 2>/dev/null; i=$((i+1)); done; \
+            head -c 300000 /dev/urandom > new-file.bin; rm -f "$(find . -type f | sort | awk 'NR == 3')"; \
+            cd \(scratch) && tar --sort=name --mtime=@0 --owner=0 --group=0 -cf v2.tar -C v2 .
+            """)
+        _ = try? shell("rm -rf \(scratch)/store")
+        let store = try ContentStore.open(path: scratch + "/store")
+        let m1 = try store.importTree(at: tree)
+        let m2 = try store.importTree(at: v2)
+        let chunkOnly = try store.makeDelta(from: m1.digest, to: m2.digest, usePatches: false).wireBytes().count
+        let hybrid = try store.makeDelta(from: m1.digest, to: m2.digest).wireBytes().count
+        store.close()
+        _ = try shell("zstd -19 --long=31 -q -f --patch-from=\(scratch)/v1.tar \(scratch)/v2.tar -o \(scratch)/patch.zst")
+        let zstdPatch = Double(FileIO_size(scratch + "/patch.zst"))
+        _ = try shell("cp -a \(tree) \(scratch)/rsync-dest")
+        let stats = (try? shell("rsync -a --delete --no-whole-file --stats \(v2)/ \(scratch)/rsync-dest/ | grep 'Total bytes sent'")) ?? ""
+        let rsyncSent = Double(stats.filter { $0.isNumber }).map { $0 }
+        report.add(BenchRow("delta v1->v2, chunks only", Double(chunkOnly) / 1e6, "MB", anchor: "zstd -19 --long=31 --patch-from (tar)", anchorValue: zstdPatch / 1e6))
+        report.add(BenchRow("delta v1->v2, chunks or per-file patch", Double(hybrid) / 1e6, "MB", anchor: "zstd -19 --long=31 --patch-from (tar)", anchorValue: zstdPatch / 1e6))
+        report.add(BenchRow("delta v1->v2, chunks or per-file patch", Double(hybrid) / 1e6, "MB", anchor: "rsync bytes sent (tree)", anchorValue: rsyncSent.map { $0 / 1e6 },
+                            note: String(format: "v2 is %.0f MB", Double(m2.size) / 1e6)))
+        try report.write()
+    }
+
+    private func mapped<R>(_ path: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        let n = FileIO_size(path)
+        guard let p = mmap(nil, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), p != MAP_FAILED else { throw POSIXError(.EIO) }
+        defer { munmap(p, n) }
+        return try body(UnsafeRawBufferPointer(start: p, count: n))
+    }
+
+    private func timeShell(_ cmd: String) -> Double {
+        let start = ContinuousClock.now
+        _ = try? shell(cmd)
+        return (ContinuousClock.now - start).seconds
+    }
+}
+
+private func FileIO_size(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}

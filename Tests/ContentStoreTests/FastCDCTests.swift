@@ -1,0 +1,40 @@
+import Testing
+@testable import ContentStore
+import MeshCore
+
+@Suite struct FastCDCTests {
+    @Test func chunksRespectBoundsAndCoverTheInput() throws {
+        let p = try ChunkingParameters(minSize: 2048, averageSize: 8192, maxSize: 32768)
+        let cdc = FastCDC(p)
+        let data = randomBytes(2 << 20, seed: 1)
+        let lengths = cdc.chunkLengths(data)
+        #expect(lengths.reduce(0, +) == data.count)
+        #expect(lengths.dropLast().allSatisfy { $0 >= 2048 && $0 <= 32768 })
+        let avg = Double(data.count) / Double(lengths.count)
+        // Normalized chunking keeps the mean near the target average.
+        #expect(avg > 8192 * 0.6 && avg < 8192 * 1.6, "mean chunk \(avg)")
+        // Zeros have no cut point: every chunk is max-sized.
+        let zeros = cdc.chunkLengths([UInt8](repeating: 0, count: 100_000))
+        #expect(zeros.dropLast().allSatisfy { $0 == 32768 })
+    }
+
+    @Test func boundariesResynchroniseAfterAnInsertion() {
+        let cdc = FastCDC(.default)
+        let data = randomBytes(4 << 20, seed: 2)
+        var edited = data
+        edited.insert(contentsOf: [1, 2, 3, 4, 5], at: 100_000)
+        func chunks(_ b: [UInt8]) -> Set<Digest> {
+            var at = 0
+            return Set(cdc.chunkLengths(b).map { n in defer { at += n }; return Digest.of(b[at..<at + n]) })
+        }
+        let a = chunks(data), b = chunks(edited)
+        // Only the chunk(s) around the edit differ.
+        #expect(a.subtracting(b).count <= 2)
+        #expect(b.subtracting(a).count <= 2)
+    }
+
+    @Test func invalidParametersAreRefused() {
+        #expect(throws: ContentStoreError.self) { try ChunkingParameters(minSize: 4096, averageSize: 3000, maxSize: 8192) }
+        #expect(throws: ContentStoreError.self) { try ChunkingParameters(minSize: 4096, averageSize: 8192, maxSize: 64 << 20) }
+    }
+}
