@@ -4,7 +4,7 @@ SWIFT_FLAGS  ?=
 # Release builds for benchmarks and the demo; debug for tests (faster to compile on 2 cores).
 RELEASE      := -c release
 
-.PHONY: all deps build build-release test test-unit test-integration bench clean help
+.PHONY: all deps build build-release test test-unit test-integration bench clean help demo
 
 all: build
 
@@ -28,6 +28,10 @@ test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
 	@for t in $(INTEGRATION_TESTS); do echo "== integration: $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
+
+## demo: three peers on loopback; a 64 MiB layer added on one is pulled by the other two.
+demo: build
+	@./scripts/demo.sh
 
 clean:
 	rm -rf .build .build-*
