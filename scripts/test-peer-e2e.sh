@@ -36,6 +36,10 @@ check "b fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/b.bin"
 check "c fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/c.bin"
 check "ls on c lists the blob" sh -c "'$BIN/gquic-fetch' ls --data '$WORK/c' | grep -q '$D'"
 
+curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metrics.txt"
+check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
+check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
+
 "$BIN/gquic-peer" run --data "$WORK/a" --listen 127.0.0.1:0 --no-mdns >"$WORK/second.out" 2>&1
 check "a second daemon on the same data directory is refused" grep -q "already running" "$WORK/second.out"
 

@@ -120,7 +120,8 @@ final class TransferBar {
     init(enabled: Bool) { self.enabled = enabled }
 
     func update(_ t: TransferInfo) {
-        guard enabled else { return }
+        // Nothing to draw until a holder has sent the manifest (the total is unknown before).
+        guard enabled, t.bytes_total > 0 || t.done else { return }
         let frac = t.bytes_total > 0 ? Double(t.bytes_done) / Double(t.bytes_total) : 0
         let rate = t.rate_bytes_per_second
         let eta = rate > 0 && t.bytes_total > t.bytes_done ? Double(t.bytes_total - t.bytes_done) / rate : 0
