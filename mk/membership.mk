@@ -11,4 +11,5 @@ bench-membership: build-release
 ## test-mdns: real avahi-daemon + dbus-daemon in three network namespaces (needs root).
 test-mdns:
 	$(SWIFT) build --product gquic-mdns-probe $(SWIFT_FLAGS)
+	$(SWIFT) build --product gquic-peer $(SWIFT_FLAGS)
 	./simulations/netns/mdns-test.sh .build/debug/gquic-mdns-probe

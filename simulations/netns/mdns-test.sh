@@ -155,4 +155,43 @@ log "goodbye for killed node $victim seen in namespace 1 after $(awk "BEGIN{prin
 for j in $(seq 1 $((N - 1))); do
   grep -q "^lost ${ID[$j]}" "$TMP/watch.out" && die "node $j was reported lost but is alive"
 done
+log "mDNS probe phase passed"
+
+# 4. Real daemons: one gquic-peer per namespace, no seeds, mDNS on. They must find each other
+#    through avahi, agree on membership, and mark a killed one dead.
+PEER=$(dirname "$PROBE")/gquic-peer
+if [[ -x $PEER ]]; then
+  PEER_CLUSTER="peers-$$"
+  declare -A PEER_PID
+  for i in $(seq 1 "$N"); do
+    "$PEER" init --data "$TMP/peer$i" >/dev/null
+    GQUIC_NODE_CLUSTER=$PEER_CLUSTER nsenter -t "$(cat "$TMP/holder.$i")" -m -n \
+      "$PEER" run --data "$TMP/peer$i" --listen "10.77.0.$i:7400" >"$TMP/peer.$i.log" 2>&1 &
+    PEER_PID[$i]=$!; PIDS+=("$!")
+  done
+  alive_on() {  # live members (self included) that node $1 sees
+    "$PEER" status --data "$TMP/peer$1" --json 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for m in json.load(sys.stdin)["members"] if m["state"].startswith("alive")))' 2>/dev/null || echo 0
+  }
+  start=$(date +%s.%N)
+  for i in $(seq 1 "$N"); do
+    for k in $(seq 300); do [[ $(alive_on "$i") == "$N" ]] && break; sleep 0.1; done
+    [[ $(alive_on "$i") == "$N" ]] || die "daemon $i sees $(alive_on "$i") of $N members (no seeds: mDNS only)"
+  done
+  log "$N gquic-peer daemons found each other by mDNS alone and agree on $N live members ($(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $start}") s)"
+  victim_id=$("$PEER" status --data "$TMP/peer$N" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node"]["id"])')
+  state_of_victim() {  # the killed daemon's state in node $1's view
+    "$PEER" status --data "$TMP/peer$1" --json 2>/dev/null | python3 -c 'import json,sys
+v=[m["state"] for m in json.load(sys.stdin)["members"] if m["id"]==sys.argv[1]]; print(v[0] if v else "absent")' "$victim_id" 2>/dev/null
+  }
+  kill -KILL "${PEER_PID[$N]}"
+  t0=$(date +%s.%N)
+  for i in $(seq 1 $((N - 1))); do
+    for k in $(seq 300); do [[ $(state_of_victim "$i") == dead ]] && break; sleep 0.1; done
+    [[ $(state_of_victim "$i") == dead ]] || die "daemon $i has the killed daemon as $(state_of_victim "$i"), not dead"
+  done
+  log "every other daemon marked the killed one dead within $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
+  for i in $(seq 1 $((N - 1))); do kill -TERM "${PEER_PID[$i]}"; done
+else
+  log "no gquic-peer next to the probe; daemon phase skipped"
+fi
 log "PASS"
