@@ -197,9 +197,11 @@ public final class MeshNode: @unchecked Sendable {
         for peer in transport.linkedPeers {
             guard let link = transport.link(to: peer) else { continue }
             let stats = await link.stats()
+            let counts = transport.byteCounts(peer)
             out.append(StatusReport.Link(peer: peer.short, address: link.remoteAddress.description,
                                          rtt_ms: stats.map { $0.smoothedRTT.seconds * 1000 },
-                                         sent_bytes: [:], received_bytes: [:]))
+                                         sent_bytes: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value.sent) }),
+                                         received_bytes: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value.received) })))
         }
         return out.sorted { $0.peer < $1.peer }
     }

@@ -23,6 +23,21 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
     struct State {
         var sink: (any LinkEventSink)?
         var links: [NodeID: Peer] = [:]
+        /// Frame bytes per peer and class since the peer was first linked: (sent, received).
+        var bytes: [NodeID: [TrafficClass: (sent: UInt64, received: UInt64)]] = [:]
+    }
+
+    /// Bytes sent and received per traffic class on the link to `peer`.
+    public func byteCounts(_ peer: NodeID) -> [TrafficClass: (sent: UInt64, received: UInt64)] {
+        state.withLock { $0.bytes[peer] ?? [:] }
+    }
+
+    private func count(_ peer: NodeID, _ c: TrafficClass, sent: Int = 0, received: Int = 0) {
+        state.withLock { s in
+            var v = s.bytes[peer]?[c] ?? (0, 0)
+            v.sent += UInt64(sent); v.received += UInt64(received)
+            s.bytes[peer, default: [:]][c] = v
+        }
     }
 
     final class Peer: Sendable {
@@ -66,6 +81,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
         guard let peer = state.withLock({ $0.links[message.peer] }) else { return }
         let bytes = message.frame.encoded
         metrics?.sent(bytes.count, on: message.traffic)
+        count(message.peer, message.traffic, sent: bytes.count)
         if message.unreliable && bytes.count <= QUICLinkTransport.maxDatagram {
             peer.link.sendDatagram(bytes)
         } else {
@@ -126,6 +142,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
                         decoder.append(datagram)
                         if let frame = try? decoder.next(), decoder.isIdle {
                             metrics?.received(datagram.count, on: .control)
+                            count(link.peer, .control, received: datagram.count)
                             sink?.deliver(PeerMessage(peer: link.peer, traffic: .control, frame: frame, unreliable: true))
                         }
                     }
@@ -153,6 +170,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
         do {
             while let bytes = try await stream.read() {
                 metrics?.received(bytes.count, on: stream.trafficClass)
+                count(peer, stream.trafficClass, received: bytes.count)
                 decoder.append(bytes)
                 while let frame = try decoder.next() {
                     sink?.deliver(PeerMessage(peer: peer, traffic: stream.trafficClass, frame: frame))
