@@ -112,14 +112,14 @@ netns_down() {
     for f in "$GQ_NETNS_STATE"/holder-*; do [ -e "$f" ] && holders="$holders $(cat "$f")"; done
     for ns in $(ip netns list | awk '{print $1}' | grep "^$GQ_NETNS_PREFIX-" || true); do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        for p in $pids; do case " $holders " in *" $p "*) ;; *) kill "$p" 2>/dev/null ;; esac; done
+        for p in $pids; do case " $holders " in *" $p "*) ;; *) kill "$p" 2>/dev/null || true ;; esac; done
     done
     sleep 0.3
-    for p in $holders; do kill "$p" 2>/dev/null; done
+    for p in $holders; do kill "$p" 2>/dev/null || true; done
     sleep 0.1
     for ns in $(ip netns list | awk '{print $1}' | grep "^$GQ_NETNS_PREFIX-" || true); do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+        [ -n "$pids" ] && { kill -9 $pids 2>/dev/null || true; }
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$GQ_NETNS_STATE"
