@@ -86,7 +86,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
                 case .store(let blob, let index, let data):
-                    if let m = swarm.holds(blob).flatMap({ _ in manifestInFlight(blob) }), Int(index) < m.chunks.count {
+                    if let m = manifestInFlight(blob), Int(index) < m.chunks.count {
                         do { try store.putChunk(data, digest: m.chunks[Int(index)].digest) } catch {
                             onEvent(.failed(blob, "storing a chunk: \(error)"))
                         }
