@@ -6,14 +6,15 @@ import Swarm
 /// Hosts the sans-IO `SwarmCore` next to the real content store: carries out its effects (serve a
 /// chunk, store a verified chunk, commit a finished blob) and reports progress. To `CoreHost` it is
 /// one more `MeshProtocolCore`.
-/// A class: the host keeps one instance, and its in-flight manifests live with it.
+/// A class: the host keeps one instance, and the manifests it has handed the swarm live with it.
 final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     var swarm: SwarmCore
     let store: ContentStore
     /// Called with progress and completion while the host's lock is held: keep it short.
     let onEvent: @Sendable (SwarmShellEvent) -> Void
-    /// Manifests of blobs being fetched, learned from `.checkLocal` (the store has none for them yet).
-    private var inFlight: [Digest: SwarmManifest] = [:]
+    /// The chunk list of every blob handed to the swarm (held, or being fetched), so serving and
+    /// storing a chunk look its digest up here instead of reading the blob's manifest from disk.
+    private var manifests: [Digest: SwarmManifest] = [:]
 
     init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
@@ -27,39 +28,29 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         var out = swarm.start(now: now)
         // Everything already in the store is available to the swarm.
         for digest in (try? store.blobs()) ?? [] {
-            if let m = try? store.manifest(for: digest) { out.merge(swarm.hold(SwarmShell.swarmManifest(m), now: now)) }
+            if let m = try? store.manifest(for: digest) { out.merge(offer(m, now: now)) }
         }
-        out.merge(drain(now: now))
-        return out
+        return settle(out, now: now)
     }
 
-    func receive(_ message: PeerMessage, now: Instant) -> Outbox {
-        var out = swarm.receive(message, now: now)
-        out.merge(drain(now: now))
-        return out
-    }
-
-    func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
-        var out = swarm.linkChanged(event, now: now)
-        out.merge(drain(now: now))
-        return out
-    }
-
-    func tick(now: Instant) -> Outbox {
-        var out = swarm.tick(now: now)
-        out.merge(drain(now: now))
-        return out
-    }
+    func receive(_ message: PeerMessage, now: Instant) -> Outbox { settle(swarm.receive(message, now: now), now: now) }
+    func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(swarm.linkChanged(event, now: now), now: now) }
+    func tick(now: Instant) -> Outbox { settle(swarm.tick(now: now), now: now) }
 
     /// A blob just added to the local store: offer it to the swarm.
-    func hold(_ manifest: BlobManifest, now: Instant) -> Outbox {
-        var out = swarm.hold(SwarmShell.swarmManifest(manifest), now: now)
-        out.merge(drain(now: now))
-        return out
+    func hold(_ manifest: BlobManifest, now: Instant) -> Outbox { settle(offer(manifest, now: now), now: now) }
+
+    func fetch(_ digest: Digest, now: Instant) -> Outbox { settle(swarm.fetch(digest, now: now), now: now) }
+
+    private func offer(_ manifest: BlobManifest, now: Instant) -> Outbox {
+        let m = SwarmShell.swarmManifest(manifest)
+        manifests[m.blob] = m
+        return swarm.hold(m, now: now)
     }
 
-    func fetch(_ digest: Digest, now: Instant) -> Outbox {
-        var out = swarm.fetch(digest, now: now)
+    /// Adds what carrying out the swarm's pending effects sends to `out`.
+    private func settle(_ out: Outbox, now: Instant) -> Outbox {
+        var out = out
         out.merge(drain(now: now))
         return out
     }
@@ -77,27 +68,23 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             for e in effects {
                 switch e {
                 case .serve(let peer, let blob, let index):
-                    if let m = try? store.manifest(for: blob), Int(index) < m.chunks.count,
-                       let data = try? store.readChunk(m.chunks[Int(index)].digest) {
-                        out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
-                    } else if let data = chunkInFlight(blob, index) {
+                    if let digest = chunkDigest(blob, index), let data = try? store.readChunk(digest) {
                         out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
                 case .store(let blob, let index, let data):
-                    if let m = manifestInFlight(blob), Int(index) < m.chunks.count {
-                        do { try store.putChunk(data, digest: m.chunks[Int(index)].digest) } catch {
+                    if let digest = chunkDigest(blob, index) {
+                        do { try store.putChunk(data, digest: digest) } catch {
                             onEvent(.failed(blob, "storing a chunk: \(error)"))
                         }
                     }
                 case .checkLocal(let blob, let m):
                     var have = Bitfield(count: m.chunks.count)
                     for (i, c) in m.chunks.enumerated() where store.hasChunk(c.digest) { have.insert(i) }
-                    inFlight[blob] = m
+                    manifests[blob] = m
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
-                    inFlight[blob] = nil
                     do {
                         let manifest = try BlobManifest(wireBytes: m.extra)
                         guard manifest.digest == blob,
@@ -107,6 +94,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                         if !store.hasBlob(blob) { try store.commitBlob(manifest) }
                         onEvent(.completed(blob))
                     } catch {
+                        manifests[blob] = nil
                         onEvent(.failed(blob, "\(error)"))
                         out.merge(swarm.blobCommitFailed(blob, now: now))
                     }
@@ -119,14 +107,10 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         }
     }
 
-    private func manifestInFlight(_ blob: Digest) -> SwarmManifest? {
-        inFlight[blob] ?? (try? store.manifest(for: blob)).map(SwarmShell.swarmManifest)
-    }
-
-    /// A chunk of a blob still being fetched (served from the store by its chunk digest).
-    private func chunkInFlight(_ blob: Digest, _ index: UInt32) -> [UInt8]? {
-        guard let m = inFlight[blob], Int(index) < m.chunks.count else { return nil }
-        return try? store.readChunk(m.chunks[Int(index)].digest)
+    /// The digest of chunk `index` of `blob`, from the chunk lists the swarm was given.
+    private func chunkDigest(_ blob: Digest, _ index: UInt32) -> Digest? {
+        guard let m = manifests[blob], Int(index) < m.chunks.count else { return nil }
+        return m.chunks[Int(index)].digest
     }
 }
 
