@@ -40,7 +40,8 @@ let package = Package(
         .testTarget(name: "QUICTransportTests", dependencies: ["QUICTransport", "MeshCore"]),
 
         // MARK: ContentStore (issue 4)
-        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd"]),
+        .systemLibrary(name: "CLinuxIO", path: "Sources/CLinuxIO"),
+        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd", "CLinuxIO"]),
         .executableTarget(name: "gquic-fetch", dependencies: [
             "ContentStore", "MeshCore", "QUICTransport", "MeshPeer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

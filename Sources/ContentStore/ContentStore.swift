@@ -6,17 +6,20 @@ import MeshCore
 ///
 /// Layout under the store directory:
 /// ```
-/// gquic-store        marker file: "gquic-content-store 1"
+/// gquic-store        marker file: "gquic-content-store 2"
 /// lock               flock(2)-held by the process that has the store open (one writer at a time)
-/// chunks/ab/<hex>    one file per chunk, named by the SHA-256 of its raw bytes (see ChunkEncoding)
+/// packs/<id>.pack    chunk frames appended back to back, each named by the SHA-256 of its raw bytes
+/// packs/<id>.idx     the pack's index: digest → offset, length (see PackFile)
 /// blobs/ab/<hex>     one manifest per blob (BlobManifest in the wire codec); its mtime is the LRU clock
 /// pins/<hex>         empty file: the blob must not be evicted
 /// tmp/               temp files; anything here is an interrupted write and is deleted on open
 /// ```
-/// Every file appears by `rename` after its data was written and fsync'ed, and its directory is
-/// fsync'ed before anything refers to it; a manifest appears only after all its chunks are durable and
-/// the blob was verified against its digest. So a crash at any point leaves either no blob or a whole one
-/// (orphaned chunks at worst, which `collectGarbage` or `verify(repair:)` remove).
+/// A chunk becomes visible only when its index record is durable, which is written only after its
+/// pack data was fdatasync'ed; manifests and pins appear by `rename` after their data was written and
+/// fsync'ed, and their directory is fsync'ed; a manifest appears only after all its chunks are durable
+/// and the blob was verified against its digest. So a crash at any point leaves either no blob or a
+/// whole one (orphaned chunks at worst, which `collectGarbage` or `verify(repair:)` remove). A store
+/// in the version-1 layout (one file per chunk under `chunks/`) is converted on open.
 public final class ContentStore: @unchecked Sendable {
     public struct Options: Sendable {
         public var chunking: ChunkingParameters = .default
@@ -32,6 +35,9 @@ public final class ContentStore: @unchecked Sendable {
         public var workers: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
         /// fsync files and directories (turn off only for throwaway stores in benchmarks).
         public var durable = true
+        /// Free the space of collected chunks by punching holes in pack files (where the file system
+        /// supports it); otherwise, or when false, a pack with dead chunks is compacted (copied).
+        public var punchHoles = true
         public init() {}
     }
 
@@ -39,17 +45,24 @@ public final class ContentStore: @unchecked Sendable {
     public let options: Options
     let chunker: FastCDC
     private let lockFD: Int32
-    private let state = NSLock()
+    let state = NSLock()
     private var tempCounter = 0
     private var dirtyDirectories = Set<String>()
-    /// Bytes in chunk and manifest files (kept up to date in process).
-    private var usage: UInt64 = 0
+    /// Bytes in pack, pack index and manifest files (kept up to date in process).
+    var usage: UInt64 = 0
+    /// Every visible chunk (guarded by `state`).
+    var index: [Digest: ChunkLocation] = [:]
+    /// Every pack file by id (guarded by `state`).
+    var packs: [String: PackFile] = [:]
+    /// Damaged pack index records found on open (reported by `verify`).
+    private(set) var packDamage: [String] = []
     /// Chunks written by imports that have not committed their manifest yet (GC must not take them).
     private var inFlight: [Digest: Int] = [:]
     let compressors = Pool { ZstdCompressor() }
     let decompressors = Pool { ZstdDecompressor() }
 
-    static let marker = "gquic-content-store 1\n"
+    static let marker = "gquic-content-store 2\n"
+    static let markerV1 = "gquic-content-store 1\n"
     static let tempFanout = 8
 
     /// Opens (creating if needed) the store at `path`. Takes the store's lock, deletes leftovers of
@@ -65,11 +78,13 @@ public final class ContentStore: @unchecked Sendable {
         self.options = options
         self.chunker = FastCDC(options.chunking)
         let markerPath = root + "/gquic-store"
+        var convertV1 = false
         if FileIO.exists(root) {
             guard FileIO.isDirectory(root) else { throw ContentStoreError.notAStore(root, "it is not a directory") }
             if FileIO.exists(markerPath) {
                 let text = String(decoding: try FileIO.readFile(markerPath, maxSize: 4096), as: UTF8.self)
-                guard text == ContentStore.marker else {
+                convertV1 = text == ContentStore.markerV1
+                guard text == ContentStore.marker || convertV1 else {
                     throw ContentStoreError.notAStore(root, "its gquic-store marker says \"\(text.prefix(60))\", this build reads \(ContentStore.marker.dropLast())")
                 }
             } else if !(try FileIO.list(root)).isEmpty {
@@ -78,7 +93,7 @@ public final class ContentStore: @unchecked Sendable {
         } else {
             try FileIO.makeDirectory(root)
         }
-        for sub in ["chunks", "blobs", "pins", "tmp"] { try FileIO.makeDirectory(root + "/" + sub) }
+        for sub in ["packs", "blobs", "pins", "tmp"] { try FileIO.makeDirectory(root + "/" + sub) }
         let fd = Glibc.open(root + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("open", root + "/lock") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
@@ -91,11 +106,31 @@ public final class ContentStore: @unchecked Sendable {
         // Temp files spread over a few subdirectories: concurrent creates in one directory serialise
         // on its inode lock.
         for i in 0..<ContentStore.tempFanout { try FileIO.makeDirectory("\(root)/tmp/\(i)") }
-        if !FileIO.exists(markerPath) {
+        packDamage = try loadPacks()
+        if convertV1 { try convertFromV1() }
+        if !FileIO.exists(markerPath) || convertV1 {
             try writeAtomically(markerPath, Array(ContentStore.marker.utf8))
             try syncDirtyDirectories()
         }
         usage = try measureUsage()
+    }
+
+    /// Moves the chunk files of a version-1 store (`chunks/ab/<hex>`) into a pack, verifying each;
+    /// a corrupt one is left out (its blobs then show it as missing in `verify`).
+    private func convertFromV1() throws {
+        let dir = root + "/chunks"
+        let session = PackSession(store: self)
+        for fan in try FileIO.list(dir) {
+            for name in try FileIO.list(dir + "/" + fan) {
+                guard let d = Digest(Digest.prefix + name), index[d] == nil,
+                      let frame = try? FileIO.readFile("\(dir)/\(fan)/\(name)", maxSize: Int(ContentStore.maxFrameSize)),
+                      (try? decodeChunkFrame(frame, digest: d)) != nil else { continue }
+                _ = try frame.withUnsafeBytes { try session.append(d, parts: [$0]) }
+            }
+        }
+        try session.commit()
+        session.finish()
+        FileIO.removeTree(dir)
     }
 
     private var closed = false
@@ -112,7 +147,6 @@ public final class ContentStore: @unchecked Sendable {
 
     // MARK: Paths
 
-    func chunkPath(_ d: Digest) -> String { let h = d.hex; return "\(root)/chunks/\(h.prefix(2))/\(h)" }
     func manifestPath(_ d: Digest) -> String { let h = d.hex; return "\(root)/blobs/\(h.prefix(2))/\(h)" }
     func pinPath(_ d: Digest) -> String { "\(root)/pins/\(d.hex)" }
 
@@ -123,12 +157,11 @@ public final class ContentStore: @unchecked Sendable {
         state.withLock { usage = UInt64(max(0, Int64(usage) + delta)) }
     }
 
-    private func measureUsage() throws -> UInt64 {
+    func measureUsage() throws -> UInt64 {
         var total: UInt64 = 0
-        for top in ["chunks", "blobs"] {
-            for fan in try FileIO.list("\(root)/\(top)") {
-                for name in try FileIO.list("\(root)/\(top)/\(fan)") { total += FileIO.allocatedOrSize("\(root)/\(top)/\(fan)/\(name)") }
-            }
+        for name in try FileIO.list(packDirectory) { total += FileIO.allocatedOrSize("\(packDirectory)/\(name)") }
+        for fan in try FileIO.list("\(root)/blobs") {
+            for name in try FileIO.list("\(root)/blobs/\(fan)") { total += FileIO.allocatedOrSize("\(root)/blobs/\(fan)/\(name)") }
         }
         return total
     }
@@ -144,7 +177,7 @@ public final class ContentStore: @unchecked Sendable {
     /// Writes `parts` to a temp file, fsyncs it, renames it to `path`, and marks `path`'s directory
     /// dirty (call `syncDirtyDirectories` before anything durable refers to it). Returns bytes written.
     @discardableResult
-    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer], batch: SyncBatch? = nil) throws(ContentStoreError) -> Int {
+    func writeAtomically(_ path: String, parts: [UnsafeRawBufferPointer]) throws(ContentStoreError) -> Int {
         let tmp = tempPath()
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
@@ -153,16 +186,12 @@ public final class ContentStore: @unchecked Sendable {
         for p in parts where failure == nil {
             do { try FileIO.writeAll(fd: fd, p, path: tmp); total += p.count } catch let e { failure = e }
         }
-        if failure == nil && batch == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
+        if failure == nil && options.durable && fdatasync(fd) != 0 { failure = ContentStoreError.io("fsync", tmp) }
         if let failure {
             Glibc.close(fd); unlink(tmp)
             throw failure
         }
         Glibc.close(fd)
-        if let batch {
-            batch.add(tmp: tmp, final: path)
-            return total
-        }
         try publish(tmp: tmp, final: path)
         return total
     }
@@ -183,17 +212,6 @@ public final class ContentStore: @unchecked Sendable {
         markDirty(dir)
     }
 
-    /// Makes every temp file of a batch durable with one sync(2) — instead of one fdatasync per
-    /// chunk — and only then renames them into place. Same guarantee as per-file fsync: no file is
-    /// visible under its final name before its data is on disk.
-    func flush(_ batch: SyncBatch) throws(ContentStoreError) {
-        let pending = batch.drain()
-        guard !pending.isEmpty else { return }
-        // sync(2): Swift's Glibc module does not export syncfs(2); on Linux sync waits for writeback.
-        if options.durable { sync() }
-        for (tmp, final) in pending { try publish(tmp: tmp, final: final) }
-    }
-
     @discardableResult
     func writeAtomically(_ path: String, _ bytes: [UInt8]) throws -> Int {
         try bytes.withUnsafeBytes { try writeAtomically(path, parts: [$0]) }
@@ -210,37 +228,30 @@ public final class ContentStore: @unchecked Sendable {
 
     // MARK: Chunks
 
-    public func hasChunk(_ digest: Digest) -> Bool { FileIO.exists(chunkPath(digest)) }
+    public func hasChunk(_ digest: Digest) -> Bool { state.withLock { index[digest] != nil } }
+
+    /// Where a chunk's frame is stored.
+    func location(of digest: Digest) throws(ContentStoreError) -> ChunkLocation {
+        guard let loc = state.withLock({ index[digest] }) else { throw .chunkNotFound(digest) }
+        return loc
+    }
 
     /// The size of a chunk as stored (compressed or raw, with its header), if present: what sending
     /// it costs.
     public func storedSize(ofChunk digest: Digest) -> UInt64? {
-        var st = stat()
-        guard stat(chunkPath(digest), &st) == 0 else { return nil }
-        return UInt64(st.st_size)
+        state.withLock { index[digest].map { UInt64($0.length) } }
     }
 
     /// Reads a chunk, decompresses it and checks it against its digest. Corrupt data throws
     /// `.corruptChunk` and is never returned.
     public func readChunk(_ digest: Digest) throws -> [UInt8] {
-        let path = chunkPath(digest)
-        let frame: [UInt8]
-        do {
-            frame = try FileIO.readFile(path, maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch {
-            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
-        }
-        return try decodeChunkFrame(frame, digest: digest)
+        try decodeChunkFrame(try readFrame(at: try location(of: digest)), digest: digest)
     }
 
     /// The stored frame of a chunk as is (compressed or raw with its header), for sending to a peer
     /// that will `putChunkFrame` it. Not verified here: the receiver verifies.
     public func readChunkFrame(_ digest: Digest) throws -> [UInt8] {
-        do {
-            return try FileIO.readFile(chunkPath(digest), maxSize: ChunkingParameters.largestAllowedChunk + 64 + ZstdCompressor.bound(0))
-        } catch {
-            throw error.errnoCode == ENOENT ? ContentStoreError.chunkNotFound(digest) : error
-        }
+        try readFrame(at: try location(of: digest))
     }
 
     func decodeChunkFrame(_ frame: [UInt8], digest: Digest) throws -> [UInt8] {
@@ -284,7 +295,7 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     /// Stores a chunk received from elsewhere after checking it hashes to `digest`. Durable when it
-    /// returns (file and directory fsync'ed). Returns false if the store already had it.
+    /// returns (pack and index fdatasync'ed). Returns false if the store already had it.
     @discardableResult
     public func putChunk(_ bytes: [UInt8], digest: Digest) throws -> Bool {
         guard bytes.count > 0, bytes.count <= ChunkingParameters.largestAllowedChunk else {
@@ -292,31 +303,47 @@ public final class ContentStore: @unchecked Sendable {
         }
         let actual = Digest.of(bytes)
         guard actual == digest else { throw ContentStoreError.digestMismatch("chunk", expected: digest, actual: actual) }
+        if hasChunk(digest) { return false }
         let c = compressors.take()
         defer { compressors.give(c) }
         var scratch = [UInt8]()
-        let added = try bytes.withUnsafeBytes { try storeChunk($0, digest: digest, compressor: c, scratch: &scratch) }
-        try syncDirtyDirectories()
-        return added > 0
+        let session = PackSession(store: self)
+        return try withSession(session) {
+            try bytes.withUnsafeBytes { try storeChunk($0, digest: digest, compressor: c, scratch: &scratch, session: session) } > 0
+        }
     }
 
     /// Stores a chunk frame as read by a peer's `readChunkFrame`, after decoding and verifying it.
     @discardableResult
     public func putChunkFrame(_ frame: [UInt8], digest: Digest) throws -> Bool {
         if hasChunk(digest) { return false }
+        guard frame.count <= Int(ContentStore.maxFrameSize) else {
+            throw ContentStoreError.corruptChunk(digest, "its frame is \(frame.count) bytes, over the \(ContentStore.maxFrameSize)-byte limit")
+        }
         _ = try decodeChunkFrame(frame, digest: digest)
-        let n = try writeAtomically(chunkPath(digest), frame)
-        addUsage(Int64(n))
-        try syncDirtyDirectories()
+        let session = PackSession(store: self)
+        try withSession(session) { _ = try frame.withUnsafeBytes { try session.append(digest, parts: [$0]) } }
         return true
     }
 
-    /// Compresses (when it pays) and writes one chunk whose digest the caller computed from these very
-    /// bytes. Does not fsync the directory. Returns the bytes written (0 if it was already present).
-    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8], batch: SyncBatch? = nil) throws -> Int {
-        let path = chunkPath(digest)
-        if FileIO.exists(path) { return 0 }
-        if let batch, !batch.claim(digest) { return 0 }
+    /// Runs `body`, then commits the session (its chunks become durable and visible); on any failure
+    /// abandons it (nothing it wrote stays).
+    func withSession<R>(_ session: PackSession, _ body: () throws -> R) throws -> R {
+        do {
+            let r = try body()
+            try session.commit()
+            session.finish()
+            return r
+        } catch {
+            session.abandon()
+            throw error
+        }
+    }
+
+    /// Compresses (when it pays) and appends one chunk whose digest the caller computed from these
+    /// very bytes to the session. Returns the bytes written (0 if it was already present).
+    func storeChunk(_ raw: UnsafeRawBufferPointer, digest: Digest, compressor: ZstdCompressor, scratch: inout [UInt8], session: PackSession) throws -> Int {
+        if hasChunk(digest) || !session.claim(digest) { return 0 }
         var header = WireWriter(reservingCapacity: 9)
         let bound = ZstdCompressor.bound(raw.count)
         if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
@@ -326,16 +353,14 @@ public final class ContentStore: @unchecked Sendable {
         let worthIt = Double(n) <= Double(raw.count) * (1 - options.minimumCompressionGain)
         header.u8(worthIt ? ChunkEncoding.zstd.rawValue : ChunkEncoding.raw.rawValue)
         header.varint(UInt64(raw.count))
-        let written = try header.bytes.withUnsafeBytes { (h: UnsafeRawBufferPointer) throws -> Int in
+        return try header.bytes.withUnsafeBytes { (h: UnsafeRawBufferPointer) throws -> Int in
             if worthIt {
                 return try scratch.withUnsafeBytes { (s: UnsafeRawBufferPointer) throws -> Int in
-                    try writeAtomically(path, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])], batch: batch)
+                    try session.append(digest, parts: [h, UnsafeRawBufferPointer(rebasing: s[0..<n])])
                 }
             }
-            return try writeAtomically(path, parts: [h, raw], batch: batch)
+            return try session.append(digest, parts: [h, raw])
         }
-        addUsage(Int64(written))
-        return written
     }
 
     func beginInFlight(_ digests: [Digest]) { state.withLock { for d in digests { inFlight[d, default: 0] += 1 } } }
@@ -444,17 +469,6 @@ public final class ContentStore: @unchecked Sendable {
         markDirty(String(path[..<path.lastIndex(of: "/")!]))
         try syncDirtyDirectories()
     }
-}
-
-/// Temp files written but not yet made durable and renamed (see `ContentStore.flush`).
-final class SyncBatch: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pending: [(String, String)] = []
-    private var claimed = Set<Digest>()
-    func add(tmp: String, final: String) { lock.withLock { pending.append((tmp, final)) } }
-    /// False if this batch already writes the chunk.
-    func claim(_ d: Digest) -> Bool { lock.withLock { claimed.insert(d).inserted } }
-    func drain() -> [(String, String)] { lock.withLock { defer { pending.removeAll() }; return pending } }
 }
 
 /// A tiny lock-protected free list, so each thread reuses a zstd context instead of creating one per

@@ -181,7 +181,8 @@ extension ContentStore {
                 let new = try old.withUnsafeBytes { o in
                     try p.frame.withUnsafeBytes { f in try decompressor.applyPatch(base: o, patch: f, expectedSize: Int(p.targetSize)) }
                 }
-                let (digest, chunks) = try new.withUnsafeBytes { try ingest($0, progress: nil) }
+                let session = PackSession(store: self)
+                let (digest, chunks) = try withSession(session) { try new.withUnsafeBytes { try ingest($0, session: session, progress: nil) } }
                 produced += chunks.map(\.digest)
                 guard digest == p.targetDigest else {
                     throw ContentStoreError.digestMismatch("patched file \"\(p.path)\"", expected: p.targetDigest, actual: digest)

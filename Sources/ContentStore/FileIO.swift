@@ -96,10 +96,12 @@ enum FileIO {
         return Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
     }
 
+    /// Disk space a file takes: its allocated blocks (so holes punched in a pack count as freed),
+    /// or its size on file systems that report no blocks.
     static func allocatedOrSize(_ path: String) -> UInt64 {
         var st = stat()
         guard stat(path, &st) == 0 else { return 0 }
-        return UInt64(st.st_size)
+        return st.st_blocks > 0 ? UInt64(st.st_blocks) * 512 : UInt64(st.st_size)
     }
 }
 

@@ -33,10 +33,11 @@ final class IngestPipeline: @unchecked Sendable {
     private var hashBusy = false
     private var failure: Error?
     private let hasher = HasherBox()
-    private let batch = SyncBatch()
+    private let session: PackSession
 
-    init(store: ContentStore, buffer: UnsafeRawBufferPointer, progress: ProgressHandler?, progressBase: UInt64 = 0, progressTotal: UInt64? = nil) {
+    init(store: ContentStore, session: PackSession, buffer: UnsafeRawBufferPointer, progress: ProgressHandler?, progressBase: UInt64 = 0, progressTotal: UInt64? = nil) {
         self.store = store
+        self.session = session
         self.buffer = buffer
         self.progress = progress
         self.progressBase = progressBase
@@ -47,15 +48,15 @@ final class IngestPipeline: @unchecked Sendable {
         cutOffset == buffer.count && !cutBusy && completed == ends.count && hashOffset == buffer.count && !hashBusy
     }
 
-    /// Runs the pipeline on `workers` threads. The caller must `endInFlight` the returned digests after
+    /// Runs the pipeline on `workers` threads. The chunks are appended to the session (the caller
+    /// commits it), and stay in flight until the caller `endInFlight`s the returned digests after
     /// committing (or abandoning) the manifest.
     func run(workers: Int) throws -> (digest: Digest, chunks: [ChunkRef]) {
         DispatchQueue.concurrentPerform(iterations: max(1, workers)) { _ in work() }
         if let failure {
-            for (tmp, _) in batch.drain() { unlink(tmp) }
+            store.endInFlight(digests.compactMap { $0 })
             throw failure
         }
-        try store.flush(batch)
         var chunks: [ChunkRef] = []
         chunks.reserveCapacity(ends.count)
         var prev = 0
@@ -114,7 +115,11 @@ final class IngestPipeline: @unchecked Sendable {
                 let d = Digest.of(slice)
                 store.beginInFlight([d])
                 var err: Error?
-                do { _ = try store.storeChunk(slice, digest: d, compressor: compressor, scratch: &scratch, batch: batch) } catch { err = error }
+                do {
+                    _ = try store.storeChunk(slice, digest: d, compressor: compressor, scratch: &scratch, session: session)
+                    // A long import becomes durable piece by piece (and its index stays small per commit).
+                    if session.uncommittedBytes >= ContentStore.commitInterval { try session.commit() }
+                } catch { err = error }
                 cond.lock()
                 digests[i] = d
                 completed += 1
@@ -146,8 +151,8 @@ final class HasherBox: @unchecked Sendable {
 extension ContentStore {
     /// Chunks, hashes, compresses and stores a buffer; returns its digest and chunks. The chunks stay
     /// marked in flight (safe from GC) until the caller calls `endInFlight`.
-    func ingest(_ buffer: UnsafeRawBufferPointer, progress: ProgressHandler?, base: UInt64 = 0, total: UInt64? = nil) throws -> (digest: Digest, chunks: [ChunkRef]) {
-        let pipeline = IngestPipeline(store: self, buffer: buffer, progress: progress, progressBase: base, progressTotal: total)
+    func ingest(_ buffer: UnsafeRawBufferPointer, session: PackSession, progress: ProgressHandler?, base: UInt64 = 0, total: UInt64? = nil) throws -> (digest: Digest, chunks: [ChunkRef]) {
+        let pipeline = IngestPipeline(store: self, session: session, buffer: buffer, progress: progress, progressBase: base, progressTotal: total)
         let workers = buffer.count < 2 * options.chunking.maxSize ? 1 : options.workers
         return try pipeline.run(workers: workers)
     }
@@ -173,7 +178,8 @@ extension ContentStore {
 
     func importBuffer(_ buffer: UnsafeRawBufferPointer, what: String, expectedDigest: Digest?, mediaType: String,
                       references: [Digest], progress: ProgressHandler?) throws -> BlobManifest {
-        let (digest, chunks) = try ingest(buffer, progress: progress)
+        let session = PackSession(store: self)
+        let (digest, chunks) = try withSession(session) { try ingest(buffer, session: session, progress: progress) }
         defer { endInFlight(chunks.map(\.digest)) }
         if let expectedDigest, digest != expectedDigest {
             throw ContentStoreError.digestMismatch(what, expected: expectedDigest, actual: digest)

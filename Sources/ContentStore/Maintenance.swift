@@ -19,16 +19,19 @@ public struct VerifyReport: Sendable, CustomStringConvertible {
     public var missingChunks: [Problem] = []
     public var badManifests: [Problem] = []
     public var orphanedChunks: [Digest] = []
+    /// Pack index records found damaged when the store was opened (their chunks are lost).
+    public var damagedIndexes: [String] = []
     /// What `repair` deleted (corrupt chunks, orphans, unreadable manifests).
     public var removed: [String] = []
 
-    public var isHealthy: Bool { corruptChunks.isEmpty && missingChunks.isEmpty && badManifests.isEmpty }
+    public var isHealthy: Bool { corruptChunks.isEmpty && missingChunks.isEmpty && badManifests.isEmpty && damagedIndexes.isEmpty }
 
     public var description: String {
         var lines = ["checked \(blobsChecked) blobs, \(chunksChecked) chunks"]
         for p in corruptChunks { lines.append("CORRUPT chunk \(p)") }
         for p in missingChunks { lines.append("MISSING chunk \(p)") }
         for p in badManifests { lines.append("BAD manifest \(p)") }
+        for d in damagedIndexes { lines.append("DAMAGED index: \(d)") }
         if !orphanedChunks.isEmpty { lines.append("\(orphanedChunks.count) orphaned chunks (not referenced by any blob; reclaimable)") }
         for r in removed { lines.append("removed \(r)") }
         lines.append(isHealthy ? "store is healthy" : "store has damage: re-fetch or re-add the blobs named above")
@@ -39,13 +42,7 @@ public struct VerifyReport: Sendable, CustomStringConvertible {
 extension ContentStore {
     /// Every stored chunk digest.
     public func chunkDigests() throws -> [Digest] {
-        var out: [Digest] = []
-        for fan in try FileIO.list(root + "/chunks") {
-            for name in try FileIO.list("\(root)/chunks/\(fan)") {
-                if let d = Digest(Digest.prefix + name) { out.append(d) }
-            }
-        }
-        return out
+        state.withLock { Array(index.keys) }.sorted()
     }
 
     /// fsck: decodes and re-hashes every chunk, decodes every manifest and checks its chunks are
@@ -53,6 +50,7 @@ extension ContentStore {
     /// blobs using them can be re-fetched), orphaned chunks and undecodable manifests.
     public func verify(repair: Bool = false, progress: ProgressHandler? = nil) throws -> VerifyReport {
         var report = VerifyReport()
+        report.damagedIndexes = packDamage
         var users: [Digest: [Digest]] = [:]
         var manifests: [Digest: BlobManifest] = [:]
         for b in try blobs() {
@@ -66,8 +64,10 @@ extension ContentStore {
                 if repair { unlink(manifestPath(b)); report.removed.append("manifest \(b)") }
             }
         }
-        let chunks = try chunkDigests()
+        // In pack order, so the disk is read sequentially.
+        let chunks = state.withLock { index.map { ($0.key, $0.value) } }.sorted { ($0.1.pack.id, $0.1.offset) < ($1.1.pack.id, $1.1.offset) }.map(\.0)
         let present = Set(chunks)
+        var toDelete: [Digest] = []
         for (i, c) in chunks.enumerated() {
             report.chunksChecked += 1
             progress?(UInt64(i + 1), UInt64(chunks.count))
@@ -75,13 +75,14 @@ extension ContentStore {
                 _ = try readChunk(c)
                 if users[c] == nil && !isInFlight(c) {
                     report.orphanedChunks.append(c)
-                    if repair { try deleteChunk(c); report.removed.append("orphaned chunk \(c)") }
+                    if repair { toDelete.append(c); report.removed.append("orphaned chunk \(c)") }
                 }
-            } catch let e as ContentStoreError where e.code == .corruptChunk {
+            } catch let e as ContentStoreError where e.code == .corruptChunk || e.code == .sizeMismatch {
                 report.corruptChunks.append(.init(digest: c, reason: e.description, affectedBlobs: users[c] ?? []))
-                if repair { try deleteChunk(c); report.removed.append("corrupt chunk \(c)") }
+                if repair { toDelete.append(c); report.removed.append("corrupt chunk \(c)") }
             }
         }
+        if !toDelete.isEmpty { _ = try removeChunks(toDelete) }
         for (b, m) in manifests.sorted(by: { $0.key < $1.key }) {
             for c in m.distinctChunks where !present.contains(c.digest) {
                 report.missingChunks.append(.init(digest: c.digest, reason: "listed by \(b) but not stored", affectedBlobs: [b]))
@@ -91,11 +92,6 @@ extension ContentStore {
         return report
     }
 
-    func deleteChunk(_ d: Digest) throws {
-        let path = chunkPath(d)
-        let size = FileIO.allocatedOrSize(path)
-        if unlink(path) == 0 { addUsage(-Int64(size)) } else if errno != ENOENT { throw ContentStoreError.io("unlink", path) }
-    }
 
     // MARK: Pins
 
@@ -123,11 +119,8 @@ extension ContentStore {
             guard let m = try? manifest(for: b) else { continue }
             for c in m.chunks { live.insert(c.digest) }
         }
-        var freed: UInt64 = 0
-        for c in try chunkDigests() where !live.contains(c) && !isInFlight(c) {
-            freed += FileIO.allocatedOrSize(chunkPath(c))
-            try deleteChunk(c)
-        }
+        let dead = try chunkDigests().filter { !live.contains($0) && !isInFlight($0) }
+        let freed = try removeChunks(dead)
         try syncDirtyDirectories()
         return freed
     }

@@ -18,15 +18,19 @@ extension ContentStore {
         var chunks: [ChunkRef] = []
         var done: UInt64 = 0
         defer { endInFlight(chunks.map(\.digest)) }
-        for i in entries.indices where entries[i].type == .file {
-            let file = try MappedFile(path: root + "/" + entries[i].path)
-            guard UInt64(file.size) == entries[i].size else {
-                throw ContentStoreError.sizeMismatch("\(entries[i].path) (it changed during the import)", expected: entries[i].size, actual: UInt64(file.size))
+        // One pack session for the whole tree: one commit (one pair of fdatasyncs) for all its files.
+        let session = PackSession(store: self)
+        try withSession(session) {
+            for i in entries.indices where entries[i].type == .file {
+                let file = try MappedFile(path: root + "/" + entries[i].path)
+                guard UInt64(file.size) == entries[i].size else {
+                    throw ContentStoreError.sizeMismatch("\(entries[i].path) (it changed during the import)", expected: entries[i].size, actual: UInt64(file.size))
+                }
+                let (digest, fileChunks) = try ingest(file.buffer, session: session, progress: progress, base: done, total: total)
+                entries[i].digest = digest
+                chunks += fileChunks
+                done += UInt64(file.size)
             }
-            let (digest, fileChunks) = try ingest(file.buffer, progress: progress, base: done, total: total)
-            entries[i].digest = digest
-            chunks += fileChunks
-            done += UInt64(file.size)
         }
         var m = BlobManifest()
         m.kind = .tree

@@ -12,10 +12,8 @@ import MeshCore
         let m = try store.importBytes(data)
         #expect(try store.verify().isHealthy)
         let victim = m.chunks[1].digest
-        let path = store.chunkPath(victim)
-        var frame = readFile(path)
-        frame[frame.count / 2] ^= 0x10
-        writeFile(path, frame)
+        let loc = try store.location(of: victim)
+        flipBit(loc.pack.packPath, at: loc.offset + UInt64(loc.length / 2))
         let e = expectError(.corruptChunk) { _ = try store.readChunk(victim) }
         #expect(e?.digest == victim)
         #expect(expectError(.corruptChunk) { _ = try store.reader(for: m.digest).bytes(0..<m.size) } != nil)
@@ -48,11 +46,11 @@ import MeshCore
         p.arguments = ["add", "--store", t.sub("s"), t.sub("big.bin")]
         p.standardOutput = FileHandle.nullDevice
         try p.run()
-        // Wait until the child has written chunks, then kill it without warning.
+        // Wait until the child has appended chunks to a pack, then kill it without warning.
         let deadline = Date().addingTimeInterval(60)
         var sawChunks = false
         while Date() < deadline && p.isRunning {
-            if let fans = try? FileManager.default.contentsOfDirectory(atPath: t.sub("s/chunks")), !fans.isEmpty { sawChunks = true; break }
+            if packBytes(t.sub("s/packs")) > 1 << 20 { sawChunks = true; break }
             usleep(2000)
         }
         kill(p.processIdentifier, SIGKILL)
@@ -62,11 +60,14 @@ import MeshCore
         let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
         #expect(try store.blobs().isEmpty)
         #expect(tempFiles(t.sub("s/tmp")).isEmpty)
+        // Pack bytes no durable index record covers (the interrupted append) were cut off on open.
+        #expect(try packBytes(t.sub("s/packs")) == store.chunkDigests().reduce(UInt64(0)) { $0 + store.storedSize(ofChunk: $1)! })
         let report = try store.verify()
         #expect(report.isHealthy, "\(report)")
-        #expect(!report.orphanedChunks.isEmpty)
+        #expect(report.orphanedChunks.count == (try store.chunkDigests()).count)
         try store.collectGarbage()
         #expect(try store.chunkDigests().isEmpty)
+        #expect(packBytes(t.sub("s/packs")) == 0)
         // And the same import now completes.
         let m = try store.importFile(at: t.sub("big.bin"))
         #expect(try store.blobs() == [m.digest])
@@ -88,6 +89,7 @@ import MeshCore
             #expect(e != nil)
             #expect(e?.description.contains("no space left") == true)
             #expect(try store.blobs().isEmpty)
+            #expect(packBytes(mnt + "/s/packs") == 0, "the failed import left pack data")
         }
         let reopened = try ContentStore.open(path: mnt + "/s", options: testOptions())
         #expect(try reopened.blobs().isEmpty)
@@ -132,6 +134,24 @@ import MeshCore
         #expect(b.chunks.allSatisfy { !store.hasChunk($0.digest) })
         #expect(try store.verify().isHealthy)
     }
+}
+
+/// Bytes in the pack files (not indexes) of a store's packs/ directory.
+func packBytes(_ dir: String) -> UInt64 {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    return names.filter { $0.hasSuffix(".pack") }.reduce(UInt64(0)) { total, name in
+        var st = stat()
+        return total + (stat(dir + "/" + name, &st) == 0 ? UInt64(st.st_size) : 0)
+    }
+}
+
+func flipBit(_ path: String, at offset: UInt64) {
+    let fd = open(path, O_RDWR)
+    var b: UInt8 = 0
+    _ = pread(fd, &b, 1, off_t(offset))
+    b ^= 0x10
+    _ = pwrite(fd, &b, 1, off_t(offset))
+    close(fd)
 }
 
 /// Regular files left anywhere under a store's tmp/ (its fan-out subdirectories do not count).

@@ -1,0 +1,19 @@
+/* CLinuxIO: Linux file calls that Swift's Glibc module does not export (they are _GNU_SOURCE-only
+ * declarations, and syscall(2) is variadic). Used by ContentStore's pack files. */
+#ifndef GQUIC_CLINUXIO_SHIM_H
+#define GQUIC_CLINUXIO_SHIM_H
+#include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Frees the blocks of [offset, offset+length) without changing the file size (FALLOC_FL_PUNCH_HOLE |
+ * FALLOC_FL_KEEP_SIZE). Returns 0, or -1 with errno (EOPNOTSUPP where the file system cannot). */
+static inline int gq_punch_hole(int fd, long long offset, long long length) {
+    return (int)syscall(SYS_fallocate, fd, 0x02 | 0x01, offset, length);
+}
+
+/* Starts writeback of a file range without waiting for it (SYNC_FILE_RANGE_WRITE); no durability. */
+static inline int gq_start_writeback(int fd, long long offset, long long length) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, length, 2u);
+}
+#endif

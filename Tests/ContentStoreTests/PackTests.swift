@@ -1,0 +1,101 @@
+import Foundation
+import Glibc
+import Testing
+@testable import ContentStore
+import MeshCore
+
+/// The pack-file layer: what garbage collection frees, and what opening a store repairs.
+@Suite struct PackTests {
+    @Test(arguments: [true, false])
+    func garbageCollectionFreesTheSpaceOfUnreferencedChunks(punchHoles: Bool) throws {
+        let t = TempDir(); defer { t.cleanup() }
+        var o = testOptions()
+        o.punchHoles = punchHoles   // false: the pack is compacted (copied) instead
+        let store = try ContentStore.open(path: t.sub("s"), options: o)
+        let a = try store.importBytes(randomBytes(1_500_000, seed: 70))
+        let bData = textBytes(600_000, seed: 71) + randomBytes(400_000, seed: 72)
+        let b = try store.importBytes(bData)
+        let before = store.usedBytes
+        try store.removeBlob(a.digest)
+        let freed = try store.collectGarbage()
+        #expect(freed > 1_300_000, "freed \(freed) of a 1.5 MB blob")
+        #expect(store.usedBytes + 1_300_000 < before)
+        #expect(a.chunks.allSatisfy { !store.hasChunk($0.digest) })
+        #expect(try store.reader(for: b.digest).bytes(0..<b.size) == bData)
+        #expect(try store.verify().isHealthy)
+        let kept = try store.chunkDigests()
+        store.close()
+        // The rewritten index is what a new process sees.
+        let reopened = try ContentStore.open(path: t.sub("s"), options: o)
+        #expect(try reopened.chunkDigests() == kept)
+        #expect(try reopened.reader(for: b.digest).bytes(0..<b.size) == bData)
+        #expect(try reopened.verify().orphanedChunks.isEmpty)
+    }
+
+    @Test func openingRepairsATornIndexAndCutsUnindexedPackBytes() throws {
+        let t = TempDir(); defer { t.cleanup() }
+        let data = textBytes(400_000, seed: 80)
+        var m: BlobManifest
+        var pack = "", idx = ""
+        do {
+            let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+            m = try store.importBytes(data)
+            let loc = try store.location(of: m.chunks[0].digest)
+            pack = loc.pack.packPath; idx = loc.pack.indexPath
+            store.close()
+        }
+        let packSize = fileSize(pack), indexSize = fileSize(idx)
+        // What a crash mid-append leaves: frame bytes nobody indexed and half an index record.
+        appendBytes(pack, randomBytes(70_000, seed: 81))
+        appendBytes(idx, randomBytes(30, seed: 82))
+        let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        #expect(fileSize(pack) == packSize)
+        #expect(fileSize(idx) == indexSize)
+        #expect(try store.reader(for: m.digest).bytes(0..<m.size) == data)
+        #expect(try store.verify().isHealthy)
+        store.close()
+        // A damaged record in the middle of an index is reported, and the chunk it named is missing.
+        flipBit(idx, at: UInt64(PackIndexRecord.size + 3))
+        let damaged = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        let report = try damaged.verify()
+        #expect(!report.isHealthy)
+        #expect(report.damagedIndexes.count == 1)
+        #expect(report.missingChunks.count == 1)
+    }
+
+    @Test func aVersionOneStoreIsConvertedOnOpen() throws {
+        let t = TempDir(); defer { t.cleanup() }
+        let data = textBytes(300_000, seed: 90)
+        let m: BlobManifest
+        var frames: [Digest: [UInt8]] = [:]
+        do {
+            let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+            m = try store.importBytes(data)
+            for c in m.distinctChunks { frames[c.digest] = try store.readChunkFrame(c.digest) }
+            store.close()
+        }
+        // Rewrite it in the version-1 layout: one file per chunk under chunks/ab/<hex>.
+        FileIO.removeTree(t.sub("s/packs"))
+        for (d, f) in frames {
+            mkdirs(t.sub("s/chunks/\(d.hex.prefix(2))"))
+            writeFile(t.sub("s/chunks/\(d.hex.prefix(2))/\(d.hex)"), f)
+        }
+        writeFile(t.sub("s/gquic-store"), Array("gquic-content-store 1\n".utf8))
+        let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        #expect(!FileManager.default.fileExists(atPath: t.sub("s/chunks")))
+        #expect(try store.reader(for: m.digest).bytes(0..<m.size) == data)
+        #expect(try store.verify().isHealthy)
+        #expect(String(decoding: readFile(t.sub("s/gquic-store")), as: UTF8.self) == "gquic-content-store 2\n")
+    }
+}
+
+func fileSize(_ path: String) -> UInt64 {
+    var st = stat()
+    return stat(path, &st) == 0 ? UInt64(st.st_size) : 0
+}
+
+func appendBytes(_ path: String, _ bytes: [UInt8]) {
+    let fd = open(path, O_WRONLY | O_APPEND)
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+}
