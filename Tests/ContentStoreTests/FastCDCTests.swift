@@ -38,3 +38,27 @@ import MeshCore
         #expect(throws: ContentStoreError.self) { try ChunkingParameters(minSize: 4096, averageSize: 8192, maxSize: 64 << 20) }
     }
 }
+
+/// Cut points are part of the store's format (they decide chunk digests, so dedup between peers):
+/// these fingerprints were taken from the reference implementation and must never change silently.
+@Suite struct FastCDCStabilityTests {
+    static func fingerprint(_ p: ChunkingParameters, _ data: [UInt8]) -> String {
+        var w = WireWriter()
+        let lengths = FastCDC(p).chunkLengths(data)
+        for n in lengths { w.varint(UInt64(n)) }
+        return "\(lengths.count):\(Digest.of(w.bytes).short)"
+    }
+
+    @Test func cutPointsAreStable() throws {
+        let random = randomBytes(8 << 20, seed: 11)
+        let mixed = textBytes(3 << 20, seed: 12) + randomBytes(1 << 20, seed: 13) + [UInt8](repeating: 7, count: 300_000)
+        let small = try ChunkingParameters(minSize: 4096, averageSize: 16384, maxSize: 65536)
+        let odd = try ChunkingParameters(minSize: 1001, averageSize: 4096, maxSize: 10007)
+        let got = [Self.fingerprint(.default, random), Self.fingerprint(.default, mixed),
+                   Self.fingerprint(small, random), Self.fingerprint(small, mixed), Self.fingerprint(odd, mixed)]
+        #expect(got == Self.expected)
+    }
+
+    static let expected = ["114:sha256:25e8c86be32f", "59:sha256:f89518e3f95f", "453:sha256:2951688dc86b",
+                            "224:sha256:5fa087a4afa2", "933:sha256:3294f8809118"]
+}
