@@ -58,18 +58,39 @@ public struct FilePatch: WireFields, Sendable {
     }
 }
 
-/// Everything a receiver that holds `base` (or the chunks it named) needs to rebuild `manifest`'s
-/// blob: the missing chunks, plus patches for files where a patch is smaller than their chunks.
+/// Everything a receiver that holds `base` (or the chunks it named) needs to rebuild `target`'s
+/// blob: the missing chunks, plus patches for files where a patch is smaller than their chunks, and
+/// the target manifest — whole, or (when the receiver holds `base`) as a `--patch-from` patch of the
+/// base's manifest, which is most of the bytes of a small delta otherwise (~40 bytes per chunk).
 /// Its `wireBytes()` is the delta as shipped; `ContentStore.applyDelta` verifies it all.
 public struct DeltaBundle: WireFields, Sendable {
+    public static let maxManifestSize = 64 << 20
     public var base: Digest?
+    /// The blob the delta rebuilds.
+    public var target = Digest(unchecked: [UInt8](repeating: 0, count: 32))
+    /// The target manifest. Empty in a decoded bundle whose manifest travelled as `manifestPatch`
+    /// (`applyDelta` rebuilds it).
     public var manifest = BlobManifest()
+    /// The target manifest's wire bytes as a zstd patch against the base manifest's (empty: the
+    /// manifest travels whole).
+    public var manifestPatch: [UInt8] = []
+    /// SHA-256 of the base manifest's wire bytes the patch was made against, and the size of the
+    /// target manifest's wire bytes.
+    public var baseManifestDigest = Digest(unchecked: [UInt8](repeating: 0, count: 32))
+    public var manifestSize: UInt64 = 0
     public var chunks: [ChunkFrame] = []
     public var patches: [FilePatch] = []
     public init() {}
     public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
         try c.optional(&base)
-        try c.value(&manifest)
+        try c.value(&target)
+        try c.bytes(&manifestPatch, max: DeltaBundle.maxManifestSize)
+        if manifestPatch.isEmpty {
+            try c.value(&manifest)
+        } else {
+            try c.value(&baseManifestDigest)
+            try c.uint(&manifestSize)
+        }
         try c.array(&chunks, max: BlobManifest.maxChunks)
         try c.array(&patches, max: BlobManifest.maxEntries)
     }
@@ -102,6 +123,7 @@ extension ContentStore {
         var have = receiverHas ?? Set(b?.chunks.map(\.digest) ?? [])
         var bundle = DeltaBundle()
         bundle.base = base
+        bundle.target = target
         bundle.manifest = t
         // The files of the target, each with its chunk range and the base file a patch may use.
         struct FileSlot { var path: String; var span: Range<Int>; var digest: Digest; var size: UInt64 }
@@ -123,6 +145,15 @@ extension ContentStore {
         }
         let compressor = compressors.take()
         defer { compressors.give(compressor) }
+        if let b {
+            let baseBytes = b.wireBytes(), targetBytes = t.wireBytes()
+            let patch = try baseBytes.withUnsafeBytes { o in try targetBytes.withUnsafeBytes { n in try compressor.patch(base: o, target: n, level: patchLevel) } }
+            if patch.count + 40 < targetBytes.count {
+                bundle.manifestPatch = patch
+                bundle.baseManifestDigest = Digest.of(baseBytes)
+                bundle.manifestSize = UInt64(targetBytes.count)
+            }
+        }
         var chunkFiles: [FileSlot] = []
         for slot in slots {
             let lacking = t.chunks[slot.span].filter { !have.contains($0.digest) }
@@ -154,13 +185,46 @@ extension ContentStore {
         return bundle
     }
 
+    /// The target manifest of a delta: as carried, or rebuilt from its patch against this store's
+    /// manifest of the base; either way it must describe `bundle.target` and be valid.
+    func deltaManifest(_ bundle: DeltaBundle) throws -> BlobManifest {
+        var t = bundle.manifest
+        if !bundle.manifestPatch.isEmpty {
+            guard let baseDigest = bundle.base else {
+                throw ContentStoreError.badManifest("delta", "its manifest is a patch but it names no base blob")
+            }
+            guard bundle.manifestSize <= UInt64(DeltaBundle.maxManifestSize) else {
+                throw ContentStoreError.badManifest("delta", "its manifest would be \(bundle.manifestSize) bytes, over the \(DeltaBundle.maxManifestSize)-byte limit")
+            }
+            let baseBytes = try manifest(for: baseDigest).wireBytes()
+            guard Digest.of(baseBytes) == bundle.baseManifestDigest else {
+                throw ContentStoreError.badManifest("delta", "this store's manifest of base \(baseDigest) differs from the sender's (other chunking parameters?); ask for a delta without a base")
+            }
+            let d = decompressors.take()
+            defer { decompressors.give(d) }
+            let bytes: [UInt8]
+            do {
+                bytes = try baseBytes.withUnsafeBytes { o in
+                    try bundle.manifestPatch.withUnsafeBytes { p in try d.applyPatch(base: o, patch: p, expectedSize: Int(bundle.manifestSize)) }
+                }
+                t = try BlobManifest(wireBytes: bytes)
+            } catch {
+                throw ContentStoreError.badManifest("delta", "its manifest patch does not apply to base \(baseDigest) (\(error))")
+            }
+        }
+        guard t.digest == bundle.target else {
+            throw ContentStoreError.badManifest("delta", "its manifest describes \(t.digest), the delta is for \(bundle.target)")
+        }
+        try t.validate()
+        return t
+    }
+
     /// Applies a delta: stores each chunk after verifying it, rebuilds patched files from the base
     /// blob (which must be stored here) and verifies each against its digest, then commits the target
     /// manifest — which re-verifies every chunk and the blob's digest. Nothing is visible on failure.
     @discardableResult
     public func applyDelta(_ bundle: DeltaBundle) throws -> BlobManifest {
-        let t = bundle.manifest
-        try t.validate()
+        let t = try deltaManifest(bundle)
         for c in bundle.chunks { try putChunkFrame(c.frame, digest: c.digest) }
         var produced: [Digest] = []
         defer { endInFlight(produced) }

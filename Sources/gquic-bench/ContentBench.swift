@@ -19,6 +19,9 @@ struct ContentBench: ParsableCommand {
     @Option(help: "Python with pyfastcdc installed (mk/content.mk makes .build-venv).")
     var python = ".build-venv/bin/python"
 
+    @Option(help: "Comma-separated sections to run: sha, cdc, import, delta (default: all).")
+    var only = "sha,cdc,import,delta"
+
     func run() throws {
         var report = BenchReport(area: "content")
         report.header()
@@ -41,8 +44,12 @@ struct ContentBench: ParsableCommand {
         let binaries = scratch + "/binaries.bin"
         let binSize = Double(FileIO_size(binaries))
         report.add(BenchRow("inputs: random / binaries tree", Double(size) / 1e6, "MB", note: "binaries tree \(String(format: "%.0f", binSize / 1e6)) MB"))
+        let sections = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+        print("load average at start: \(load)")
 
         // 1. SHA-256.
+        if sections.contains("sha") {
         let ours = try mapped(random) { buf in measure(minSeconds: 1) { _ = Digest.of(buf) } }
         let mbps = Double(size) / ours / 1e6
         let speed = (try? shell("openssl speed -seconds 2 -bytes 65536 -evp sha256 2>/dev/null | grep -i '^sha256'")) ?? ""
@@ -51,9 +58,11 @@ struct ContentBench: ParsableCommand {
         let sumTime = timeShell("sha256sum \(random) > /dev/null")
         report.add(BenchRow("SHA-256, random file", mbps, "MB/s", anchor: "sha256sum", anchorValue: Double(size) / sumTime / 1e6))
 
+        }
+
         // 2. FastCDC alone, 64 KiB average.
         let cdc = FastCDC(.default)
-        for (name, path) in [("random", random), ("binaries", binaries)] {
+        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("cdc") {
             let bytes = Double(FileIO_size(path))
             let t = try mapped(path) { buf in measure(minSeconds: 1) { _ = cdc.cutPoints(buf) } }
             let py = """
@@ -70,7 +79,7 @@ struct ContentBench: ParsableCommand {
         }
 
         // 3. Full import (hash + chunk + compress + write + fsync) vs zstd -3 -T1 alone.
-        for (name, path) in [("random", random), ("binaries", binaries)] {
+        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("import") {
             let bytes = Double(FileIO_size(path))
             _ = try? shell("rm -rf \(scratch)/store")
             let store = try ContentStore.open(path: scratch + "/store")
@@ -97,6 +106,7 @@ struct ContentBench: ParsableCommand {
         }
 
         // 4. Build-tree delta v1 -> v2: 11 files changed, one added, one deleted.
+        if sections.contains("delta") {
         let v2 = scratch + "/v2"
         _ = try shell("""
             cp -a \(tree) \(v2) && cd \(v2) && i=0; \
@@ -121,6 +131,9 @@ struct ContentBench: ParsableCommand {
         report.add(BenchRow("delta v1->v2, chunks or per-file patch", Double(hybrid) / 1e6, "MB", anchor: "zstd -19 --long=31 --patch-from (tar)", anchorValue: zstdPatch / 1e6))
         report.add(BenchRow("delta v1->v2, chunks or per-file patch", Double(hybrid) / 1e6, "MB", anchor: "rsync bytes sent (tree)", anchorValue: rsyncSent.map { $0 / 1e6 },
                             note: String(format: "v2 is %.0f MB", Double(m2.size) / 1e6)))
+        }
+        let loadEnd = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+        print("load average at end: \(loadEnd)")
         try report.write()
     }
 

@@ -54,11 +54,14 @@ import MeshCore
         let mixed = textBytes(3 << 20, seed: 12) + randomBytes(1 << 20, seed: 13) + [UInt8](repeating: 7, count: 300_000)
         let small = try ChunkingParameters(minSize: 4096, averageSize: 16384, maxSize: 65536)
         let odd = try ChunkingParameters(minSize: 1001, averageSize: 4096, maxSize: 10007)
+        let oddLarge = try ChunkingParameters(minSize: 1001, averageSize: 65536, maxSize: 300_007)
         let got = [Self.fingerprint(.default, random), Self.fingerprint(.default, mixed),
-                   Self.fingerprint(small, random), Self.fingerprint(small, mixed), Self.fingerprint(odd, mixed)]
+                   Self.fingerprint(small, random), Self.fingerprint(small, mixed), Self.fingerprint(odd, mixed),
+                   Self.fingerprint(oddLarge, random), Self.fingerprint(oddLarge, mixed)]
         #expect(got == Self.expected)
     }
 
     static let expected = ["114:sha256:25e8c86be32f", "59:sha256:f89518e3f95f", "453:sha256:2951688dc86b",
-                            "224:sha256:5fa087a4afa2", "933:sha256:3294f8809118"]
+                            "224:sha256:5fa087a4afa2", "933:sha256:3294f8809118", "117:sha256:2f5a6226c765",
+                            "60:sha256:85d91d053e0a"]
 }

@@ -131,6 +131,8 @@ func writeIndex(_ dir: String, digest: String, size: Int) {
         let bundle = try sender.makeDelta(from: m1.digest, to: m2.digest)
         let shipped = bundle.wireBytes()
         #expect(shipped.count * 10 < Int(v2Stored), "delta \(shipped.count) B vs v2 stored \(v2Stored) B")
+        // The manifest travels as a patch of v1's: a fraction of its size.
+        #expect(!bundle.manifestPatch.isEmpty && bundle.manifestPatch.count * 4 < m2.wireBytes().count)
         let receiver = try ContentStore.open(path: t.sub("receiver"), options: testOptions(workers: 1))
         try receiver.importTree(at: v1)
         let applied = try receiver.applyDelta(try DeltaBundle(wireBytes: shipped))
@@ -147,6 +149,14 @@ func writeIndex(_ dir: String, digest: String, size: Int) {
         let fresh = try ContentStore.open(path: t.sub("fresh"), options: testOptions(workers: 1))
         try fresh.importTree(at: v1)
         #expect(throws: ContentStoreError.self) { try fresh.applyDelta(bad) }
+        #expect(!fresh.hasBlob(m2.digest))
+        // So is one whose manifest patch was damaged, or that claims another target.
+        var badManifest = try DeltaBundle(wireBytes: shipped)
+        badManifest.manifestPatch[badManifest.manifestPatch.count / 2] ^= 0x01
+        #expect(expectError(.badManifest) { try fresh.applyDelta(badManifest) } != nil)
+        var otherTarget = try DeltaBundle(wireBytes: shipped)
+        otherTarget.target = m1.digest
+        #expect(expectError(.badManifest) { try fresh.applyDelta(otherTarget) } != nil)
         #expect(!fresh.hasBlob(m2.digest))
     }
 
