@@ -105,37 +105,100 @@ public struct FastCDC: Sendable {
         let end = min(count, parameters.maxSize)
         let normal = min(parameters.averageSize, end)
         guard let base = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return count }
-        let gear = FastCDC.tables
-        let gearLS = FastCDC.tables + 256
-        var fp: UInt64 = 0
-        // Two bytes per step. The indices are even offsets from minSize; an odd tail is handled after.
-        var i = minSize
-        let normalEven = minSize + ((normal - minSize) & ~1)
-        while i < normalEven {
-            fp = (fp &<< 2) &+ gearLS[Int(base[i])]
-            if fp & maskSLS == 0 { return i }
-            fp = fp &+ gear[Int(base[i + 1])]
-            if fp & maskS == 0 { return i + 1 }
-            i &+= 2
-        }
-        if i < normal {
-            fp = (fp &<< 1) &+ gear[Int(base[i])]
-            if fp & maskS == 0 { return i }
-            i &+= 1
-        }
-        let endEven = i + ((end - i) & ~1)
-        while i < endEven {
-            fp = (fp &<< 2) &+ gearLS[Int(base[i])]
-            if fp & maskLLS == 0 { return i }
-            fp = fp &+ gear[Int(base[i + 1])]
-            if fp & maskL == 0 { return i + 1 }
-            i &+= 2
-        }
-        if i < end {
-            fp = (fp &<< 1) &+ gear[Int(base[i])]
-            if fp & maskL == 0 { return i }
-        }
+        if let cut = FastCDC.scan(base, from: minSize, to: normal, origin: minSize, mask: maskS, maskLS: maskSLS) { return cut }
+        if let cut = FastCDC.scan(base, from: normal, to: end, origin: minSize, mask: maskL, maskLS: maskLLS) { return cut }
         return end
+    }
+
+    /// Bytes each of the two lanes of `scan` covers per round.
+    static let laneWidth = 8192
+
+    /// The first position `i` in `from..<to` where `fp(i) & mask == 0`, `fp(i)` being the gear hash of
+    /// the bytes `origin...i` (`fp = (fp << 1) + GEAR[byte]` from 0 at `origin`).
+    ///
+    /// Speed: one gear hash is a chain of dependent shift-adds (3 cycles per 2 bytes with the
+    /// two-bytes trick), so the CPU idles on latency. Because of the shift, `fp(i)` depends only on
+    /// the last 64 bytes, so a second lane can start anywhere: it hashes the 64 bytes before its
+    /// start (untested) and from there on holds exactly the same values as the sequential hash.
+    /// Each round, lane A scans `[p, p + W)` and lane B `[p + W, p + 2W)` in one loop, two
+    /// independent chains the CPU overlaps. A hit in A is the answer; a hit in B is the answer only
+    /// once A has finished its block without one. The cut points are identical to a sequential scan.
+    @inline(__always)
+    static func scan(_ base: UnsafePointer<UInt8>, from: Int, to: Int, origin: Int, mask: UInt64, maskLS: UInt64) -> Int? {
+        let gear = UnsafePointer(tables)
+        let gearLS = gear + 256
+        let width = laneWidth
+        var p = from
+        var fa = warm(base, from: max(origin, p - 64), to: p, gear)
+        while to - p >= 2 * width {
+            let q = p + width
+            var fb = warm(base, from: q - 64, to: q, gear)
+            // One counter for both lanes; each step takes two bytes per lane.
+            let pa = base + p, pb = base + q
+            var k = 0
+            var hitB = -1
+            while k < width {
+                // Unrolled twice: four bytes per lane per pass. On a hit in B, k is left at the
+                // pair whose second byte lane A has hashed last.
+                var fa1 = gearLS[Int(pa[k])] &+ (fa &<< 2)
+                var fb1 = gearLS[Int(pb[k])] &+ (fb &<< 2)
+                fa = fa1 &+ gear[Int(pa[k &+ 1])]
+                fb = fb1 &+ gear[Int(pb[k &+ 1])]
+                if fa1 & maskLS == 0 { return p &+ k }
+                if fa & mask == 0 { return p &+ k &+ 1 }
+                if fb1 & maskLS == 0 { hitB = q &+ k; break }
+                if fb & mask == 0 { hitB = q &+ k &+ 1; break }
+                k &+= 2
+                fa1 = gearLS[Int(pa[k])] &+ (fa &<< 2)
+                fb1 = gearLS[Int(pb[k])] &+ (fb &<< 2)
+                fa = fa1 &+ gear[Int(pa[k &+ 1])]
+                fb = fb1 &+ gear[Int(pb[k &+ 1])]
+                if fa1 & maskLS == 0 { return p &+ k }
+                if fa & mask == 0 { return p &+ k &+ 1 }
+                if fb1 & maskLS == 0 { hitB = q &+ k; break }
+                if fb & mask == 0 { hitB = q &+ k &+ 1; break }
+                k &+= 2
+            }
+            if hitB >= 0 {
+                // Lane A must finish its block first: an earlier cut there wins.
+                return single(base, from: p &+ k &+ 2, to: q, fp: &fa, mask: mask, maskLS: maskLS, gear) ?? hitB
+            }
+            p = q + width
+            fa = fb
+        }
+        return single(base, from: p, to: to, fp: &fa, mask: mask, maskLS: maskLS, gear)
+    }
+
+    /// The gear hash of `from..<to` (at most 64 bytes matter), without testing.
+    @inline(__always)
+    static func warm(_ base: UnsafePointer<UInt8>, from: Int, to: Int, _ gear: UnsafePointer<UInt64>) -> UInt64 {
+        var fp: UInt64 = 0
+        var i = from
+        while i < to { fp = (fp &<< 1) &+ gear[Int(base[i])]; i &+= 1 }
+        return fp
+    }
+
+    /// One lane, two bytes per step: the first byte goes through the pre-shifted table and is
+    /// tested against the pre-shifted mask, so it costs no extra shift.
+    @inline(__always)
+    static func single(_ base: UnsafePointer<UInt8>, from: Int, to: Int, fp: inout UInt64, mask: UInt64, maskLS: UInt64, _ gear: UnsafePointer<UInt64>) -> Int? {
+        let gearLS = gear + 256
+        var i = from
+        let stop = from + max(0, (to - from) & ~1)
+        var h = fp
+        while i < stop {
+            let h1 = (h &<< 2) &+ gearLS[Int(base[i])]
+            h = h1 &+ gear[Int(base[i &+ 1])]
+            if h1 & maskLS == 0 { fp = h; return i }
+            if h & mask == 0 { fp = h; return i &+ 1 }
+            i &+= 2
+        }
+        if i < to {
+            h = (h &<< 1) &+ gear[Int(base[i])]
+            if h & mask == 0 { fp = h; return i }
+        }
+        fp = h
+        return nil
     }
 
     /// Every chunk boundary of a complete buffer, as the end offset of each chunk.
