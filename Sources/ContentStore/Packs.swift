@@ -36,8 +36,6 @@ final class PackFile: @unchecked Sendable {
     var liveRecords = 0
     /// A session is appending to this pack; GC leaves it alone.
     var checkedOut = false
-    /// Bytes of this pack written since writeback was last started.
-    var unkicked: UInt64 = 0
 
     init(id: String, directory: String, fd: Int32, indexFD: Int32, size: UInt64, indexSize: UInt64) {
         self.id = id
@@ -87,9 +85,22 @@ enum PackIndexRecord {
     }
 }
 
+/// Frames gathered in memory and written to a pack with one `pwrite`: one write per few MiB instead
+/// of one per chunk (each write can wait on the file system's journal, whatever its size).
+final class WriteBuffer {
+    static let capacity = 4 << 20
+    let memory = UnsafeMutableRawPointer.allocate(byteCount: WriteBuffer.capacity, alignment: 4096)
+    var pack: PackFile?
+    var offset: UInt64 = 0
+    var used = 0
+    var records: [(Digest, UInt64, UInt32)] = []
+    deinit { memory.deallocate() }
+}
+
 /// One writer's run of appends (an import, a received chunk, a compaction). It checks a pack out of
-/// the store (or creates one), appends frames, and `commit` makes them durable and visible; `abandon`
-/// truncates what was not committed. Appends may come from several threads at once.
+/// the store (or creates one), appends frames (through a `WriteBuffer`), and `commit` makes them
+/// durable and visible; `abandon` truncates what was not committed. Appends may come from several
+/// threads at once.
 final class PackSession: @unchecked Sendable {
     private let store: ContentStore
     private let lock = NSLock()
@@ -100,6 +111,8 @@ final class PackSession: @unchecked Sendable {
     private var pendingBytes: UInt64 = 0
     private var claimed = Set<Digest>()
     private var finished = false
+    private var buffer: WriteBuffer?
+    private var spares: [WriteBuffer] = []
     /// Commit moves index entries already in the store to the new frames (compaction).
     let relocating: Bool
 
@@ -114,61 +127,102 @@ final class PackSession: @unchecked Sendable {
     /// Appends one frame (given in parts). Thread-safe; the frame becomes visible at `commit`.
     func append(_ digest: Digest, parts: [UnsafeRawBufferPointer]) throws(ContentStoreError) -> Int {
         let total = parts.reduce(0) { $0 + $1.count }
-        let (pack, offset) = try reserve(UInt64(total))
-        var at = offset
-        for p in parts where p.count > 0 {
-            var done = 0
-            while done < p.count {
-                let n = pwrite(pack.fd, p.baseAddress! + done, p.count - done, off_t(at) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ContentStoreError.io("write", pack.packPath)
-                }
-                done += n
+        var full: WriteBuffer?
+        var direct: (PackFile, UInt64)?
+        lock.lock()
+        var pack = current
+        let fits = pack.map { p in store.state.withLock { p.size == 0 || p.size + UInt64(total) <= ContentStore.maxPackSize } } ?? false
+        if !fits {
+            full = buffer; buffer = nil
+            do { pack = try store.checkOutPack(minimumRoom: UInt64(total)) } catch {
+                lock.unlock()
+                if let full { try? write(full) }
+                throw error
             }
-            at += UInt64(p.count)
+            current = pack
+            touched.append(pack!)
         }
-        lock.withLock {
-            pending.append((digest, pack, offset, UInt32(total)))
-            pendingBytes += UInt64(total)
+        let p = pack!
+        if total > WriteBuffer.capacity {
+            if full == nil { full = buffer; buffer = nil }
+            direct = (p, reserve(p, total))
+        } else {
+            if let b = buffer, b.used + total > WriteBuffer.capacity { full = b; buffer = nil }
+            let b: WriteBuffer
+            if let existing = buffer { b = existing } else {
+                b = spares.popLast() ?? WriteBuffer()
+                b.pack = p; b.used = 0; b.records.removeAll(keepingCapacity: true)
+                b.offset = store.state.withLock { p.size }
+                buffer = b
+            }
+            let offset = reserve(p, total)
+            var at = b.used
+            for part in parts where part.count > 0 {
+                (b.memory + at).copyMemory(from: part.baseAddress!, byteCount: part.count)
+                at += part.count
+            }
+            b.records.append((digest, offset, UInt32(total)))
+            b.used = at
         }
+        lock.unlock()
         store.addUsage(Int64(total))
-        // Start writeback early so the final fdatasync has little left to wait for.
-        let kick = store.state.withLock { () -> Bool in
-            pack.unkicked += UInt64(total)
-            if pack.unkicked >= ContentStore.writebackInterval { pack.unkicked = 0; return true }
-            return false
+        if let full { try write(full) }
+        if let (p, offset) = direct {
+            var at = offset
+            for part in parts { try writeAll(p, part, at: at); at += UInt64(part.count) }
+            lock.withLock {
+                pending.append((digest, p, offset, UInt32(total)))
+                pendingBytes += UInt64(total)
+            }
         }
-        if kick && store.options.durable { _ = gq_start_writeback(pack.fd, 0, 0) }
         return total
     }
 
-    private func reserve(_ n: UInt64) throws(ContentStoreError) -> (PackFile, UInt64) {
-        lock.lock()
-        defer { lock.unlock() }
-        if let p = current {
-            let reserved = store.state.withLock { () -> UInt64? in
-                guard p.size == 0 || p.size + n <= ContentStore.maxPackSize else { return nil }
-                defer { p.size += n }
-                return p.size
+    private func reserve(_ p: PackFile, _ n: Int) -> UInt64 {
+        store.state.withLock { () -> UInt64 in defer { p.size += UInt64(n) }; return p.size }
+    }
+
+    private func writeAll(_ p: PackFile, _ part: UnsafeRawBufferPointer, at offset: UInt64) throws(ContentStoreError) {
+        var done = 0
+        while done < part.count {
+            let n = pwrite(p.fd, part.baseAddress! + done, part.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ContentStoreError.io("write", p.packPath)
             }
-            if let reserved { return (p, reserved) }
+            done += n
         }
-        let p = try store.checkOutPack(minimumRoom: n)
-        current = p
-        touched.append(p)
-        let offset = store.state.withLock { () -> UInt64 in defer { p.size += n }; return p.size }
-        return (p, offset)
+    }
+
+    /// Writes a full buffer to its pack; its frames then wait for the next `commit`.
+    private func write(_ b: WriteBuffer) throws(ContentStoreError) {
+        guard let p = b.pack, b.used > 0 else { lock.withLock { spares.append(b) }; return }
+        do {
+            try writeAll(p, UnsafeRawBufferPointer(start: b.memory, count: b.used), at: b.offset)
+        } catch {
+            lock.withLock { spares.append(b) }
+            throw error
+        }
+        // Start writeback now so the commit's fdatasync has little left to wait for.
+        if store.options.durable { _ = gq_start_writeback(p.fd, Int64(b.offset), Int64(b.used)) }
+        lock.withLock {
+            for (d, o, l) in b.records { pending.append((d, p, o, l)) }
+            pendingBytes += UInt64(b.used)
+            b.pack = nil
+            spares.append(b)
+        }
     }
 
     /// Bytes appended but not yet committed.
-    var uncommittedBytes: UInt64 { lock.withLock { pendingBytes } }
+    var uncommittedBytes: UInt64 { lock.withLock { pendingBytes + UInt64(buffer?.used ?? 0) } }
 
     /// Makes every frame appended so far durable (pack fdatasync), then writes and syncs their index
     /// records, then makes them visible in the store's index.
     func commit() throws {
         commitLock.lock()
         defer { commitLock.unlock() }
+        // What is still in the buffer goes to the pack first.
+        if let b = lock.withLock({ () -> WriteBuffer? in defer { buffer = nil }; return buffer }) { try write(b) }
         let batch = lock.withLock { () -> [(Digest, PackFile, UInt64, UInt32)] in
             defer { pending.removeAll(); pendingBytes = 0 }
             return pending
@@ -214,7 +268,7 @@ final class PackSession: @unchecked Sendable {
     /// if nothing in them was ever committed), so no partial data remains.
     func abandon() {
         let packs = lock.withLock { () -> [PackFile] in
-            defer { finished = true; pending.removeAll() }
+            defer { finished = true; pending.removeAll(); buffer = nil }
             return finished ? [] : touched
         }
         for p in packs { store.truncateUncommitted(p) }
@@ -229,8 +283,6 @@ extension ContentStore {
     static let maxPackSize: UInt64 = 512 << 20
     /// An import commits (makes durable and visible) what it wrote so far every this many bytes.
     static let commitInterval: UInt64 = 256 << 20
-    /// Writeback of a pack being filled is started every this many bytes.
-    static let writebackInterval: UInt64 = 16 << 20
 
     var packDirectory: String { root + "/packs" }
 
