@@ -87,7 +87,8 @@ enum PackIndexRecord {
 
 /// Frames gathered in memory and written to a pack with one `pwrite`: one write per few MiB instead
 /// of one per chunk (each write can wait on the file system's journal, whatever its size).
-final class WriteBuffer {
+/// Owned by one thread at a time (the appender, then the writer), handed over under the session lock.
+final class WriteBuffer: @unchecked Sendable {
     static let capacity = 4 << 20
     let memory = UnsafeMutableRawPointer.allocate(byteCount: WriteBuffer.capacity, alignment: 4096)
     var pack: PackFile?
@@ -113,6 +114,11 @@ final class PackSession: @unchecked Sendable {
     private var finished = false
     private var buffer: WriteBuffer?
     private var spares: [WriteBuffer] = []
+    /// Full buffers are written here, so the threads that hash and compress never wait on the disk.
+    private let writer = DispatchQueue(label: "gquic.content.pack-writer")
+    /// At most this many full buffers wait for the writer (bounds memory: 4 × 4 MiB).
+    private let inFlightBuffers = DispatchSemaphore(value: 4)
+    private var writeError: ContentStoreError?
     /// Commit moves index entries already in the store to the new frames (compaction).
     let relocating: Bool
 
@@ -136,7 +142,7 @@ final class PackSession: @unchecked Sendable {
             full = buffer; buffer = nil
             do { pack = try store.checkOutPack(minimumRoom: UInt64(total)) } catch {
                 lock.unlock()
-                if let full { try? write(full) }
+                if let full { try? handOff(full) }
                 throw error
             }
             current = pack
@@ -166,7 +172,7 @@ final class PackSession: @unchecked Sendable {
         }
         lock.unlock()
         store.addUsage(Int64(total))
-        if let full { try write(full) }
+        if let full { try handOff(full) }
         if let (p, offset) = direct {
             var at = offset
             for part in parts { try writeAll(p, part, at: at); at += UInt64(part.count) }
@@ -192,6 +198,24 @@ final class PackSession: @unchecked Sendable {
             }
             done += n
         }
+    }
+
+    /// Queues a full buffer for the writer thread. Throws the error of an earlier queued write.
+    private func handOff(_ b: WriteBuffer) throws(ContentStoreError) {
+        if let e = lock.withLock({ writeError }) { throw e }
+        inFlightBuffers.wait()
+        writer.async {
+            defer { self.inFlightBuffers.signal() }
+            do throws(ContentStoreError) { try self.write(b) } catch {
+                self.lock.withLock { if self.writeError == nil { self.writeError = error } }
+            }
+        }
+    }
+
+    /// Waits until the writer thread has written everything queued; throws its first error.
+    private func drainWriter() throws(ContentStoreError) {
+        writer.sync {}
+        if let e = lock.withLock({ writeError }) { throw e }
     }
 
     /// Writes a full buffer to its pack; its frames then wait for the next `commit`.
@@ -221,8 +245,9 @@ final class PackSession: @unchecked Sendable {
     func commit() throws {
         commitLock.lock()
         defer { commitLock.unlock() }
-        // What is still in the buffer goes to the pack first.
-        if let b = lock.withLock({ () -> WriteBuffer? in defer { buffer = nil }; return buffer }) { try write(b) }
+        // What is still in the buffer or queued goes to the pack first.
+        if let b = lock.withLock({ () -> WriteBuffer? in defer { buffer = nil }; return buffer }) { try handOff(b) }
+        try drainWriter()
         let batch = lock.withLock { () -> [(Digest, PackFile, UInt64, UInt32)] in
             defer { pending.removeAll(); pendingBytes = 0 }
             return pending
@@ -267,6 +292,7 @@ final class PackSession: @unchecked Sendable {
     /// Ends the session after a failure: frames not committed are cut off the packs (which are deleted
     /// if nothing in them was ever committed), so no partial data remains.
     func abandon() {
+        writer.sync {}
         let packs = lock.withLock { () -> [PackFile] in
             defer { finished = true; pending.removeAll(); buffer = nil }
             return finished ? [] : touched
