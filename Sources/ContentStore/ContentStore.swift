@@ -347,8 +347,11 @@ public final class ContentStore: @unchecked Sendable {
         var header = WireWriter(reservingCapacity: 9)
         let bound = ZstdCompressor.bound(raw.count)
         if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
-        let n = try scratch.withUnsafeMutableBytes { (dst: UnsafeMutableRawBufferPointer) throws -> Int in
-            try compressor.compress(raw, into: dst, level: options.compressionLevel)
+        var n = raw.count
+        if try !looksIncompressible(raw, compressor: compressor, scratch: &scratch) {
+            n = try scratch.withUnsafeMutableBytes { (dst: UnsafeMutableRawBufferPointer) throws -> Int in
+                try compressor.compress(raw, into: dst, level: options.compressionLevel)
+            }
         }
         let worthIt = Double(n) <= Double(raw.count) * (1 - options.minimumCompressionGain)
         header.u8(worthIt ? ChunkEncoding.zstd.rawValue : ChunkEncoding.raw.rawValue)
@@ -361,6 +364,23 @@ public final class ContentStore: @unchecked Sendable {
             }
             return try session.append(digest, parts: [h, raw])
         }
+    }
+
+    /// A quick test before compressing a large chunk: two 4 KiB samples (start and middle) at zstd
+    /// level 1. If neither shrinks by the minimum gain, the chunk (random data, already-compressed
+    /// media or archives) is stored raw without a full compression attempt — the attempt costs about
+    /// as much as hashing it. Which encoding a chunk gets never changes its digest.
+    func looksIncompressible(_ raw: UnsafeRawBufferPointer, compressor: ZstdCompressor, scratch: inout [UInt8]) throws -> Bool {
+        let sample = 4096
+        guard raw.count >= 4 * sample else { return false }
+        let limit = Double(sample) * (1 - options.minimumCompressionGain)
+        for start in [0, raw.count / 2] {
+            let n = try scratch.withUnsafeMutableBytes { (dst: UnsafeMutableRawBufferPointer) throws -> Int in
+                try compressor.compress(UnsafeRawBufferPointer(rebasing: raw[start..<(start + sample)]), into: dst, level: 1)
+            }
+            if Double(n) <= limit { return false }
+        }
+        return true
     }
 
     func beginInFlight(_ digests: [Digest]) { state.withLock { for d in digests { inFlight[d, default: 0] += 1 } } }

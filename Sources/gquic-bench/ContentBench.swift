@@ -79,31 +79,35 @@ struct ContentBench: ParsableCommand {
             report.add(BenchRow("FastCDC 64 KiB avg, \(name)", bytes / t / 1e6, "MB/s", anchor: "pyfastcdc", anchorValue: pyTime.map { bytes / $0 / 1e6 }))
         }
 
-        // 3. Full import (hash + chunk + compress + write + fsync) vs zstd -3 -T1 alone.
+        // 3. Full import (hash + chunk + compress + write + fsync) vs zstd -3 -T1 alone. Best of 3 for
+        // both (the machine is shared: the best run is the one least disturbed), each into a fresh store.
         for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("import") {
             let bytes = Double(FileIO_size(path))
-            _ = try? shell("rm -rf \(scratch)/store")
-            let store = try ContentStore.open(path: scratch + "/store")
-            let start = ContinuousClock.now
-            _ = try store.importFile(at: path)
-            let t = (ContinuousClock.now - start).seconds
-            let ratio = bytes / Double(store.usedBytes)
-            store.close()
-            let z = timeShell("zstd -3 -T1 -q -c \(path) > /dev/null")
-            report.add(BenchRow("full import, \(name) (\(ProcessInfo.processInfo.activeProcessorCount) cores)", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1",
-                                anchorValue: bytes / z / 1e6, note: String(format: "stored ratio %.2f", ratio)))
-            let zs = timeShell("zstd -3 -T1 -q -f \(path) -o \(scratch)/z.zst && sync")
-            report.add(BenchRow("full import, \(name), durable", bytes / t / 1e6, "MB/s", anchor: "zstd -3 -T1 to a file + sync", anchorValue: bytes / zs / 1e6))
-            // The same import without fsync/sync: the CPU side of the pipeline (hash, chunk, compress, write).
-            _ = try? shell("rm -rf \(scratch)/store \(scratch)/z.zst")
-            var fast = ContentStore.Options()
-            fast.durable = false
-            let nosync = try ContentStore.open(path: scratch + "/store", options: fast)
-            let s2 = ContinuousClock.now
-            _ = try nosync.importFile(at: path)
-            let t2 = (ContinuousClock.now - s2).seconds
-            nosync.close()
-            report.add(BenchRow("full import, \(name), no fsync", bytes / t2 / 1e6, "MB/s", anchor: "zstd -3 -T1", anchorValue: bytes / z / 1e6))
+            func importOnce(durable: Bool) throws -> (seconds: Double, cores: Double, ratio: Double) {
+                _ = try? shell("rm -rf \(scratch)/store")
+                var o = ContentStore.Options()
+                o.durable = durable
+                let store = try ContentStore.open(path: scratch + "/store", options: o)
+                let cpu0 = cpuSeconds(), start = ContinuousClock.now
+                _ = try store.importFile(at: path)
+                let t = (ContinuousClock.now - start).seconds
+                let cores = (cpuSeconds() - cpu0) / t
+                let ratio = bytes / Double(store.usedBytes)
+                store.close()
+                return (t, cores, ratio)
+            }
+            var best = (seconds: Double.infinity, cores: 0.0, ratio: 0.0)
+            for _ in 0..<3 { let r = try importOnce(durable: true); if r.seconds < best.seconds { best = r } }
+            let z = (0..<3).map { _ in timeShell("zstd -3 -T1 -q -c \(path) > /dev/null") }.min()!
+            report.add(BenchRow("full import, \(name), durable", bytes / best.seconds / 1e6, "MB/s", anchor: "zstd -3 -T1",
+                                anchorValue: bytes / z / 1e6, note: String(format: "stored ratio %.2f, %.2f cores busy", best.ratio, best.cores)))
+            let zs = (0..<2).map { _ in timeShell("zstd -3 -T1 -q -f \(path) -o \(scratch)/z.zst && sync") }.min()!
+            _ = try? shell("rm -f \(scratch)/z.zst")
+            report.add(BenchRow("full import, \(name), durable", bytes / best.seconds / 1e6, "MB/s", anchor: "zstd -3 -T1 to a file + sync", anchorValue: bytes / zs / 1e6))
+            // The same import without fsync: the CPU side of the pipeline (hash, chunk, compress, write).
+            let nosync = try (0..<2).map { _ in try importOnce(durable: false) }.min { $0.seconds < $1.seconds }!
+            report.add(BenchRow("full import, \(name), no fsync", bytes / nosync.seconds / 1e6, "MB/s", anchor: "zstd -3 -T1", anchorValue: bytes / z / 1e6,
+                                note: String(format: "%.2f cores busy", nosync.cores)))
         }
 
         // 4. Build-tree delta v1 -> v2: 11 files changed, one added, one deleted.
@@ -145,6 +149,13 @@ struct ContentBench: ParsableCommand {
         guard let p = mmap(nil, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), p != MAP_FAILED else { throw POSIXError(.EIO) }
         defer { munmap(p, n) }
         return try body(UnsafeRawBufferPointer(start: p, count: n))
+    }
+
+    /// User + system CPU time of this process so far.
+    private func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
     }
 
     private func bestOf(_ n: Int, _ body: () -> Void) -> Double {
