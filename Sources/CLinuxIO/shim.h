@@ -3,6 +3,7 @@
 #ifndef GQUIC_CLINUXIO_SHIM_H
 #define GQUIC_CLINUXIO_SHIM_H
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -16,4 +17,6 @@ static inline int gq_punch_hole(int fd, long long offset, long long length) {
 static inline int gq_start_writeback(int fd, long long offset, long long length) {
     return (int)syscall(SYS_sync_file_range, fd, offset, length, 2u);
 }
+/* O_DIRECT (glibc defines __O_DIRECT for every architecture; O_DIRECT itself only under _GNU_SOURCE). */
+static inline int gq_o_direct(void) { return __O_DIRECT; }
 #endif
