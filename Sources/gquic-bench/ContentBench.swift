@@ -83,7 +83,7 @@ struct ContentBench: ParsableCommand {
         // both (the machine is shared: the best run is the one least disturbed), each into a fresh store.
         for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("import") {
             let bytes = Double(FileIO_size(path))
-            func importOnce(durable: Bool) throws -> (seconds: Double, cores: Double, ratio: Double) {
+            func importOnce(durable: Bool) throws -> (seconds: Double, cores: Double, ratio: Double, cpu: Double) {
                 _ = try? shell("rm -rf \(scratch)/store")
                 var o = ContentStore.Options()
                 o.durable = durable
@@ -91,16 +91,22 @@ struct ContentBench: ParsableCommand {
                 let cpu0 = cpuSeconds(), start = ContinuousClock.now
                 _ = try store.importFile(at: path)
                 let t = (ContinuousClock.now - start).seconds
-                let cores = (cpuSeconds() - cpu0) / t
+                let cpu = cpuSeconds() - cpu0
                 let ratio = bytes / Double(store.usedBytes)
                 store.close()
-                return (t, cores, ratio)
+                return (t, cpu / t, ratio, cpu)
             }
-            var best = (seconds: Double.infinity, cores: 0.0, ratio: 0.0)
+            var best = (seconds: Double.infinity, cores: 0.0, ratio: 0.0, cpu: 0.0)
             for _ in 0..<3 { let r = try importOnce(durable: true); if r.seconds < best.seconds { best = r } }
+            let zCPU0 = childCPUSeconds()
             let z = (0..<3).map { _ in timeShell("zstd -3 -T1 -q -c \(path) > /dev/null") }.min()!
+            let zCPU = (childCPUSeconds() - zCPU0) / 3
             report.add(BenchRow("full import, \(name), durable", bytes / best.seconds / 1e6, "MB/s", anchor: "zstd -3 -T1",
                                 anchorValue: bytes / z / 1e6, note: String(format: "stored ratio %.2f, %.2f cores busy", best.ratio, best.cores)))
+            // CPU time is what the load of other work on a shared machine does not distort: with two
+            // idle cores the import takes about its CPU time / 2.
+            report.add(BenchRow("full import, \(name), CPU time per GB", best.cpu / (bytes / 1e9), "s", anchor: "zstd -3 -T1 CPU per GB",
+                                anchorValue: zCPU / (bytes / 1e9), note: "lower is better; ours is spread over the cores"))
             let zs = (0..<2).map { _ in timeShell("zstd -3 -T1 -q -f \(path) -o \(scratch)/z.zst && sync") }.min()!
             _ = try? shell("rm -f \(scratch)/z.zst")
             report.add(BenchRow("full import, \(name), durable", bytes / best.seconds / 1e6, "MB/s", anchor: "zstd -3 -T1 to a file + sync", anchorValue: bytes / zs / 1e6))
@@ -142,19 +148,24 @@ struct ContentBench: ParsableCommand {
         try report.write()
     }
 
+    /// The file read into memory (as the pyfastcdc anchor does), so page-cache pressure from other
+    /// work on the machine cannot turn a timed pass into disk reads.
     private func mapped<R>(_ path: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        let fd = open(path, O_RDONLY)
-        defer { close(fd) }
-        let n = FileIO_size(path)
-        guard let p = mmap(nil, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), p != MAP_FAILED else { throw POSIXError(.EIO) }
-        defer { munmap(p, n) }
-        return try body(UnsafeRawBufferPointer(start: p, count: n))
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        return try bytes.withUnsafeBytes { try body($0) }
     }
 
     /// User + system CPU time of this process so far.
     private func cpuSeconds() -> Double {
         var u = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+    }
+
+    /// User + system CPU time of finished child processes (the anchors run by `shell`).
+    private func childCPUSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &u)
         return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
     }
 
