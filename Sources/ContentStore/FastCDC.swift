@@ -137,27 +137,20 @@ public struct FastCDC: Sendable {
             let pa = base + p, pb = base + q
             var k = 0
             var hitB = -1
-            while k < width {
-                // Unrolled twice: four bytes per lane per pass. On a hit in B, k is left at the
-                // pair whose second byte lane A has hashed last.
-                var fa1 = gearLS[Int(pa[k])] &+ (fa &<< 2)
-                var fb1 = gearLS[Int(pb[k])] &+ (fb &<< 2)
-                fa = fa1 &+ gear[Int(pa[k &+ 1])]
-                fb = fb1 &+ gear[Int(pb[k &+ 1])]
-                if fa1 & maskLS == 0 { return p &+ k }
-                if fa & mask == 0 { return p &+ k &+ 1 }
-                if fb1 & maskLS == 0 { hitB = q &+ k; break }
-                if fb & mask == 0 { hitB = q &+ k &+ 1; break }
-                k &+= 2
-                fa1 = gearLS[Int(pa[k])] &+ (fa &<< 2)
-                fb1 = gearLS[Int(pb[k])] &+ (fb &<< 2)
-                fa = fa1 &+ gear[Int(pa[k &+ 1])]
-                fb = fb1 &+ gear[Int(pb[k &+ 1])]
-                if fa1 & maskLS == 0 { return p &+ k }
-                if fa & mask == 0 { return p &+ k &+ 1 }
-                if fb1 & maskLS == 0 { hitB = q &+ k; break }
-                if fb & mask == 0 { hitB = q &+ k &+ 1; break }
-                k &+= 2
+            scanning: while k < width {
+                // Four bytes per lane per pass (the constant inner loop is unrolled).
+                for _ in 0..<2 {
+                    let fa1 = gearLS[Int(pa[k])] &+ (fa &<< 2)
+                    let fb1 = gearLS[Int(pb[k])] &+ (fb &<< 2)
+                    fa = fa1 &+ gear[Int(pa[k &+ 1])]
+                    fb = fb1 &+ gear[Int(pb[k &+ 1])]
+                    if fa1 & maskLS == 0 { return p &+ k }
+                    if fa & mask == 0 { return p &+ k &+ 1 }
+                    // On a hit in B, k stays at the pair whose second byte lane A hashed last.
+                    if fb1 & maskLS == 0 { hitB = q &+ k; break scanning }
+                    if fb & mask == 0 { hitB = q &+ k &+ 1; break scanning }
+                    k &+= 2
+                }
             }
             if hitB >= 0 {
                 // Lane A must finish its block first: an earlier cut there wins.
