@@ -58,6 +58,7 @@ public final class ContentStore: @unchecked Sendable {
     private(set) var packDamage: [String] = []
     /// Chunks written by imports that have not committed their manifest yet (GC must not take them).
     private var inFlight: [Digest: Int] = [:]
+    private var recentPuts: [Digest: ContinuousClock.Instant] = [:]
     let compressors = Pool { ZstdCompressor() }
     let decompressors = Pool { ZstdDecompressor() }
 
@@ -303,6 +304,7 @@ public final class ContentStore: @unchecked Sendable {
         }
         let actual = Digest.of(bytes)
         guard actual == digest else { throw ContentStoreError.digestMismatch("chunk", expected: digest, actual: actual) }
+        markPut(digest)
         if hasChunk(digest) { return false }
         let c = compressors.take()
         defer { compressors.give(c) }
@@ -316,6 +318,7 @@ public final class ContentStore: @unchecked Sendable {
     /// Stores a chunk frame as read by a peer's `readChunkFrame`, after decoding and verifying it.
     @discardableResult
     public func putChunkFrame(_ frame: [UInt8], digest: Digest) throws -> Bool {
+        markPut(digest)
         if hasChunk(digest) { return false }
         guard frame.count <= Int(ContentStore.maxFrameSize) else {
             throw ContentStoreError.corruptChunk(digest, "its frame is \(frame.count) bytes, over the \(ContentStore.maxFrameSize)-byte limit")
@@ -391,7 +394,23 @@ public final class ContentStore: @unchecked Sendable {
             }
         }
     }
-    func isInFlight(_ d: Digest) -> Bool { state.withLock { inFlight[d] != nil } }
+    /// True while an import is writing the chunk, or for `putGracePeriod` after a `putChunk` of it
+    /// (a transfer stores chunks one by one before its `commitBlob`; GC must not take them meanwhile).
+    func isInFlight(_ d: Digest) -> Bool {
+        state.withLock {
+            if inFlight[d] != nil { return true }
+            guard let t = recentPuts[d] else { return false }
+            if ContinuousClock.now - t < ContentStore.putGracePeriod { return true }
+            recentPuts[d] = nil
+            return false
+        }
+    }
+
+    /// How long chunks stored by `putChunk`/`putChunkFrame` are safe from garbage collection while
+    /// no manifest references them yet (in this process).
+    public static let putGracePeriod: Duration = .seconds(600)
+
+    func markPut(_ d: Digest) { state.withLock { recentPuts[d] = ContinuousClock.now } }
 
     // MARK: Blobs
 

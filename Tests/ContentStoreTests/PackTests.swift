@@ -63,6 +63,46 @@ import MeshCore
         #expect(report.missingChunks.count == 1)
     }
 
+    @Test func concurrentImportsChunkPutsAndGarbageCollectionStayConsistent() throws {
+        let t = TempDir(); defer { t.cleanup() }
+        let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        let source = try ContentStore.open(path: t.sub("src"), options: testOptions())
+        let received = try source.importBytes(textBytes(500_000, seed: 95))
+        let inputs = (0..<4).map { randomBytes(300_000, seed: UInt64(96 + $0)) + textBytes(300_000, seed: UInt64(100 + $0)) }
+        let doomed = try store.importBytes(randomBytes(400_000, seed: 104))
+        try store.removeBlob(doomed.digest)
+        let results = NSLock()
+        nonisolated(unsafe) var manifests: [Int: BlobManifest] = [:]
+        nonisolated(unsafe) var failures: [String] = []
+        DispatchQueue.concurrentPerform(iterations: 6) { i in
+            do {
+                switch i {
+                case 0..<4:
+                    let m = try store.importBytes(inputs[i])
+                    results.withLock { manifests[i] = m }
+                case 4:
+                    for c in received.distinctChunks { try store.putChunk(try source.readChunk(c.digest), digest: c.digest) }
+                    try store.commitBlob(received)
+                default:
+                    try store.collectGarbage()
+                }
+            } catch {
+                results.withLock { failures.append("task \(i): \(error)") }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures)")
+        for (i, m) in manifests { #expect(try store.reader(for: m.digest).bytes(0..<m.size) == inputs[i]) }
+        #expect(store.hasBlob(received.digest))
+        try store.collectGarbage()
+        let report = try store.verify()
+        #expect(report.isHealthy, "\(report)")
+        #expect(report.orphanedChunks.isEmpty)
+        store.close()
+        let reopened = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        #expect(try reopened.blobs().count == 5)
+        #expect(try reopened.verify().isHealthy)
+    }
+
     @Test func aVersionOneStoreIsConvertedOnOpen() throws {
         let t = TempDir(); defer { t.cleanup() }
         let data = textBytes(300_000, seed: 90)
