@@ -36,6 +36,18 @@ check "b fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/b.bin"
 check "c fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/c.bin"
 check "ls on c lists the blob" sh -c "'$BIN/gquic-fetch' ls --data '$WORK/c' | grep -q '$D'"
 
+# OCI images: added as a layout on a (its ref name recorded cluster-wide), pulled by name on c.
+python3 scripts/make-oci-layout.py "$WORK/img" --name gquic/e2e:1.0 --layers 3 --layer-mib 2 >/dev/null
+added=$("$BIN/gquic-fetch" add --data "$WORK/a" "oci:$WORK/img" 2>&1)
+check "add oci:LAYOUT through the daemon prints the image digest and name" sh -c "echo '$added' | grep -q '^sha256:[0-9a-f]\{64\} gquic/e2e:1.0$'"
+for _ in $(seq 50); do "$BIN/gquic-fetch" refs --data "$WORK/c" | grep -q 'gquic/e2e:1.0' && break; sleep 0.1; done
+check "refs on c lists the name added on a (replicated cluster state)" sh -c "'$BIN/gquic-fetch' refs --data '$WORK/c' | grep -q 'gquic/e2e:1.0'"
+"$BIN/gquic-fetch" pull --data "$WORK/c" gquic/e2e:1.0 -o "$WORK/pulled" >"$WORK/pull.out" 2>&1
+check "pull by name on c writes an OCI layout with every blob byte-exact" diff -r "$WORK/img/blobs" "$WORK/pulled/blobs"
+check "skopeo inspect accepts the pulled layout" sh -c "skopeo inspect 'oci:$WORK/pulled' >/dev/null 2>&1 || { cat '$WORK/pull.out'; false; }"
+out=$("$BIN/gquic-fetch" pull --data "$WORK/b" gquic/nope:9 -o "$WORK/nope" 2>&1); rc=$?
+check "pull of an unknown name exits 75 and says how to list names" sh -c "[ $rc -eq 75 ] && echo '$out' | grep -q 'gquic-fetch refs'"
+
 curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metrics.txt"
 check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
 check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
@@ -51,6 +63,12 @@ for i in 0 1 2; do
 done
 PIDS=()
 check "c's store verifies clean after shutdown" "$BIN/gquic-fetch" verify --store "$WORK/c/store"
+
+# Cluster state is durable: b, restarted alone (its peers are down), still knows the image name.
+"$BIN/gquic-peer" run --data "$WORK/b" --listen "127.0.0.1:$PB" --no-mdns 2>"$WORK/b2.log" & PIDS+=($!)
+for _ in $(seq 100); do [ -S "$WORK/b/control.sock" ] && "$BIN/gquic-fetch" refs --data "$WORK/b" >/dev/null 2>&1 && break; sleep 0.1; done
+check "cluster state survives a restart (b alone still knows gquic/e2e:1.0)" sh -c "'$BIN/gquic-fetch' refs --data '$WORK/b' | grep -q 'gquic/e2e:1.0'"
+kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null; PIDS=()
 
 out=$("$BIN/gquic-fetch" get --data "$WORK/a" "$D" -o "$WORK/x.bin" 2>&1); rc=$?
 check "gquic-fetch against a stopped daemon exits non-zero" [ "$rc" -ne 0 ]

@@ -15,6 +15,9 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// The chunk list of every blob handed to the swarm (held, or being fetched), so serving and
     /// storing a chunk look its digest up here instead of reading the blob's manifest from disk.
     private var manifests: [Digest: SwarmManifest] = [:]
+    /// Transferred blobs waiting for blobs they reference, and the reverse map.
+    private var awaiting: [Digest: (manifest: BlobManifest, missing: Set<Digest>)] = [:]
+    private var referencedBy: [Digest: Set<Digest>] = [:]
 
     init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
@@ -39,6 +42,11 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     /// A blob just added to the local store: offer it to the swarm.
     func hold(_ manifest: BlobManifest, now: Instant) -> Outbox { settle(offer(manifest, now: now), now: now) }
+
+    /// What the cluster state says of peers (gaming, load), for the planner's source choice.
+    func setHints(_ hints: [(NodeID, PeerHint)]) {
+        for (peer, hint) in hints { swarm.setHint(hint, for: peer) }
+    }
 
     func fetch(_ digest: Digest, now: Instant) -> Outbox { settle(swarm.fetch(digest, now: now), now: now) }
 
@@ -91,12 +99,21 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                               manifest.chunks.map({ SwarmManifest.Chunk(digest: $0.digest, size: $0.length) }) == m.chunks else {
                             throw PeerError.protocolError("the manifest's chunk list does not match what was transferred")
                         }
-                        if !store.hasBlob(blob) { try store.commitBlob(manifest) }
-                        onEvent(.completed(blob))
+                        // A blob that references others (an OCI index or image manifest) is complete
+                        // only with them: fetch what is missing first, commit it when they are in.
+                        let missing = manifest.references.filter { !store.hasBlob($0) }
+                        if missing.isEmpty {
+                            commit(manifest, now: now, &out)
+                        } else {
+                            awaiting[blob] = (manifest, Set(missing))
+                            for child in missing {
+                                referencedBy[child, default: []].insert(blob)
+                                out.merge(swarm.fetch(child, now: now))
+                            }
+                            onEvent(.awaitingReferences(blob, missing))
+                        }
                     } catch {
-                        manifests[blob] = nil
-                        onEvent(.failed(blob, "\(error)"))
-                        out.merge(swarm.blobCommitFailed(blob, now: now))
+                        failed(blob, "\(error)", now: now, &out)
                     }
                 case .progress(let p):
                     onEvent(.progress(p))
@@ -104,6 +121,39 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     onEvent(.penalized(peer, blob, reason))
                 }
             }
+        }
+    }
+
+    /// Commits a transferred blob to the store, then any blob that was waiting only for it.
+    private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
+        let blob = manifest.digest
+        do {
+            if !store.hasBlob(blob) { try store.commitBlob(manifest) }
+        } catch {
+            failed(blob, "\(error)", now: now, &out)
+            return
+        }
+        onEvent(.completed(blob))
+        for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() {
+            guard var waiting = awaiting[parent] else { continue }
+            waiting.missing.remove(blob)
+            if waiting.missing.isEmpty {
+                awaiting[parent] = nil
+                commit(waiting.manifest, now: now, &out)
+            } else {
+                awaiting[parent] = waiting
+            }
+        }
+    }
+
+    /// A blob could not be completed: so can no blob waiting for it.
+    private func failed(_ blob: Digest, _ why: String, now: Instant, _ out: inout Outbox) {
+        manifests[blob] = nil
+        awaiting[blob] = nil
+        onEvent(.failed(blob, why))
+        out.merge(swarm.blobCommitFailed(blob, now: now))
+        for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() where awaiting[parent] != nil {
+            failed(parent, "a blob it references, \(blob), failed: \(why)", now: now, &out)
         }
     }
 
@@ -118,5 +168,7 @@ enum SwarmShellEvent: Sendable {
     case progress(SwarmProgress)
     case completed(Digest)
     case failed(Digest, String)
+    /// `blob` arrived, and is committed once the blobs it references (fetched now) are in.
+    case awaitingReferences(Digest, [Digest])
     case penalized(NodeID, Digest, String)
 }
