@@ -68,6 +68,8 @@ extension GQuicPeer {
         var logLevel: String?
 
         func run() async throws {
+            // A daemon never dies of a closed pipe or socket: writes report EPIPE instead.
+            signal(SIGPIPE, SIG_IGN)
             let dir = DataDirectory(path: data.data)
             var cfg = try dir.loadConfig(file: config, environment: ProcessInfo.processInfo.environment)
             if let listen {
