@@ -27,6 +27,14 @@ alive() { "$BIN/gquic-peer" status --data "$WORK/$1" --json | python3 -c 'import
 for _ in $(seq 50); do [ "$(alive a)" = 3 ] && [ "$(alive b)" = 3 ] && [ "$(alive c)" = 3 ] && break; sleep 0.2; done
 for n in a b c; do check "status --json on $n shows three live members" [ "$(alive $n)" = 3 ]; done
 
+# A client that connects to the control socket and hangs up at once must not kill the daemon.
+python3 -c 'import socket,sys
+for _ in range(20):
+    s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$WORK/a/control.sock"
+sleep 0.3
+survived() { kill -0 "${PIDS[0]}" 2>/dev/null && [ "$(alive a)" = 3 ]; }
+check "a client hanging up on the control socket does not kill the daemon" survived
+
 head -c $((24 << 20)) /dev/urandom > "$WORK/blob.bin"
 D=$("$BIN/gquic-fetch" add --data "$WORK/a" "$WORK/blob.bin")
 check "add through the daemon prints the digest" [ "$D" = "sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)" ]
