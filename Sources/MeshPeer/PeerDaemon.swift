@@ -99,9 +99,11 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         let me = StatusReport.Member(id: identity.nodeID.description, short_id: identity.nodeID.short,
                                      address: (node?.transport.localAddress ?? config.listen).description, state: "alive (self)",
                                      rtt_ms: nil, incarnation: 0)
-        let members = [me] + (node?.members() ?? [])
-        metrics.members.set(Double(members.filter { $0.state.hasPrefix("alive") }.count))
         let links = node.map { n in Self.blocking { await n.links() } } ?? []
+        // A member's RTT is its link's smoothed RTT (QUIC's own estimate), when linked.
+        let rtt = Dictionary(links.compactMap { l in l.rtt_ms.map { (l.peer, $0) } }, uniquingKeysWith: { a, _ in a })
+        let members = [me] + (node?.members() ?? []).map { m in var m = m; m.rtt_ms = m.rtt_ms ?? rtt[m.short_id]; return m }
+        metrics.members.set(Double(members.filter { $0.state.hasPrefix("alive") }.count))
         metrics.links.set(Double(links.count))
         let store = node?.store
         let chunks = (try? store?.chunkDigests().count) ?? 0
