@@ -20,6 +20,7 @@ else BIN=${BIN:-.build/release}; MIB=${MIB:-256}; RATE=${RATE:-100mbit}; SIZES=(
 BIN=$(cd "$BIN" && pwd)
 JSON=${JSON:-simulations/results/bench-swarm-netns.json}
 WORK=$(mktemp -d /tmp/gquic-swarm.XXXXXX)
+chmod 755 "$WORK"   # opentracker drops to nobody and must read its whitelist here
 PORT=7400
 
 fail() { echo "swarm: FAIL: $*" >&2; exit 1; }
@@ -86,7 +87,10 @@ run_aria() {
     tracker="http://$(netns_ip 1):6969/announce"
     rm -rf "$WORK/bt"; mkdir -p "$WORK/bt"
     mktorrent -a "$tracker" -l 18 -o "$WORK/bt/blob.torrent" "$WORK/blob.bin" >/dev/null
-    netns_exec 1 opentracker -i "$(netns_ip 1)" -p 6969 -P 6969 >/dev/null 2>&1 &
+    # Debian's opentracker is built with a whitelist: allow this torrent's info hash.
+    aria2c -S "$WORK/bt/blob.torrent" | sed -n 's/^Info Hash: //p' > "$WORK/bt/whitelist"
+    printf 'listen.tcp_udp %s:6969\naccess.whitelist %s\n' "$(netns_ip 1)" "$WORK/bt/whitelist" > "$WORK/bt/opentracker.conf"
+    netns_exec 1 opentracker -f "$WORK/bt/opentracker.conf" >"$WORK/bt/opentracker.log" 2>&1 &
     sleep 0.3
     local common=(--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --file-allocation=none --seed-ratio=0.0
                   --bt-max-peers=0 --summary-interval=0 --console-log-level=warn --bt-tracker-connect-timeout=5
@@ -101,7 +105,7 @@ run_aria() {
         netns_exec "$i" aria2c "${common[@]}" --on-bt-download-complete="$WORK/bt/hook$i.sh" -d "$WORK/bt/$i" \
             "$WORK/bt/blob.torrent" >"$WORK/bt/$i.log" 2>&1 &
     done
-    local deadline=$(( $(date +%s) + 600 ))
+    local deadline=$(( $(date +%s) + 300 ))
     while [ "$(date +%s)" -lt $deadline ]; do
         local done=0
         for i in $(seq 2 $((n + 1))); do [ -s "$WORK/bt/$i.done" ] && done=$((done + 1)); done
@@ -114,7 +118,7 @@ run_aria() {
             [ "$(sha256sum "$WORK/bt/$i/blob.bin" | cut -d' ' -f1)" = "$SUM" ] && verdict=ok
             echo "$i $(secs "$t0" "$t") $verdict"
         else
-            echo "$i 600 BAD"
+            echo "$i 300 BAD"
         fi
     done
     for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM aria2c || true; done
@@ -124,9 +128,9 @@ run_aria() {
 
 # summary NAME N RESULTS: median and max completion, all verified?
 summary() {
-    echo "$3" | awk -v name="$1" -v n="$2" -v bound="$4" '
+    echo "$3" | sort -k2 -g | awk -v name="$1" -v n="$2" -v bound="$4" '
         { t[NR] = $2; if ($3 != "ok") bad++ }
-        END { asort(t); med = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+        END { med = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
               printf "%-8s N=%-2d median %6.2f s  max %6.2f s  (max/bound %.2fx)  %s\n", name, n, med, t[NR], t[NR] / bound,
                      bad ? bad " copies FAILED" : "all copies verified" }'
 }
