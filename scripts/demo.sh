@@ -57,7 +57,7 @@ python3 scripts/make-oci-layout.py "$WORK/image" --name demo/game-server:1.0 --l
 for _ in $(seq 50); do "$BIN/gquic-fetch" refs --data "$WORK/gamma" | grep -q demo/game-server && break; sleep 0.1; done
 "$BIN/gquic-fetch" pull --data "$WORK/gamma" demo/game-server:1.0 -o "$WORK/pulled-image"
 if command -v skopeo >/dev/null; then
-  skopeo inspect "oci:$WORK/pulled-image" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"   skopeo inspect: {d[\"Os\"]}/{d[\"Architecture\"]}, {len(d[\"Layers\"])} layers, {d[\"Digest\"][:19]}…")'
+  skopeo inspect "oci:$WORK/pulled-image" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("   skopeo inspect: %s/%s, %d layers, %s..." % (d["Os"], d["Architecture"], len(d["Layers"]), d["Digest"][:19]))'
 fi
 
 say "7. gquic-peer status on gamma"

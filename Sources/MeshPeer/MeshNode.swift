@@ -260,7 +260,7 @@ public final class MeshNode: @unchecked Sendable {
                 if let p = progress[d] {
                     total.bytesDone += p.bytesDone
                     total.bytesTotal += p.bytesTotal
-                    if !p.done { total.rate += p.rate }
+                    total.rate += p.rate   // concurrent transfers: their rates add up
                     total.sources = max(total.sources, p.sources)
                 } else if store.hasBlob(d), let m = try? store.manifest(for: d) {
                     total.bytesDone += m.size
