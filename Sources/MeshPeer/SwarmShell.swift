@@ -18,6 +18,14 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Transferred blobs waiting for blobs they reference, and the reverse map.
     private var awaiting: [Digest: (manifest: BlobManifest, missing: Set<Digest>)] = [:]
     private var referencedBy: [Digest: Set<Digest>] = [:]
+    /// Verified chunks not yet written: they go to the store in batches (one flush for many chunks
+    /// rather than one per chunk), at `batchBytes`, after `batchDelay`, and before any commit.
+    /// A crash loses only these, and a restarted fetch finds what is on disk.
+    private var pending: [(blob: Digest, digest: Digest, bytes: [UInt8])] = []
+    private var pendingIndex: [Digest: Int] = [:]
+    private var pendingBytes = 0
+    static let batchBytes = 8 << 20
+    static let batchDelay: Duration = .milliseconds(20)
 
     init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
@@ -38,7 +46,10 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     func receive(_ message: PeerMessage, now: Instant) -> Outbox { settle(swarm.receive(message, now: now), now: now) }
     func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(swarm.linkChanged(event, now: now), now: now) }
-    func tick(now: Instant) -> Outbox { settle(swarm.tick(now: now), now: now) }
+    func tick(now: Instant) -> Outbox {
+        flushChunks()
+        return settle(swarm.tick(now: now), now: now)
+    }
 
     /// A blob just added to the local store: offer it to the swarm.
     func hold(_ manifest: BlobManifest, now: Instant) -> Outbox { settle(offer(manifest, now: now), now: now) }
@@ -56,11 +67,33 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         return swarm.hold(m, now: now)
     }
 
-    /// Adds what carrying out the swarm's pending effects sends to `out`.
+    /// Adds what carrying out the swarm's pending effects sends to `out`; writes the chunk batch
+    /// when it is full, and asks to be woken to write a partial one.
     private func settle(_ out: Outbox, now: Instant) -> Outbox {
         var out = out
         out.merge(drain(now: now))
+        if pendingBytes >= SwarmShell.batchBytes { flushChunks() }
+        if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
         return out
+    }
+
+    /// Writes the pending chunks in one batch. On failure every blob with a chunk in the batch fails.
+    private func flushChunks() {
+        guard !pending.isEmpty else { return }
+        let batch = pending
+        pending = []
+        pendingIndex = [:]
+        pendingBytes = 0
+        do { try store.putChunks(batch.map { (digest: $0.digest, bytes: $0.bytes) }) } catch {
+            var seen = Set<Digest>()
+            for c in batch where seen.insert(c.blob).inserted { onEvent(.failed(c.blob, "storing chunks: \(error)")) }
+        }
+    }
+
+    /// A chunk's bytes: from the batch not yet written, or from the store.
+    private func chunkBytes(_ digest: Digest) -> [UInt8]? {
+        if let i = pendingIndex[digest] { return pending[i].bytes }
+        return try? store.readChunk(digest)
     }
 
     static func swarmManifest(_ m: BlobManifest) -> SwarmManifest {
@@ -76,20 +109,21 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             for e in effects {
                 switch e {
                 case .serve(let peer, let blob, let index):
-                    if let digest = chunkDigest(blob, index), let data = try? store.readChunk(digest) {
+                    if let digest = chunkDigest(blob, index), let data = chunkBytes(digest) {
                         out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
                 case .store(let blob, let index, let data):
-                    if let digest = chunkDigest(blob, index) {
-                        do { try store.putChunk(data, digest: digest) } catch {
-                            onEvent(.failed(blob, "storing a chunk: \(error)"))
-                        }
+                    // Verified by the swarm; the store checks the digest again when it writes.
+                    if let digest = chunkDigest(blob, index), pendingIndex[digest] == nil, !store.hasChunk(digest) {
+                        pendingIndex[digest] = pending.count
+                        pending.append((blob, digest, data))
+                        pendingBytes += data.count
                     }
                 case .checkLocal(let blob, let m):
                     var have = Bitfield(count: m.chunks.count)
-                    for (i, c) in m.chunks.enumerated() where store.hasChunk(c.digest) { have.insert(i) }
+                    for (i, c) in m.chunks.enumerated() where pendingIndex[c.digest] != nil || store.hasChunk(c.digest) { have.insert(i) }
                     manifests[blob] = m
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
@@ -127,6 +161,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Commits a transferred blob to the store, then any blob that was waiting only for it.
     private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
         let blob = manifest.digest
+        flushChunks()   // every chunk durable before the manifest that names it
         do {
             if !store.hasBlob(blob) { try store.commitBlob(manifest) }
         } catch {
