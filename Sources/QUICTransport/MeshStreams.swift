@@ -48,6 +48,9 @@ final class MeshStreams: QUICApplication {
     private var ready: [[Int64]] = Array(repeating: [], count: TrafficClass.allCases.count)
     private var pendingOpens: [(TrafficClass, Bool, (Result<QUICStream, QUICError>) -> Void)] = []
     private var closedError: QUICError??
+    /// Client: the first control message given to `connect`, sent as 0-RTT data when resuming.
+    private var firstMessage: [UInt8]?
+    private var firstStreamID: Int64?
 
     init(executor: LoopExecutor, link: QUICLink, wake: @escaping () -> Void) {
         self.executor = executor
@@ -126,6 +129,37 @@ final class MeshStreams: QUICApplication {
 
     func start(_ connection: QUICConnection) throws(QUICError) {
         self.connection = connection
+        if firstMessage != nil { openFirstStream() }
+    }
+
+    /// Queues `message` as the first control stream (bidirectional, finished). Before `start`, so a
+    /// resuming client sends it as 0-RTT data; the handle appears on the link once the handshake
+    /// settled whether the server took it.
+    func queueFirstMessage(_ message: [UInt8]) { firstMessage = message }
+
+    private func openFirstStream() {
+        guard let message = firstMessage, let conn = connection, let id = conn.openStream(bidirectional: true) else { return }
+        let st = StreamState(id: id, trafficClass: .control)
+        st.headerLength = 1
+        streams[id] = st
+        firstStreamID = id
+        append(st, bytes: [TrafficClass.control.rawValue] + message, fin: true)
+    }
+
+    func earlyDataRejected(_ connection: QUICConnection) {
+        // ngtcp2 dropped every stream; only the first message can exist this early. Send it again.
+        if let id = firstStreamID { streams[id] = nil; firstStreamID = nil }
+        for c in ready.indices { ready[c].removeAll() }
+        openFirstStream()
+    }
+
+    func handshakeCompleted(_ connection: QUICConnection) {
+        guard let id = firstStreamID, let st = streams[id], st.handle == nil else { return }
+        let handle = QUICStream(id: id, trafficClass: .control, writable: true, executor: executor, streams: self)
+        st.handle = handle
+        handle.markFinished()
+        link.setFirstStream(handle)
+        firstMessage = nil
     }
 
     func receivedStreamData(_ connection: QUICConnection, stream id: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError) {

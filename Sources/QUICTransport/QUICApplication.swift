@@ -34,6 +34,15 @@ protocol QUICApplication: AnyObject {
     func streamBlocked(_ connection: QUICConnection, stream: Int64, permanently: Bool)
     /// The connection is over; `error` says why (nil for a clean close).
     func connectionClosed(_ connection: QUICConnection, error: QUICError?)
+    /// The handshake completed (after `start`, which may have run earlier for 0-RTT).
+    func handshakeCompleted(_ connection: QUICConnection)
+    /// The server refused our 0-RTT data: ngtcp2 forgot every stream opened so far.
+    func earlyDataRejected(_ connection: QUICConnection)
+}
+
+extension QUICApplication {
+    func handshakeCompleted(_ connection: QUICConnection) {}
+    func earlyDataRejected(_ connection: QUICConnection) {}
 }
 
 /// Congestion controllers ngtcp2 0.12 offers. BBR is the default: in this ngtcp2, CUBIC collapses at

@@ -20,6 +20,8 @@ public final class QUICConnection {
         case handshakeConfirmed
         case newConnectionID(ConnectionID)
         case retiredConnectionID(ConnectionID)
+        /// A client received a session ticket: what it needs to resume (and send 0-RTT) later.
+        case sessionTicket(ResumptionTicket)
         case closed(QUICError?)
     }
 
@@ -53,14 +55,28 @@ public final class QUICConnection {
     /// The client's original destination ID (server side), also routed to us until the handshake ends.
     let originalDestinationID: ConnectionID?
 
+    /// Client: we offered a resumption ticket and may send 0-RTT stream data before the handshake ends.
+    private(set) var earlyDataAttempted = false
+    /// The application's `start` ran (at handshake completion, or earlier for 0-RTT / 0.5-RTT).
+    private var applicationStarted = false
+    /// Server: stream data that arrived as 0-RTT before the handshake completed.
+    private var earlyStreamData: [(Int64, [UInt8], Bool)] = []
+    /// True when this connection resumed an earlier session instead of a full handshake.
+    public private(set) var isResumed = false
+    /// Client: the server accepted our 0-RTT data. Server: we accepted the client's.
+    public private(set) var earlyDataAccepted = false
+    /// Client: the server's transport parameters, encoded, kept for a later resumption ticket.
+    private var remoteParametersForResumption: [UInt8]?
+
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
 
     /// A client connection to `remote`. `expectedPeer` makes the handshake fail unless the server
     /// proves that node identity.
+    /// `resumption` (with `expectedPeer`) resumes an earlier session with that peer and enables 0-RTT.
     init(clientTo remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials, alpn: [String],
-         serverName: String?, expectedPeer: NodeID?, settings: QUICSettings, resetSecret: [UInt8],
-         now: Instant, logger: Logger) throws(QUICError) {
+         serverName: String?, expectedPeer: NodeID?, resumption: ResumptionTicket? = nil, settings: QUICSettings,
+         resetSecret: [UInt8], now: Instant, logger: Logger) throws(QUICError) {
         role = .client
         self.remote = remote; self.local = local; self.settings = settings
         self.resetSecret = resetSecret; self.expectedPeer = expectedPeer; self.logger = logger
@@ -69,7 +85,9 @@ public final class QUICConnection {
         let dcid = ConnectionID.random(length: 18), scid = ConnectionID.random()
         localIDs.insert(scid)
         let owner = Unmanaged.passUnretained(self).toOpaque()
-        tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName, owner: owner)
+        let resume = expectedPeer == nil ? nil : resumption
+        tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName,
+                             resume: resume?.session, owner: owner)
         var s = makeSettings(now: now)
         openQlog(&s, odcid: dcid)
         var p = makeTransportParams()
@@ -82,6 +100,16 @@ public final class QUICConnection {
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
         if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
+        if let resume, !resume.transportParameters.isEmpty {
+            var params = ngtcp2_transport_params()
+            let rc = resume.transportParameters.withUnsafeBufferPointer {
+                gq_ngtcp2_decode_transport_params(&params, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, $0.baseAddress, $0.count)
+            }
+            if rc == 0 {
+                gq_ngtcp2_conn_set_early_remote_transport_params(c, &params)
+                earlyDataAttempted = true
+            }
+        }
     }
 
     /// A server connection for a client Initial whose header is `header`.
@@ -289,7 +317,7 @@ public final class QUICConnection {
             var count = 0
             var fin = false
             var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
-            if case .established = state, let app = application,
+            if applicationStarted, let app = application,
                let next = vecs.withUnsafeMutableBufferPointer({ app.nextStreamData(self, vecs: $0) }) {
                 (stream, count, fin) = next
                 if fin { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
@@ -350,7 +378,7 @@ public final class QUICConnection {
     // MARK: Streams (for applications)
 
     func openStream(bidirectional: Bool) -> Int64? {
-        guard let conn, case .established = state else { return nil }
+        guard let conn, applicationStarted, !isClosingOrDraining else { return nil }
         var id: Int64 = -1
         let rc = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
         return rc == 0 ? id : nil
@@ -495,19 +523,96 @@ public final class QUICConnection {
 
     fileprivate func onHandshakeCompleted() -> Int32 {
         state = .established
+        isResumed = tls.isResumed
+        if isResumed && peerNodeID == nil && negotiatedALPN == QUICEndpoint.meshALPN {
+            // No certificate crossed the wire: the identity is the one proved when the ticket was issued.
+            guard authenticateResumedPeer() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        }
+        if role == .client {
+            if earlyDataAttempted {
+                earlyDataAccepted = tls.earlyDataAccepted
+                if !earlyDataAccepted, let conn {
+                    QUICMetrics.shared.earlyDataRejected.add(1)
+                    guard ngtcp2_conn_early_data_rejected(conn) == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+                }
+            }
+            if let conn, let params = ngtcp2_conn_get_remote_transport_params(conn) {
+                var buf = [UInt8](repeating: 0, count: ResumptionTicket.maxParametersLength)
+                let n = buf.withUnsafeMutableBufferPointer {
+                    gq_ngtcp2_encode_transport_params($0.baseAddress, $0.count, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, params)
+                }
+                if n > 0 { remoteParametersForResumption = Array(buf[0..<n]) }
+            }
+        } else {
+            earlyDataAccepted = tls.earlyDataAccepted
+            if isResumed { QUICMetrics.shared.sessionsResumed.add(1) }
+            if earlyDataAccepted { QUICMetrics.shared.earlyDataAccepted.add(1) }
+            let rc = tls.sendTicket()
+            if rc != 0 { logger.debug("cannot send a session ticket to \(remote): \(tlsErrorName(rc))") }
+        }
+        guard startApplication() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        application?.handshakeCompleted(self)
+        events.append(.handshakeCompleted)
+        return 0
+    }
+
+    /// Builds (if needed) and starts the application. False (with `closeError` set) on failure.
+    private func startApplication() -> Bool {
+        if applicationStarted { return true }
         if application == nil, let factory = applicationFactory {
             do { application = try factory(self) } catch {
                 closeError = error
                 logger.warning("no application for ALPN \(negotiatedALPN ?? "-") from \(remote): \(error)")
-                return NGTCP2_ERR_CALLBACK_FAILURE
+                return false
             }
         }
-        do { try application?.start(self) } catch {
+        guard let application else { return true }
+        applicationStarted = true
+        do throws(QUICError) {
+            try application.start(self)
+            let early = earlyStreamData
+            earlyStreamData = []
+            for (stream, bytes, fin) in early {
+                var failure: QUICError?
+                bytes.withUnsafeBytes { b in
+                    do throws(QUICError) { try application.receivedStreamData(self, stream: stream, data: b, fin: fin) } catch { failure = error }
+                }
+                if let failure { throw failure }
+            }
+        } catch {
+            applicationStarted = false
             closeError = error
-            return NGTCP2_ERR_CALLBACK_FAILURE
+            return false
         }
-        events.append(.handshakeCompleted)
-        return 0
+        return true
+    }
+
+    /// Client about to send 0-RTT: starts the application before the handshake (owner calls it once
+    /// `applicationFactory` is set).
+    func startEarlyApplication() -> Bool {
+        guard role == .client, earlyDataAttempted, expectedPeer != nil else { return false }
+        peerNodeID = expectedPeer
+        return startApplication()
+    }
+
+    /// Runs the identity and admission checks on a resumed session, whose peer certificate GnuTLS
+    /// restored from the ticket (server) or the saved session (client).
+    private func authenticateResumedPeer() -> Bool {
+        if let der = tls.peerCertificate {
+            return der.withUnsafeBytes { peerCertificateChecked($0) } == 0
+        }
+        if role == .client, let expectedPeer {
+            // The ticket was sealed by the server that proved `expectedPeer` when it issued it.
+            peerNodeID = expectedPeer
+            return true
+        }
+        return peerCertificateChecked(nil) == 0
+    }
+
+    /// GnuTLS handed the client a NewSessionTicket.
+    func receivedSessionTicket() {
+        guard role == .client, let params = remoteParametersForResumption, let data = tls.sessionData() else { return }
+        events.append(.sessionTicket(ResumptionTicket(session: data, transportParameters: params, issued: UInt64(time(nil)))))
     }
 
     fileprivate func onNewConnectionID(_ cid: UnsafeMutablePointer<ngtcp2_cid>, token: UnsafeMutablePointer<UInt8>, length: Int) -> Int32 {
@@ -528,6 +633,13 @@ public final class QUICConnection {
     }
 
     fileprivate func onStreamData(_ stream: Int64, _ data: UnsafeRawBufferPointer, fin: Bool) -> Int32 {
+        if !applicationStarted, role == .server, case .handshaking = state {
+            // 0-RTT data on a resumed session: the peer's identity (restored from the ticket) is known
+            // only when the handshake completes, so hold the bytes until the application starts.
+            // ngtcp2's flow control (initial_max_data) bounds how much can arrive.
+            earlyStreamData.append((stream, Array(data), fin))
+            return 0
+        }
         guard let app = application else {
             consumed(stream: stream, count: data.count)
             return 0
@@ -605,6 +717,9 @@ public final class QUICConnection {
         }
         cb.extend_max_local_streams_uni = { _, _, ud in
             let c = QUICConnection.from(ud); c.application?.moreStreamsAllowed(c); return 0
+        }
+        cb.early_data_rejected = { _, ud in
+            let c = QUICConnection.from(ud); c.application?.earlyDataRejected(c); return 0
         }
         cb.recv_datagram = { _, _, data, len, ud in
             let c = QUICConnection.from(ud); c.application?.receivedDatagram(c, data: UnsafeRawBufferPointer(start: data, count: len)); return 0

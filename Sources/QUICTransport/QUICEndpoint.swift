@@ -51,6 +51,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         let connection: QUICConnection
         var dirty = true
         var onHandshake: ((Result<QUICConnection, QUICError>) -> Void)?
+        /// Client: where session tickets for this peer go.
+        var tickets: TicketStore?
         init(_ c: QUICConnection) { connection = c }
     }
     private var byID: [ConnectionID: Record] = [:]
@@ -113,17 +115,30 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
 
     /// Opens an authenticated mesh link to `address`. If `expecting` is given, the handshake fails
     /// unless the peer proves that node identity.
-    public func connect(to address: PeerAddress, expecting: NodeID? = nil) async throws(QUICError) -> QUICLink {
+    ///
+    /// `tickets`: where session tickets from this peer are kept; with `expecting`, a ticket held for
+    /// that node resumes the earlier session (fewer round trips, no certificate exchange).
+    /// `firstMessage`: sent on a new control stream (bidirectional, finished) that the returned link
+    /// exposes as `firstStream`. When resuming it travels as 0-RTT data, in the first flight: 0-RTT
+    /// can be replayed by an attacker who captured it (this endpoint's server side refuses replays it
+    /// sees, but another process of the same node would not), so only send a message here whose
+    /// effect is idempotent (a hello, a query), never one that changes state twice if repeated.
+    public func connect(to address: PeerAddress, expecting: NodeID? = nil, tickets: TicketStore? = nil,
+                        firstMessage: [UInt8]? = nil) async throws(QUICError) -> QUICLink {
         guard configuration.tls.isMesh else { throw .invalidArgument("mesh links need a TLSConfiguration.mesh endpoint") }
         let remote = try SocketAddress.resolve(address)
         let result = await withCheckedContinuation { (cont: CheckedContinuation<Result<QUICLink, QUICError>, Never>) in
             post { [self] in
                 var link: QUICLink?
+                let resumption = expecting.flatMap { tickets?.take(for: $0) }
                 startDial(remote: remote, alpn: [QUICEndpoint.meshALPN], serverName: nil, expecting: expecting,
+                          resumption: resumption, tickets: tickets,
                           makeApplication: { conn in
                               let l = QUICLink(peer: conn.peerNodeID!, remoteAddress: address, executor: self)
                               link = l
-                              return self.makeMesh(conn, link: l)
+                              let app = self.makeMesh(conn, link: l)
+                              if let firstMessage { app.queueFirstMessage(firstMessage) }
+                              return app
                           }) { r in
                     cont.resume(returning: r.map { _ in link! })
                 }
@@ -147,16 +162,21 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     }
 
     private func startDial(remote: SocketAddress, alpn: [String], serverName: String?, expecting: NodeID?,
+                           resumption: ResumptionTicket? = nil, tickets: TicketStore? = nil,
                            makeApplication: @escaping (QUICConnection) -> QUICApplication,
                            done: @escaping (Result<QUICConnection, QUICError>) -> Void) {
         do {
             var local = socket.localAddress
             if local.family != remote.family, let any = SocketAddress(ip: remote.isIPv6 ? "::" : "0.0.0.0", port: local.port) { local = any }
             let conn = try QUICConnection(clientTo: remote, local: local, credentials: credentials, alpn: alpn,
-                                          serverName: serverName, expectedPeer: expecting, settings: configuration.settings,
+                                          serverName: serverName, expectedPeer: expecting, resumption: resumption,
+                                          settings: configuration.settings,
                                           resetSecret: resetSecret, now: clock.now(), logger: configuration.logger)
             conn.applicationFactory = { c in makeApplication(c) }
+            // Resuming: the application starts now, so its first stream rides in the 0-RTT flight.
+            if conn.earlyDataAttempted { _ = conn.startEarlyApplication() }
             let r = Record(conn)
+            r.tickets = tickets
             r.onHandshake = done
             register(r)
             flush(r, now: clock.now())
@@ -384,7 +404,12 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 // A client reports success only now: in TLS 1.3 the server checks our certificate after
                 // our handshake completes, and HANDSHAKE_DONE says it accepted it.
                 if let cb = r.onHandshake { r.onHandshake = nil; cb(.success(conn)) }
+            case .sessionTicket(let ticket):
+                if let store = r.tickets, let peer = conn.peerNodeID { store.store(ticket, for: peer) }
             case .handshakeCompleted:
+                if let mesh = conn.application as? MeshStreams {
+                    mesh.link.setHandshake(resumed: conn.isResumed, earlyDataAccepted: conn.earlyDataAccepted)
+                }
                 if conn.role == .server {
                     QUICMetrics.shared.connectionsAccepted.add(1)
                     if let mesh = conn.application as? MeshStreams {

@@ -22,4 +22,9 @@ public final class QUICMetrics: Sendable {
     /// Connections accepted (server side) and dialled (client side).
     public let connectionsAccepted = Counter()
     public let connectionsDialled = Counter()
+    /// Server side: handshakes that resumed a session from a ticket, and 0-RTT flights accepted.
+    public let sessionsResumed = Counter()
+    public let earlyDataAccepted = Counter()
+    /// Client side: 0-RTT flights the server refused (the data was sent again after the handshake).
+    public let earlyDataRejected = Counter()
 }

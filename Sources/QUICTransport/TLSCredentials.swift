@@ -101,12 +101,15 @@ final class TLSCredentials: @unchecked Sendable {
     // Immutable after init; GnuTLS credentials may be shared between sessions.
     let raw: gnutls_certificate_credentials_t
     let configuration: TLSConfiguration
+    /// Session-ticket key and anti-replay state for the sessions this endpoint serves.
+    let tickets: ServerTickets
 
     init(_ configuration: TLSConfiguration) throws(QUICError) {
         try GnuTLSLibrary.ensureInitialized()
         var cred: gnutls_certificate_credentials_t?
         var rc = gnutls_certificate_allocate_credentials(&cred)
         guard rc == 0, let cred else { throw .tls("allocating certificate credentials", rc) }
+        do { tickets = try ServerTickets() } catch { gnutls_certificate_free_credentials(cred); throw error }
         raw = cred
         self.configuration = configuration
         if let cert = configuration.certificatePEM, let key = configuration.keyPEM {
