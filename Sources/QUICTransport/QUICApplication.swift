@@ -109,9 +109,40 @@ public struct ConnectionStats: Sendable, CustomStringConvertible {
     public var packetsReceived: UInt64
     /// Open streams by traffic class (mesh links only).
     public var streamsByClass: [TrafficClass: Int]
+    /// Packets declared lost that carried stream data (see `QUICConnection.lostPackets` for what
+    /// ngtcp2 0.12 can count).
+    public var lostPackets: UInt64 = 0
+    /// Probe timeouts in a row right now (ngtcp2's `pto_count`; non-zero means the peer went quiet).
+    public var probeTimeouts: UInt64 = 0
+    /// Slow-start threshold in bytes (`UInt64.max` until the first congestion event).
+    public var slowStartThreshold: UInt64 = .max
+    /// The congestion controller's pacing rate, bytes per second (0 when not pacing).
+    public var pacingRate: Double = 0
+    /// Delivery rate estimate, bytes per second.
+    public var deliveryRate: UInt64 = 0
+    /// The handshake resumed an earlier session.
+    public var resumed = false
+
+    struct Extra {
+        var lostPackets: UInt64 = 0, probeTimeouts: UInt64 = 0, slowStartThreshold: UInt64 = .max
+        var pacingRate: Double = 0, deliveryRate: UInt64 = 0, resumed = false
+    }
+
+    init(smoothedRTT: Duration, rttVariance: Duration, minRTT: Duration, latestRTT: Duration, congestionWindow: UInt64,
+         bytesInFlight: UInt64, bytesSent: UInt64, bytesReceived: UInt64, packetsSent: UInt64, packetsReceived: UInt64,
+         streamsByClass: [TrafficClass: Int], extra: Extra) {
+        self.smoothedRTT = smoothedRTT; self.rttVariance = rttVariance; self.minRTT = minRTT; self.latestRTT = latestRTT
+        self.congestionWindow = congestionWindow; self.bytesInFlight = bytesInFlight
+        self.bytesSent = bytesSent; self.bytesReceived = bytesReceived
+        self.packetsSent = packetsSent; self.packetsReceived = packetsReceived; self.streamsByClass = streamsByClass
+        lostPackets = extra.lostPackets; probeTimeouts = extra.probeTimeouts; slowStartThreshold = extra.slowStartThreshold
+        pacingRate = extra.pacingRate; deliveryRate = extra.deliveryRate; resumed = extra.resumed
+    }
 
     public var description: String {
-        "srtt=\(smoothedRTT) rttvar=\(rttVariance) cwnd=\(congestionWindow) inflight=\(bytesInFlight) "
-            + "sent=\(bytesSent)B/\(packetsSent)pkt recv=\(bytesReceived)B/\(packetsReceived)pkt"
+        let classes = TrafficClass.allCases.compactMap { c in streamsByClass[c].map { "\(c)=\($0)" } }.joined(separator: ",")
+        return "srtt=\(smoothedRTT) rttvar=\(rttVariance) cwnd=\(congestionWindow) inflight=\(bytesInFlight) "
+            + "sent=\(bytesSent)B/\(packetsSent)pkt recv=\(bytesReceived)B/\(packetsReceived)pkt lost=\(lostPackets)pkt"
+            + (classes.isEmpty ? "" : " streams=\(classes)")
     }
 }

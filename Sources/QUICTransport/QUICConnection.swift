@@ -68,6 +68,11 @@ public final class QUICConnection {
     /// Client: the server's transport parameters, encoded, kept for a later resumption ticket.
     private var remoteParametersForResumption: [UInt8]?
 
+    /// Streams ngtcp2 holds, for the loss count (ngtcp2 0.12 counts lost packets per stream only).
+    private var liveStreams: Set<Int64> = []
+    /// Lost packets that carried data of streams already closed.
+    private var lostOnClosedStreams: UInt64 = 0
+
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
 
@@ -381,7 +386,9 @@ public final class QUICConnection {
         guard let conn, applicationStarted, !isClosingOrDraining else { return nil }
         var id: Int64 = -1
         let rc = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
-        return rc == 0 ? id : nil
+        guard rc == 0 else { return nil }
+        liveStreams.insert(id)
+        return id
     }
 
     /// The application consumed `count` bytes of `stream`: open the flow-control windows by that much.
@@ -408,9 +415,24 @@ public final class QUICConnection {
 
     var negotiatedALPN: String? { tls.negotiatedALPN }
 
+    /// Packets declared lost that carried stream data (ngtcp2 0.12 exposes no connection-wide loss
+    /// count; a packet with frames of two streams counts twice, packets with only ACK/control frames
+    /// or DATAGRAMs are not counted).
+    var lostPackets: UInt64 {
+        guard let conn else { return lostOnClosedStreams }
+        return liveStreams.reduce(lostOnClosedStreams) { $0 + UInt64(ngtcp2_conn_get_stream_loss_count(conn, $1)) }
+    }
+
     public var stats: ConnectionStats {
         var st = ngtcp2_conn_stat()
         if let conn { gq_ngtcp2_conn_get_conn_stat(conn, &st) }
+        var extra = ConnectionStats.Extra()
+        extra.lostPackets = lostPackets
+        extra.probeTimeouts = UInt64(st.pto_count)
+        extra.slowStartThreshold = st.ssthresh
+        extra.pacingRate = st.pacing_rate > 0 ? st.pacing_rate * 1e9 : 0
+        extra.deliveryRate = st.delivery_rate_sec
+        extra.resumed = isResumed
         return ConnectionStats(smoothedRTT: .nanoseconds(Int64(clamping: st.smoothed_rtt)),
                                rttVariance: .nanoseconds(Int64(clamping: st.rttvar)),
                                minRTT: .nanoseconds(Int64(clamping: st.min_rtt == UInt64.max ? 0 : st.min_rtt)),
@@ -418,7 +440,7 @@ public final class QUICConnection {
                                congestionWindow: st.cwnd, bytesInFlight: st.bytes_in_flight,
                                bytesSent: bytesSent, bytesReceived: bytesReceived,
                                packetsSent: packetsSent, packetsReceived: packetsReceived,
-                               streamsByClass: (application as? MeshStreams)?.openStreamsByClass ?? [:])
+                               streamsByClass: (application as? MeshStreams)?.openStreamsByClass ?? [:], extra: extra)
     }
 
     // MARK: Closing
@@ -687,10 +709,13 @@ public final class QUICConnection {
                                   fin: flags & UInt32(NGTCP2_STREAM_DATA_FLAG_FIN) != 0)
         }
         cb.stream_open = { _, stream, ud in
-            let c = QUICConnection.from(ud); c.application?.streamOpened(c, stream: stream); return 0
+            let c = QUICConnection.from(ud); c.liveStreams.insert(stream); c.application?.streamOpened(c, stream: stream); return 0
         }
-        cb.stream_close = { _, flags, stream, code, ud, _ in
+        cb.stream_close = { conn, flags, stream, code, ud, _ in
             let c = QUICConnection.from(ud)
+            if c.liveStreams.remove(stream) != nil, let conn {
+                c.lostOnClosedStreams += UInt64(ngtcp2_conn_get_stream_loss_count(conn, stream))
+            }
             let set = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0
             c.application?.streamClosed(c, stream: stream, errorCode: set ? code : nil)
             // ngtcp2 0.12 leaves MAX_STREAMS to us: a closed peer stream frees one slot for the peer.

@@ -53,8 +53,13 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         var onHandshake: ((Result<QUICConnection, QUICError>) -> Void)?
         /// Client: where session tickets for this peer go.
         var tickets: TicketStore?
+        /// Key of this connection's snapshot in `QUICMetrics`, and the loss count already added there.
+        let metricsID = QUICEndpoint.nextMetricsID.add(1, ordering: .relaxed).newValue
+        var lostReported: UInt64 = 0
         init(_ c: QUICConnection) { connection = c }
     }
+    private static let nextMetricsID = Atomic<UInt64>(0)
+    private var nextStatsPublish = Instant.zero
     private var byID: [ConnectionID: Record] = [:]
     private var records: [ObjectIdentifier: Record] = [:]
     private let rxBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
@@ -218,6 +223,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 deadline = min(deadline, r.connection.nextTimeout)
                 if r.dirty { anyDirty = true }
             }
+            if !records.isEmpty { deadline = min(deadline, nextStatsPublish) }
             var timeoutMS: Int32 = -1
             var shortWaitNS: UInt64 = 0
             if anyDirty { timeoutMS = 0 }
@@ -250,8 +256,15 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 if r.dirty || r.connection.resendClose { flush(r, now: now) }
                 processEvents(r)
             }
+            if now >= nextStatsPublish {
+                nextStatsPublish = now + .milliseconds(250)
+                for r in records.values { publishStats(r) }
+            }
         }
-        for r in records.values { r.onHandshake?(.failure(.closed("endpoint shut down"))); r.onHandshake = nil }
+        for r in records.values {
+            r.onHandshake?(.failure(.closed("endpoint shut down"))); r.onHandshake = nil
+            publishStats(r, remove: true)
+        }
         records.removeAll()
         byID.removeAll()
         stopped.signal()
@@ -373,7 +386,18 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         return total
     }
 
+    /// Refreshes the connection's snapshot in `QUICMetrics` (nil removes it) and adds new losses.
+    private func publishStats(_ r: Record, remove: Bool = false) {
+        let conn = r.connection
+        let lost = conn.lostPackets
+        if lost > r.lostReported { QUICMetrics.shared.packetsLost.add(Int(lost - r.lostReported)); r.lostReported = lost }
+        guard !remove, conn.isEstablished else { QUICMetrics.shared.publish(r.metricsID, nil); return }
+        QUICMetrics.shared.publish(r.metricsID, .init(peer: conn.peerNodeID, remote: conn.remote.peerAddress, alpn: conn.negotiatedALPN,
+                                                       isServer: conn.role == .server, stats: conn.stats))
+    }
+
     private func forget(_ r: Record) {
+        publishStats(r, remove: true)
         let conn = r.connection
         for id in conn.localIDs { byID[id] = nil }
         if let o = conn.originalDestinationID { byID[o] = nil }

@@ -1,3 +1,4 @@
+import MeshCore
 import Synchronization
 
 /// Process-wide counters for the transport (exported by MeshPeer's metrics endpoint).
@@ -27,4 +28,24 @@ public final class QUICMetrics: Sendable {
     public let earlyDataAccepted = Counter()
     /// Client side: 0-RTT flights the server refused (the data was sent again after the handshake).
     public let earlyDataRejected = Counter()
+    /// Packets declared lost (that carried stream data), summed over every connection, closed or open.
+    public let packetsLost = Counter()
+
+    /// One open connection as the metrics see it, refreshed by its endpoint about every 250 ms.
+    public struct ConnectionSnapshot: Sendable {
+        /// The authenticated peer (mesh links; nil for HTTP/3).
+        public var peer: NodeID?
+        public var remote: PeerAddress
+        public var alpn: String?
+        public var isServer: Bool
+        public var stats: ConnectionStats
+    }
+    private let live = Mutex<[UInt64: ConnectionSnapshot]>([:])
+
+    /// Every open connection of every endpoint in this process, with its latest stats.
+    public var connections: [ConnectionSnapshot] { live.withLock { Array($0.values) } }
+
+    func publish(_ id: UInt64, _ snapshot: ConnectionSnapshot?) {
+        live.withLock { $0[id] = snapshot }
+    }
 }
