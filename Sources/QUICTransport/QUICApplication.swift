@@ -92,6 +92,9 @@ public struct QUICSettings: Sendable {
     /// Write a qlog file per connection into this directory (it must exist). Default nil (off).
     public var qlogDirectory: String? = nil
 
+    /// Client: a token to put in the first Initial (tests forge one to check address validation).
+    var initialToken: [UInt8]? = nil
+
     public init() {}
 }
 

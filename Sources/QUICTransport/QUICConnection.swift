@@ -99,8 +99,13 @@ public final class QUICConnection {
         var callbacks = QUICConnection.callbacks(client: true)
         var d = dcid.ngtcp2, sc = scid.ngtcp2
         var c: OpaquePointer?
-        let rc = gq_ngtcp2_conn_client_new(&c, &d, &sc, &pathStorage.pointee.path, NGTCP2_PROTO_VER_V1,
-                                           &callbacks, &s, &p, nil, owner)
+        var token = settings.initialToken ?? []
+        let rc = token.withUnsafeMutableBufferPointer { t in
+            // ngtcp2 copies the token during conn_client_new.
+            if let base = t.baseAddress, !t.isEmpty { s.token = ngtcp2_vec(base: base, len: t.count) }
+            return gq_ngtcp2_conn_client_new(&c, &d, &sc, &pathStorage.pointee.path, NGTCP2_PROTO_VER_V1,
+                                             &callbacks, &s, &p, nil, owner)
+        }
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a client connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
@@ -117,9 +122,11 @@ public final class QUICConnection {
         }
     }
 
-    /// A server connection for a client Initial whose header is `header`.
+    /// A server connection for a client Initial whose header is `header`. `retriedFrom`: the original
+    /// destination ID from a valid Retry token (the client's second Initial after our Retry).
     init(serverFor header: ngtcp2_pkt_hd, remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials,
-         alpn: [String], settings: QUICSettings, resetSecret: [UInt8], now: Instant, logger: Logger) throws(QUICError) {
+         alpn: [String], retriedFrom: ConnectionID? = nil, settings: QUICSettings, resetSecret: [UInt8], now: Instant,
+         logger: Logger) throws(QUICError) {
         role = .server
         self.remote = remote; self.local = local; self.settings = settings
         self.resetSecret = resetSecret; self.logger = logger
@@ -134,7 +141,13 @@ public final class QUICConnection {
         openQlog(&s, odcid: ConnectionID(header.dcid))
         s.token = header.token
         var p = makeTransportParams()
-        p.original_dcid = header.dcid
+        if let retriedFrom {
+            p.original_dcid = retriedFrom.ngtcp2
+            p.retry_scid = header.dcid
+            p.retry_scid_present = 1
+        } else {
+            p.original_dcid = header.dcid
+        }
         p.stateless_reset_token_present = 1
         withUnsafeMutableBytes(of: &p.stateless_reset_token) { tok in
             var cid = scid.ngtcp2

@@ -18,6 +18,14 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         /// Accept incoming connections (servers, mesh peers). Dial-only clients set false.
         public var acceptsConnections = true
         public var logger = Logger(label: "gquic.quic")
+        /// Validate client addresses with Retry before creating any connection state (RFC 9000
+        /// §8.1.2): every new client pays one extra round trip and must echo a sealed, address-bound
+        /// token. Use it on endpoints reachable from untrusted networks (an HTTP/3 front door), where
+        /// spoofed Initials could make us amplify or hold state. Default false: mesh peers are
+        /// authenticated by TLS anyway and the extra round trip would slow every (re)connect.
+        public var validatesAddresses = false
+        /// How long a Retry token stays valid. Default 10 s (it only has to survive one round trip).
+        public var retryTokenLifetime: Duration = .seconds(10)
         /// Server side: builds the application for an `h3` connection (set by `HTTP3Server`).
         var http3Factory: (@Sendable (QUICConnection, QUICEndpoint) throws(QUICError) -> QUICApplication)?
 
@@ -45,6 +53,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     let resetSecret: [UInt8]
     let clock = SystemClock()
+    private let addressValidation: AddressValidation
 
     // Loop-thread state.
     final class Record {
@@ -83,6 +92,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         var secret = [UInt8](repeating: 0, count: 32)
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
         resetSecret = secret
+        addressValidation = AddressValidation(lifetime: configuration.retryTokenLifetime)
         (incomingLinks, incomingContinuation) = AsyncStream.makeStream(of: QUICLink.self)
         // The I/O thread keeps the endpoint alive until `shutdown()` ends it: call shutdown() when done.
         let t = Thread { self.run() }
@@ -312,13 +322,33 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 QUICMetrics.shared.datagramsDropped.add(1)
                 return nil
             }
+            var retried: ConnectionID?
+            if configuration.validatesAddresses {
+                switch addressValidation.check(hd, from: from, now: now) {
+                case .noToken:
+                    let retry = addressValidation.retry(for: hd, from: from, now: now)
+                    retry.withUnsafeBytes { _ = socket.send($0, segmentSize: $0.count, to: from) }
+                    QUICMetrics.shared.retriesSent.add(1)
+                    return nil
+                case .invalid:
+                    configuration.logger.warning(
+                        "refusing a connection from \(from): its address-validation (Retry) token is forged, expired or for another address",
+                        metadata: ["event": "invalid-token"])
+                    QUICMetrics.shared.invalidTokens.add(1)
+                    let close = AddressValidation.invalidTokenClose(for: hd)
+                    close.withUnsafeBytes { _ = socket.send($0, segmentSize: $0.count, to: from) }
+                    return nil
+                case .valid(let odcid):
+                    retried = odcid
+                }
+            }
             var alpn: [String] = []
             if configuration.tls.isMesh { alpn.append(QUICEndpoint.meshALPN) }
             if configuration.http3Factory != nil { alpn.append(QUICEndpoint.http3ALPN) }
             do {
                 let conn = try QUICConnection(serverFor: hd, remote: from, local: socket.localAddress, credentials: credentials,
-                                              alpn: alpn, settings: configuration.settings, resetSecret: resetSecret,
-                                              now: now, logger: configuration.logger)
+                                              alpn: alpn, retriedFrom: retried, settings: configuration.settings,
+                                              resetSecret: resetSecret, now: now, logger: configuration.logger)
                 let factory = configuration.http3Factory
                 conn.applicationFactory = { [unowned self] (c: QUICConnection) throws(QUICError) -> QUICApplication in
                     switch c.negotiatedALPN {

@@ -28,6 +28,9 @@ public final class QUICMetrics: Sendable {
     public let earlyDataAccepted = Counter()
     /// Client side: 0-RTT flights the server refused (the data was sent again after the handshake).
     public let earlyDataRejected = Counter()
+    /// Retry packets sent (address validation on), and client Initials refused for a bad token.
+    public let retriesSent = Counter()
+    public let invalidTokens = Counter()
     /// Packets declared lost (that carried stream data), summed over every connection, closed or open.
     public let packetsLost = Counter()
 
