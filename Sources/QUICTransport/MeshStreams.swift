@@ -52,6 +52,19 @@ final class MeshStreams: QUICApplication {
     private var firstMessage: [UInt8]?
     private var firstStreamID: Int64?
 
+    // Admission by join token (see `JoinToken`). Server: the link is held back (its streams queued,
+    // datagrams dropped) until the dialler's proof checks out. Client: sends the proof.
+    /// First byte of the stream that carries a join proof (not a `TrafficClass`).
+    static let admissionMarker: UInt8 = 0xA0
+    private(set) var awaitingAdmission = false
+    private var admissionDeadline: Instant?
+    private var pendingAccepts: [QUICStream] = []
+    private var admissionStreams: [Int64: [UInt8]] = [:]
+    /// Called once when a held-back link is admitted.
+    var onAdmitted: (() -> Void)?
+    /// The endpoint handed this (accepted) link to its owner.
+    var announced = false
+
     init(executor: LoopExecutor, link: QUICLink, wake: @escaping () -> Void) {
         self.executor = executor
         self.link = link
@@ -129,7 +142,68 @@ final class MeshStreams: QUICApplication {
 
     func start(_ connection: QUICConnection) throws(QUICError) {
         self.connection = connection
+        if connection.role == .server, connection.tlsConfiguration.admission?.requiresJoinToken == true {
+            awaitingAdmission = true
+            admissionDeadline = connection.lastNow + connection.settings.handshakeTimeout
+        }
         if firstMessage != nil { openFirstStream() }
+    }
+
+    var deadline: Instant? { awaitingAdmission ? admissionDeadline : nil }
+
+    func deadlineReached(_ connection: QUICConnection, now: Instant) {
+        refuseJoin(connection, "no join token presented within \(connection.settings.handshakeTimeout)")
+    }
+
+    /// Client: proves we hold the join token, on a unidirectional stream of its own.
+    private func presentJoinToken(_ connection: QUICConnection) {
+        let config = connection.tlsConfiguration
+        guard let token = config.joinToken, let me = config.localNodeID,
+              let exporter = connection.tlsExporter(label: JoinToken.exporterLabel, length: 32),
+              let id = connection.openStream(bidirectional: false) else { return }
+        let st = StreamState(id: id, trafficClass: .control)
+        st.headerLength = 1
+        streams[id] = st
+        let p = JoinToken.Presentation(version: 1, tokenID: token.id, proof: token.proof(exporter: exporter, joiner: me))
+        append(st, bytes: [MeshStreams.admissionMarker] + p.wireBytes(), fin: true)
+    }
+
+    private func receivedAdmission(_ connection: QUICConnection, stream id: Int64, data: UnsafeRawBufferPointer, fin: Bool) {
+        var buf = admissionStreams[id] ?? []
+        buf += data
+        connection.consumed(stream: id, count: data.count)
+        guard buf.count <= 1 + JoinToken.Presentation.maxLength else {
+            admissionStreams[id] = nil
+            refuseJoin(connection, "oversized join presentation")
+            return
+        }
+        guard fin else { admissionStreams[id] = buf; return }
+        admissionStreams[id] = nil
+        guard awaitingAdmission else { return } // this endpoint does not ask for tokens
+        guard let peer = connection.peerNodeID, let policy = connection.tlsConfiguration.admission,
+              let exporter = connection.tlsExporter(label: JoinToken.exporterLabel, length: 32),
+              let p = try? JoinToken.Presentation(wireBytes: Array(buf.dropFirst())),
+              policy.admitsJoin(p, exporter: exporter, node: peer) else {
+            refuseJoin(connection, "join token proof is invalid (unknown token, or not made with its secret for this connection)")
+            return
+        }
+        awaitingAdmission = false
+        admissionDeadline = nil
+        let held = pendingAccepts
+        pendingAccepts = []
+        for h in held { link.accept(h) }
+        onAdmitted?()
+    }
+
+    private func refuseJoin(_ connection: QUICConnection, _ why: String) {
+        guard awaitingAdmission else { return }
+        awaitingAdmission = false
+        connection.logger.warning("refusing peer \(connection.peerNodeID.map(\.description) ?? "?") at \(connection.remote): \(why)",
+                                  metadata: ["event": "peer-refused"])
+        QUICMetrics.shared.peersRefused.add(1)
+        QUICMetrics.shared.joinRefused.add(1)
+        connection.close(errorCode: AdmissionPolicy.joinRefusedErrorCode, reason: "join token required: \(why)", now: connection.lastNow)
+        wake()
     }
 
     /// Queues `message` as the first control stream (bidirectional, finished). Before `start`, so a
@@ -154,6 +228,7 @@ final class MeshStreams: QUICApplication {
     }
 
     func handshakeCompleted(_ connection: QUICConnection) {
+        if connection.role == .client { presentJoinToken(connection) }
         guard let id = firstStreamID, let st = streams[id], st.handle == nil else { return }
         let handle = QUICStream(id: id, trafficClass: .control, writable: true, executor: executor, streams: self)
         st.handle = handle
@@ -163,6 +238,10 @@ final class MeshStreams: QUICApplication {
     }
 
     func receivedStreamData(_ connection: QUICConnection, stream id: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError) {
+        if admissionStreams[id] != nil {
+            receivedAdmission(connection, stream: id, data: data, fin: fin)
+            return
+        }
         var data = data
         let st: StreamState
         if let existing = streams[id] {
@@ -177,6 +256,12 @@ final class MeshStreams: QUICApplication {
                 if fin { connection.shutdownStream(id, errorCode: MeshStreams.errorMalformed) }
                 return
             }
+            if first == MeshStreams.admissionMarker && id & 0x1 != (connection.role == .server ? 1 : 0) {
+                streams[id] = nil
+                admissionStreams[id] = []
+                receivedAdmission(connection, stream: id, data: data, fin: fin)
+                return
+            }
             guard let cls = TrafficClass(rawValue: first) else {
                 connection.shutdownStream(id, errorCode: MeshStreams.errorMalformed)
                 streams[id] = nil
@@ -188,7 +273,15 @@ final class MeshStreams: QUICApplication {
             st.handle = handle
             connection.consumed(stream: id, count: 1)
             data = UnsafeRawBufferPointer(rebasing: data[1...])
-            link.accept(handle)
+            if awaitingAdmission {
+                guard pendingAccepts.count < 256 else {
+                    refuseJoin(connection, "opened too many streams before presenting a join token")
+                    return
+                }
+                pendingAccepts.append(handle)
+            } else {
+                link.accept(handle)
+            }
         }
         st.handle?.deliver(data, fin: fin)
     }
@@ -245,6 +338,7 @@ final class MeshStreams: QUICApplication {
     }
 
     func receivedDatagram(_ connection: QUICConnection, data: UnsafeRawBufferPointer) {
+        if awaitingAdmission { return }
         link.deliverDatagram(Array(data))
     }
 

@@ -38,11 +38,17 @@ protocol QUICApplication: AnyObject {
     func handshakeCompleted(_ connection: QUICConnection)
     /// The server refused our 0-RTT data: ngtcp2 forgot every stream opened so far.
     func earlyDataRejected(_ connection: QUICConnection)
+    /// A timer of the application's own (the connection folds it into `nextTimeout`).
+    var deadline: Instant? { get }
+    /// `deadline` passed.
+    func deadlineReached(_ connection: QUICConnection, now: Instant)
 }
 
 extension QUICApplication {
     func handshakeCompleted(_ connection: QUICConnection) {}
     func earlyDataRejected(_ connection: QUICConnection) {}
+    var deadline: Instant? { nil }
+    func deadlineReached(_ connection: QUICConnection, now: Instant) {}
 }
 
 /// Congestion controllers ngtcp2 0.12 offers. BBR is the default: in this ngtcp2, CUBIC collapses at

@@ -73,6 +73,9 @@ public final class QUICConnection {
     /// Lost packets that carried data of streams already closed.
     private var lostOnClosedStreams: UInt64 = 0
 
+    /// The latest `now` an input brought (for application timers set inside callbacks).
+    private(set) var lastNow = Instant.zero
+
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
 
@@ -210,6 +213,7 @@ public final class QUICConnection {
         var s = ngtcp2_settings()
         gq_ngtcp2_settings_default(&s)
         s.initial_ts = now.nanoseconds
+        lastNow = now
         s.cc_algo = settings.congestionControl.ngtcp2
         s.max_window = settings.maxWindow
         s.max_stream_window = settings.maxStreamWindow
@@ -247,6 +251,7 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
+        lastNow = now
         bytesReceived += UInt64(datagram.count); packetsReceived += 1
         var pi = ngtcp2_pkt_info()
         let rc = gq_ngtcp2_conn_read_pkt(conn, &pathStorage.pointee.path, &pi,
@@ -265,6 +270,8 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
+        lastNow = now
+        if let app = application, let d = app.deadline, d <= now { app.deadlineReached(self, now: now) }
         let rc = ngtcp2_conn_handle_expiry(conn, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "handling a timer", now: now) }
     }
@@ -278,7 +285,8 @@ public final class QUICConnection {
         }
         guard let conn else { return .distantFuture }
         let e = ngtcp2_conn_get_expiry(conn)
-        return e == UInt64.max ? .distantFuture : Instant(nanoseconds: e)
+        let expiry = e == UInt64.max ? Instant.distantFuture : Instant(nanoseconds: e)
+        return min(expiry, application?.deadline ?? .distantFuture)
     }
 
     public var isClosed: Bool { if case .closed = state { true } else { false } }
@@ -427,6 +435,12 @@ public final class QUICConnection {
     }
 
     var negotiatedALPN: String? { tls.negotiatedALPN }
+
+    /// The TLS exporter of this connection (after the handshake completed).
+    func tlsExporter(label: String, length: Int) -> [UInt8]? { tls.exporter(label: label, length: length) }
+
+    /// This endpoint's TLS configuration (admission policy, join token).
+    var tlsConfiguration: TLSConfiguration { tls.credentials.configuration }
 
     /// Packets declared lost that carried stream data (ngtcp2 0.12 exposes no connection-wide loss
     /// count; a packet with frames of two streams counts twice, packets with only ACK/control frames

@@ -212,6 +212,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
             self.records[ObjectIdentifier(rec.value)]?.dirty = true
         })
         link.attach(app, conn)
+        app.onAdmitted = { [unowned self, unowned app] in announce(app) }
         return app
     }
 
@@ -426,6 +427,14 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                                                        isServer: conn.role == .server, stats: conn.stats))
     }
 
+    /// Hands an accepted mesh link to `incomingLinks`, once, when it is admitted.
+    private func announce(_ mesh: MeshStreams) {
+        guard !mesh.announced, !mesh.awaitingAdmission, let conn = mesh.connection, conn.role == .server else { return }
+        mesh.announced = true
+        configuration.logger.debug("link up: \(mesh.link.peer) at \(conn.remote)")
+        incomingContinuation.yield(mesh.link)
+    }
+
     private func forget(_ r: Record) {
         publishStats(r, remove: true)
         let conn = r.connection
@@ -466,10 +475,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 }
                 if conn.role == .server {
                     QUICMetrics.shared.connectionsAccepted.add(1)
-                    if let mesh = conn.application as? MeshStreams {
-                        configuration.logger.debug("link up: \(mesh.link.peer) at \(conn.remote)")
-                        incomingContinuation.yield(mesh.link)
-                    }
+                    if let mesh = conn.application as? MeshStreams { announce(mesh) }
                 }
             case .newConnectionID(let id): byID[id] = r
             case .retiredConnectionID(let id): byID[id] = nil

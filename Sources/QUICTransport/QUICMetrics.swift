@@ -14,6 +14,8 @@ public final class QUICMetrics: Sendable {
     /// Peers refused during the handshake: no certificate, not a node certificate, wrong identity,
     /// or not admitted by the policy.
     public let peersRefused = Counter()
+    /// Of those, links closed because no valid join token was presented (policy `joinTokens`).
+    public let joinRefused = Counter()
     /// Datagrams that matched no connection and could not start one (garbage, stray short headers).
     public let datagramsDropped = Counter()
     /// Version Negotiation packets sent.

@@ -101,6 +101,14 @@ final class TLSSession {
         return Array(UnsafeBufferPointer(start: p, count: Int(d.size)))
     }
 
+    /// `length` bytes of the TLS exporter (RFC 8446 §7.5) for `label`, empty context; nil before the
+    /// handshake completed.
+    func exporter(label: String, length: Int) -> [UInt8]? {
+        var out = [CChar](repeating: 0, count: length)
+        let rc = gnutls_prf_rfc5705(raw, label.utf8.count, label, 0, nil, length, &out)
+        return rc == 0 ? out.map { UInt8(bitPattern: $0) } : nil
+    }
+
     /// Server: sends one session ticket (after the handshake completed).
     func sendTicket() -> Int32 { gnutls_session_ticket_send(raw, 1, 0) }
 
