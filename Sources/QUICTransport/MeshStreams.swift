@@ -64,6 +64,10 @@ final class MeshStreams: QUICApplication {
     var onAdmitted: (() -> Void)?
     /// The endpoint handed this (accepted) link to its owner.
     var announced = false
+    /// Per-class rate caps and the bulk scavenger (nil when neither is configured).
+    private var limiter: ClassLimiter?
+    /// When a rate-capped class may send again.
+    private var refillAt: Instant?
 
     init(executor: LoopExecutor, link: QUICLink, wake: @escaping () -> Void) {
         self.executor = executor
@@ -142,6 +146,9 @@ final class MeshStreams: QUICApplication {
 
     func start(_ connection: QUICConnection) throws(QUICError) {
         self.connection = connection
+        let l = ClassLimiter(rates: connection.settings.classRateLimits, scavenger: connection.settings.bulkScavenger,
+                             now: connection.lastNow)
+        limiter = l.isActive ? l : nil
         if connection.role == .server, connection.tlsConfiguration.admission?.requiresJoinToken == true {
             awaitingAdmission = true
             admissionDeadline = connection.lastNow + connection.settings.handshakeTimeout
@@ -149,10 +156,17 @@ final class MeshStreams: QUICApplication {
         if firstMessage != nil { openFirstStream() }
     }
 
-    var deadline: Instant? { awaitingAdmission ? admissionDeadline : nil }
+    var deadline: Instant? {
+        let a = awaitingAdmission ? admissionDeadline : nil
+        guard let r = refillAt else { return a }
+        return min(a ?? r, r)
+    }
 
     func deadlineReached(_ connection: QUICConnection, now: Instant) {
-        refuseJoin(connection, "no join token presented within \(connection.settings.handshakeTimeout)")
+        if let r = refillAt, r <= now { refillAt = nil; wake() }
+        if awaitingAdmission, let d = admissionDeadline, d <= now {
+            refuseJoin(connection, "no join token presented within \(connection.settings.handshakeTimeout)")
+        }
     }
 
     /// Client: proves we hold the join token, on a unidirectional stream of its own.
@@ -308,6 +322,10 @@ final class MeshStreams: QUICApplication {
 
     func ackedStreamData(_ connection: QUICConnection, stream id: Int64, offset: UInt64, length: UInt64) {
         guard let st = streams[id] else { return }
+        if st.trafficClass == .bulk, limiter != nil {
+            let rtt = connection.rtt
+            limiter!.bulkAcked(Int(length), latestRTT: rtt.latest, minRTT: rtt.min, smoothedRTT: rtt.smoothed, now: connection.lastNow)
+        }
         let end = offset + length
         let userNew = end > max(st.ackedEnd, st.headerLength) ? end - max(st.ackedEnd, st.headerLength) : 0
         st.ackedEnd = max(st.ackedEnd, end)
@@ -344,6 +362,10 @@ final class MeshStreams: QUICApplication {
 
     func nextStreamData(_ connection: QUICConnection, vecs: UnsafeMutableBufferPointer<ngtcp2_vec>) -> (stream: Int64, count: Int, fin: Bool)? {
         for c in 0..<ready.count {
+            if limiter != nil, !ready[c].isEmpty, !limiter!.allows(TrafficClass(rawValue: UInt8(c))!, now: connection.lastNow) {
+                if let t = limiter!.nextRefill(after: connection.lastNow) { refillAt = min(refillAt ?? t, t) }
+                continue
+            }
             while let id = ready[c].first {
                 guard let st = streams[id], st.hasSendable else {
                     ready[c].removeFirst()
@@ -375,6 +397,7 @@ final class MeshStreams: QUICApplication {
     func wroteStreamData(_ connection: QUICConnection, stream id: Int64, count: Int, fin: Bool) {
         guard let st = streams[id] else { return }
         st.sent += UInt64(count)
+        if limiter != nil { limiter!.sent(st.trafficClass, count: count) }
         if fin { st.finSent = true }
         // Round-robin within the class: the stream goes to the back of its queue.
         let c = Int(st.trafficClass.rawValue)

@@ -98,6 +98,15 @@ public struct QUICSettings: Sendable {
     /// Write a qlog file per connection into this directory (it must exist). Default nil (off).
     public var qlogDirectory: String? = nil
 
+    /// Send-rate caps per traffic class, bytes per second (token buckets, 10 ms burst). Default none:
+    /// classes are limited only by priority and congestion control.
+    public var classRateLimits: [TrafficClass: Double] = [:]
+    /// Scavenger mode for the bulk class (see `ScavengerSettings`). Default nil (off): on a LAN, CPU
+    /// scheduling noise on a loaded host reads as queuing delay and would throttle bulk needlessly,
+    /// and within one connection the scheduler already sends control first. Turn it on for links
+    /// that share a bottleneck with latency-sensitive traffic (WAN, Wi-Fi, uplinks).
+    public var bulkScavenger: ScavengerSettings? = nil
+
     /// Client: a token to put in the first Initial (tests forge one to check address validation).
     var initialToken: [UInt8]? = nil
 

@@ -314,6 +314,7 @@ public final class QUICConnection {
             return 1
         }
         guard let conn, case .handshaking = state.orEstablished else { return 0 }
+        lastNow = now
         let udp = min(buffer.count, ngtcp2_conn_get_max_tx_udp_payload_size(conn))
         let quantum = max(1, ngtcp2_conn_get_send_quantum(conn) / max(udp, 1))
         let limit = min(maxPackets, quantum)
@@ -448,6 +449,14 @@ public final class QUICConnection {
     var lostPackets: UInt64 {
         guard let conn else { return lostOnClosedStreams }
         return liveStreams.reduce(lostOnClosedStreams) { $0 + UInt64(ngtcp2_conn_get_stream_loss_count(conn, $1)) }
+    }
+
+    /// The RTT figures alone (cheap; the scheduler reads them on every bulk acknowledgement).
+    var rtt: (latest: Duration, min: Duration, smoothed: Duration) {
+        var st = ngtcp2_conn_stat()
+        if let conn { gq_ngtcp2_conn_get_conn_stat(conn, &st) }
+        return (.nanoseconds(Int64(clamping: st.latest_rtt)), .nanoseconds(Int64(clamping: st.min_rtt == UInt64.max ? 0 : st.min_rtt)),
+                .nanoseconds(Int64(clamping: st.smoothed_rtt)))
     }
 
     public var stats: ConnectionStats {
