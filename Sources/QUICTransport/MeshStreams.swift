@@ -156,6 +156,8 @@ final class MeshStreams: QUICApplication {
         if firstMessage != nil { openFirstStream() }
     }
 
+    func trafficClass(of stream: Int64) -> TrafficClass? { streams[stream]?.trafficClass }
+
     var deadline: Instant? {
         let a = awaitingAdmission ? admissionDeadline : nil
         guard let r = refillAt else { return a }

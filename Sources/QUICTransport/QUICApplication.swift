@@ -42,6 +42,8 @@ protocol QUICApplication: AnyObject {
     var deadline: Instant? { get }
     /// `deadline` passed.
     func deadlineReached(_ connection: QUICConnection, now: Instant)
+    /// The class of a stream we send on (for DSCP marking), if the application has classes.
+    func trafficClass(of stream: Int64) -> TrafficClass?
 }
 
 extension QUICApplication {
@@ -49,6 +51,18 @@ extension QUICApplication {
     func earlyDataRejected(_ connection: QUICConnection) {}
     var deadline: Instant? { nil }
     func deadlineReached(_ connection: QUICConnection, now: Instant) {}
+    func trafficClass(of stream: Int64) -> TrafficClass? { nil }
+}
+
+extension TrafficClass {
+    /// DSCP when marking is on: EF (46) for control, CS1 (8, lower effort) for bulk, best effort else.
+    var dscp: UInt8 {
+        switch self {
+        case .control: 46
+        case .bulk: 8
+        default: 0
+        }
+    }
 }
 
 /// Congestion controllers ngtcp2 0.12 offers. BBR is the default: in this ngtcp2, CUBIC collapses at
@@ -101,6 +115,13 @@ public struct QUICSettings: Sendable {
     /// Send-rate caps per traffic class, bytes per second (token buckets, 10 ms burst). Default none:
     /// classes are limited only by priority and congestion control.
     public var classRateLimits: [TrafficClass: Double] = [:]
+    /// Mark packets with a DSCP by the highest traffic class they carry: EF for control, CS1 for
+    /// bulk, best effort for the rest (and for packets without stream data). Default false: only useful
+    /// where routers honour DSCP, and some networks bleach or penalise unknown marks.
+    public var dscpMarking = false
+    /// Use ECN: send ECT(0) as ngtcp2 decides (it validates the path and stops if marks are lost) and
+    /// report the codepoints we receive (read with IP_RECVTOS). Default true.
+    public var ecn = true
     /// Scavenger mode for the bulk class (see `ScavengerSettings`). Default nil (off): on a LAN, CPU
     /// scheduling noise on a loaded host reads as queuing delay and would throttle bulk needlessly,
     /// and within one connection the scheduler already sends control first. Turn it on for links

@@ -240,7 +240,8 @@ public final class QUICConnection {
     // MARK: Inputs
 
     /// Feeds one received UDP datagram.
-    public func receive(_ datagram: UnsafeRawBufferPointer, from: SocketAddress, now: Instant) {
+    /// `ecn`: the ECN codepoint (low two bits of the IP TOS byte) the datagram arrived with.
+    public func receive(_ datagram: UnsafeRawBufferPointer, from: SocketAddress, now: Instant, ecn: UInt8 = 0) {
         switch state {
         case .closing:
             // Answer anything with our CONNECTION_CLOSE again (RFC 9000 §10.2.1); the owner sends it.
@@ -254,6 +255,7 @@ public final class QUICConnection {
         lastNow = now
         bytesReceived += UInt64(datagram.count); packetsReceived += 1
         var pi = ngtcp2_pkt_info()
+        if settings.ecn { pi.ecn = UInt32(ecn & 0x3) }
         let rc = gq_ngtcp2_conn_read_pkt(conn, &pathStorage.pointee.path, &pi,
                                          datagram.bindMemory(to: UInt8.self).baseAddress, datagram.count, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "reading a packet", now: now) }
@@ -304,13 +306,15 @@ public final class QUICConnection {
     // MARK: Output
 
     /// Writes every packet that is ready (up to the congestion controller's send quantum), calling
-    /// `emit` with each UDP payload. Returns the number of packets written.
+    /// `emit` with each UDP payload and the IP TOS byte to send it with (DSCP of the highest traffic
+    /// class it carries, when marking is on, and the ECN codepoint ngtcp2 chose). Returns the number
+    /// of packets written.
     @discardableResult
     func writePackets(now: Instant, buffer: UnsafeMutableRawBufferPointer, maxPackets: Int = 64,
-                      emit: (UnsafeRawBufferPointer) -> Void) -> Int {
+                      emit: (UnsafeRawBufferPointer, UInt8) -> Void) -> Int {
         if resendClose, case .closing = state, !closePacket.isEmpty {
             resendClose = false
-            closePacket.withUnsafeBytes { emit($0) }
+            closePacket.withUnsafeBytes { emit($0, 0) }
             return 1
         }
         guard let conn, case .handshaking = state.orEstablished else { return 0 }
@@ -322,6 +326,7 @@ public final class QUICConnection {
         var written = 0
         var pi = ngtcp2_pkt_info()
         var vecs = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
+        var packetClass: TrafficClass?  // highest class with data in the packet being built
         let ts = now.nanoseconds
         outer: while written < limit {
             if !pendingDatagrams.isEmpty, case .established = state {
@@ -337,7 +342,7 @@ public final class QUICConnection {
                 }
                 if accepted != 0 { pendingDatagrams.removeFirst() }
                 if n == 0 { break }
-                account(n); emit(UnsafeRawBufferPointer(start: dest, count: n)); written += 1
+                account(n); emit(UnsafeRawBufferPointer(start: dest, count: n), tos(pi, packetClass: .telemetry)); written += 1
                 continue
             }
             var stream: Int64 = -1
@@ -347,6 +352,7 @@ public final class QUICConnection {
             if applicationStarted, let app = application,
                let next = vecs.withUnsafeMutableBufferPointer({ app.nextStreamData(self, vecs: $0) }) {
                 (stream, count, fin) = next
+                if settings.dscpMarking, let c = app.trafficClass(of: stream) { packetClass = min(packetClass ?? c, c) }
                 if fin { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
             }
             var ndatalen: Int = -1
@@ -369,7 +375,7 @@ public final class QUICConnection {
                 default:
                     handleLibraryError(Int32(n), while: "writing packets", now: now)
                     if case .closing = state, !closePacket.isEmpty {
-                        closePacket.withUnsafeBytes { emit($0) }
+                        closePacket.withUnsafeBytes { emit($0, 0) }
                         written += 1
                     }
                     break outer
@@ -381,11 +387,18 @@ public final class QUICConnection {
             }
             if n == 0 { break }
             account(n)
-            emit(UnsafeRawBufferPointer(start: dest, count: n))
+            emit(UnsafeRawBufferPointer(start: dest, count: n), tos(pi, packetClass: packetClass))
+            packetClass = nil
             written += 1
         }
         ngtcp2_conn_update_pkt_tx_time(conn, ts)
         return written
+    }
+
+    private func tos(_ pi: ngtcp2_pkt_info, packetClass: TrafficClass?) -> UInt8 {
+        let ecn: UInt8 = settings.ecn ? UInt8(pi.ecn & 0x3) : 0
+        guard settings.dscpMarking, let c = packetClass else { return ecn }
+        return c.dscp << 2 | ecn
     }
 
     /// Sans-IO convenience: every ready datagram as arrays.
@@ -394,7 +407,7 @@ public final class QUICConnection {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
         defer { buf.deallocate() }
         while true {
-            let n = writePackets(now: now, buffer: buf) { out.append(Array($0)) }
+            let n = writePackets(now: now, buffer: buf) { p, _ in out.append(Array(p)) }
             if n == 0 { break }
         }
         return out

@@ -284,14 +284,14 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     private func receiveBatch() {
         var touched: [Record] = []
         for _ in 0..<256 {
-            guard let (n, from) = socket.receive(into: rxBuffer) else { break }
+            guard let (n, from, tos) = socket.receive(into: rxBuffer) else { break }
             let d = UnsafeRawBufferPointer(rebasing: rxBuffer[0..<n])
-            if let r = route(d, from: from) { if !r.dirty { touched.append(r) }; r.dirty = true }
+            if let r = route(d, from: from, ecn: tos & 0x3) { if !r.dirty { touched.append(r) }; r.dirty = true }
         }
     }
 
     /// Finds (or creates) the connection for a datagram; answers what needs a stateless answer.
-    private func route(_ d: UnsafeRawBufferPointer, from: SocketAddress) -> Record? {
+    private func route(_ d: UnsafeRawBufferPointer, from: SocketAddress, ecn: UInt8) -> Record? {
         let now = clock.now()
         switch PacketHeader.classify(d) {
         case .garbage:
@@ -305,7 +305,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
             return nil
         case .packet(let dcid, _, _, let isLong):
             if let r = byID[dcid] {
-                r.connection.receive(d, from: from, now: now)
+                r.connection.receive(d, from: from, now: now, ecn: ecn)
                 processEvents(r)
                 return r
             }
@@ -365,7 +365,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 }
                 let r = Record(conn)
                 register(r)
-                conn.receive(d, from: from, now: now)
+                conn.receive(d, from: from, now: now, ecn: ecn)
                 processEvents(r)
                 // A genuine Initial always draws a reply (the server's Initial/Handshake flight). One that
                 // failed to decrypt draws nothing: forget it now instead of holding state until timeout.
@@ -393,16 +393,19 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
         var batchLen = 0
         var segSize = 0
         var count = 0
+        var batchTOS: UInt8 = 0
         func send() {
             if batchLen > 0 {
-                _ = socket.send(UnsafeRawBufferPointer(rebasing: txBuffer[0..<batchLen]), segmentSize: segSize, to: conn.remote)
+                _ = socket.send(UnsafeRawBufferPointer(rebasing: txBuffer[0..<batchLen]), segmentSize: segSize, to: conn.remote, tos: batchTOS)
             }
             batchLen = 0; segSize = 0; count = 0
         }
         for _ in 0..<4 {
             let scratch = UnsafeMutableRawBufferPointer(rebasing: txBuffer[65536..<(65536 + maxSeg)])
-            let n = conn.writePackets(now: now, buffer: scratch, maxPackets: 64) { pkt in
-                if segSize != 0 && (pkt.count > segSize || count >= 64 || batchLen + pkt.count > 65000) { send() }
+            let n = conn.writePackets(now: now, buffer: scratch, maxPackets: 64) { pkt, tos in
+                // One GSO batch shares one TOS byte: a change of class or ECN mark starts a new batch.
+                if segSize != 0 && (pkt.count > segSize || count >= 64 || batchLen + pkt.count > 65000 || tos != batchTOS) { send() }
+                batchTOS = tos
                 txBuffer.baseAddress!.advanced(by: batchLen).copyMemory(from: pkt.baseAddress!, byteCount: pkt.count)
                 batchLen += pkt.count
                 count += 1

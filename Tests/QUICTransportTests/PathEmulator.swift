@@ -21,9 +21,11 @@ final class PathEmulator: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     /// Datagrams dropped on purpose (loss) and by the full queue.
     let dropped = Atomic<Int>(0)
+    /// How many client→server datagrams arrived with each IP TOS byte (DSCP << 2 | ECN).
+    let upstreamTOS = Mutex<[UInt8: Int]>([:])
 
     private struct Direction {
-        var queue: [(due: UInt64, bytes: [UInt8])] = []
+        var queue: [(due: UInt64, bytes: [UInt8], tos: UInt8)] = []
         var head = 0
         var queued = 0
         var lastDeparture: UInt64 = 0
@@ -67,22 +69,23 @@ final class PathEmulator: @unchecked Sendable {
                 var ts = timespec(tv_sec: 0, tv_nsec: Int(min(d - t, 100_000)))
                 nanosleep(&ts, nil)
             }
-            while let (n, from) = front.receive(into: buf) {
+            while let (n, from, tos) = front.receive(into: buf) {
                 client = from
-                enqueue(&up, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])))
+                upstreamTOS.withLock { $0[tos, default: 0] += 1 }
+                enqueue(&up, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])), tos: tos)
             }
-            while let (n, _) = back.receive(into: buf) {
-                enqueue(&down, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])))
+            while let (n, _, tos) = back.receive(into: buf) {
+                enqueue(&down, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])), tos: tos)
             }
             let now = Self.now()
-            release(&up, now: now) { b in b.withUnsafeBytes { _ = back.send($0, segmentSize: $0.count, to: server) } }
+            release(&up, now: now) { b, tos in b.withUnsafeBytes { _ = back.send($0, segmentSize: $0.count, to: server, tos: tos) } }
             if let client {
-                release(&down, now: now) { b in b.withUnsafeBytes { _ = front.send($0, segmentSize: $0.count, to: client) } }
+                release(&down, now: now) { b, tos in b.withUnsafeBytes { _ = front.send($0, segmentSize: $0.count, to: client, tos: tos) } }
             }
         }
     }
 
-    private func enqueue(_ d: inout Direction, _ bytes: [UInt8]) {
+    private func enqueue(_ d: inout Direction, _ bytes: [UInt8], tos: UInt8) {
         d.count += 1
         if dropEvery > 0 && d.count % dropEvery == 0 { dropped.add(1, ordering: .relaxed); return }
         if rate > 0 && d.queued + bytes.count > queueBytes { dropped.add(1, ordering: .relaxed); return }
@@ -92,16 +95,16 @@ final class PathEmulator: @unchecked Sendable {
             due = max(now, d.lastDeparture) + UInt64(Double(bytes.count) / rate * 1e9)
             d.lastDeparture = due
         }
-        d.queue.append((due, bytes))
+        d.queue.append((due, bytes, tos))
         d.queued += bytes.count
     }
 
-    private func release(_ d: inout Direction, now: UInt64, send: ([UInt8]) -> Void) {
+    private func release(_ d: inout Direction, now: UInt64, send: ([UInt8], UInt8) -> Void) {
         while d.head < d.queue.count, d.queue[d.head].due <= now {
-            let b = d.queue[d.head].bytes
+            let (_, b, tos) = d.queue[d.head]
             d.queued -= b.count
             d.head += 1
-            send(b)
+            send(b, tos)
         }
         if d.head > 1024 { d.queue.removeFirst(d.head); d.head = 0 }
     }

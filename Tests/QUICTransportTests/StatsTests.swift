@@ -44,3 +44,33 @@ import Testing
         _ = await link.waitClosed()
     }
 }
+
+/// DSCP per traffic class and ECN codepoints on the wire, seen by a relay between the endpoints.
+@Suite(.serialized) struct MarkingTests {
+    @Test func packetsCarryTheirClassDSCPAndECN() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        var cc = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        cc.settings.dscpMarking = true
+        let server = try MeshLinkTests.endpoint(a)
+        let client = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: cc)
+        let path = try PathEmulator(to: server.localAddress)
+        defer { client.shutdown(); server.shutdown(); path.stop() }
+        let echo = ResumptionTests.echo(server)
+        let link = try await client.connect(to: path.address, expecting: a.nodeID)
+        let bulk = try await link.openStream(.bulk)
+        try await bulk.finish([UInt8](repeating: 1, count: 900))
+        _ = try await bulk.readAll(limit: 1 << 20)
+        let control = try await link.openStream(.control)
+        try await control.finish([2])
+        _ = try await control.readAll(limit: 10)
+        let marks = path.upstreamTOS.withLock { $0 }
+        let dscps = Set(marks.keys.map { $0 >> 2 })
+        #expect(dscps.contains(46), "no EF-marked packet: \(marks)")  // control
+        #expect(dscps.contains(8), "no CS1-marked packet: \(marks)")   // bulk
+        // ngtcp2 validates ECN with ECT(0) marks; the relay passes them on and the server echoes counts.
+        #expect(marks.keys.contains { $0 & 0x3 == 0x2 }, "no ECT(0) packet: \(marks)")
+        let stats = try #require(await link.stats())
+        #expect(stats.bytesSent > 900)
+        _ = echo
+    }
+}
