@@ -69,6 +69,13 @@ final class MeshStreams: QUICApplication {
     /// When a rate-capped class may send again.
     private var refillAt: Instant?
 
+    /// The mesh application for `conn`, tied to `link`.
+    static func attach(_ conn: QUICConnection, link: QUICLink, executor: LoopExecutor, wake: @escaping () -> Void) -> MeshStreams {
+        let app = MeshStreams(executor: executor, link: link, wake: wake)
+        link.attach(app, conn)
+        return app
+    }
+
     init(executor: LoopExecutor, link: QUICLink, wake: @escaping () -> Void) {
         self.executor = executor
         self.link = link

@@ -36,6 +36,12 @@ public final class QUICConnection {
     private let resetSecret: [UInt8]
     private(set) var state: State = .handshaking
     var events: [Event] = []
+    /// False for connections driven by `SansIOQUIC`, which reads state instead of events.
+    var keepsEvents = true
+    func emit(_ e: Event) { if keepsEvents { events.append(e) } }
+
+    /// The mesh link on this connection (ALPN `gquic/1`), once the handshake created it.
+    public var link: QUICLink? { (application as? MeshStreams)?.link }
     var application: QUICApplication?
     /// Called at handshake completion (server side) to pick the application for the negotiated ALPN.
     var applicationFactory: ((QUICConnection) throws(QUICError) -> QUICApplication)?
@@ -564,7 +570,7 @@ public final class QUICConnection {
         state = .closed
         application?.connectionClosed(self, error: error)
         application = nil
-        events.append(.closed(error))
+        emit(.closed(error))
     }
 
     /// Hands closing/draining completion to the owner: true once the connection can be forgotten.
@@ -623,7 +629,7 @@ public final class QUICConnection {
         }
         guard startApplication() else { return NGTCP2_ERR_CALLBACK_FAILURE }
         application?.handshakeCompleted(self)
-        events.append(.handshakeCompleted)
+        emit(.handshakeCompleted)
         return 0
     }
 
@@ -683,7 +689,7 @@ public final class QUICConnection {
     /// GnuTLS handed the client a NewSessionTicket.
     func receivedSessionTicket() {
         guard role == .client, let params = remoteParametersForResumption, let data = tls.sessionData() else { return }
-        events.append(.sessionTicket(ResumptionTicket(session: data, transportParameters: params, issued: UInt64(time(nil)))))
+        emit(.sessionTicket(ResumptionTicket(session: data, transportParameters: params, issued: UInt64(time(nil)))))
     }
 
     fileprivate func onNewConnectionID(_ cid: UnsafeMutablePointer<ngtcp2_cid>, token: UnsafeMutablePointer<UInt8>, length: Int) -> Int32 {
@@ -694,13 +700,13 @@ public final class QUICConnection {
         }
         guard rc == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
         localIDs.insert(id)
-        events.append(.newConnectionID(id))
+        emit(.newConnectionID(id))
         return 0
     }
 
     fileprivate func onRemoveConnectionID(_ cid: ConnectionID) {
         localIDs.remove(cid)
-        events.append(.retiredConnectionID(cid))
+        emit(.retiredConnectionID(cid))
     }
 
     fileprivate func onStreamData(_ stream: Int64, _ data: UnsafeRawBufferPointer, fin: Bool) -> Int32 {
@@ -748,7 +754,7 @@ public final class QUICConnection {
         cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb
         cb.rand = { dest, len, _ in _ = gnutls_rnd(GNUTLS_RND_RANDOM, dest, len) }
         cb.handshake_completed = { _, ud in QUICConnection.from(ud).onHandshakeCompleted() }
-        cb.handshake_confirmed = { _, ud in QUICConnection.from(ud).events.append(.handshakeConfirmed); return 0 }
+        cb.handshake_confirmed = { _, ud in QUICConnection.from(ud).emit(.handshakeConfirmed); return 0 }
         cb.get_new_connection_id = { _, cid, token, len, ud in QUICConnection.from(ud).onNewConnectionID(cid!, token: token!, length: len) }
         cb.remove_connection_id = { _, cid, ud in
             QUICConnection.from(ud).onRemoveConnectionID(ConnectionID(cid!.pointee)); return 0

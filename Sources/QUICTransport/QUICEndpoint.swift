@@ -208,10 +208,9 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
 
     private func makeMesh(_ conn: QUICConnection, link: QUICLink) -> MeshStreams {
         let rec = LoopBound(conn)
-        let app = MeshStreams(executor: self, link: link, wake: { [unowned self] in
+        let app = MeshStreams.attach(conn, link: link, executor: self, wake: { [unowned self] in
             self.records[ObjectIdentifier(rec.value)]?.dirty = true
         })
-        link.attach(app, conn)
         app.onAdmitted = { [unowned self, unowned app] in announce(app) }
         return app
     }
