@@ -5,7 +5,7 @@ import Testing
 /// Retry-based address validation, on when an endpoint asks for it.
 @Suite(.serialized) struct AddressValidationTests {
     static func validatingServer(_ id: NodeIdentity) throws -> QUICEndpoint {
-        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: id))
+        var config = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: id))
         config.validatesAddresses = true
         return try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: config)
     }
@@ -32,7 +32,7 @@ import Testing
         var forged = [UInt8](repeating: 0, count: 90)
         for i in forged.indices { forged[i] = UInt8.random(in: 0...255) }
         forged[0] = 0xb6 // looks like a Retry token, but was not sealed with the server's key
-        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        var config = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: b))
         config.settings.initialToken = forged
         config.settings.handshakeTimeout = .seconds(2)
         let client = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: config)

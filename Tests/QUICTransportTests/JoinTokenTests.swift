@@ -5,13 +5,13 @@ import Testing
 /// Admission by join token: the dialler proves it holds the cluster's token, bound to the session.
 @Suite(.serialized) struct JoinTokenTests {
     static func server(_ id: NodeIdentity, tokens: [JoinToken]) throws -> QUICEndpoint {
-        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: id, admission: .joinTokens(tokens)))
+        var config = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: id, admission: .joinTokens(tokens)))
         config.settings.handshakeTimeout = .milliseconds(800)
         return try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: config)
     }
 
     static func client(_ id: NodeIdentity, token: JoinToken?) throws -> QUICEndpoint {
-        try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: .init(tls: .mesh(identity: id, joinToken: token)))
+        try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: .forTests(tls: .mesh(identity: id, joinToken: token)))
     }
 
     @Test func tokenTextRoundTrips() throws {

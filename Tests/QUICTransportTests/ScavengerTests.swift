@@ -13,8 +13,9 @@ import Testing
         var settings = QUICSettings()
         settings.congestionControl = .cubic // loss-based: fills the bottleneck buffer, the case to defend against
         settings.bulkScavenger = scavenger
-        var sc = QUICEndpoint.Configuration(tls: try .mesh(identity: a)); sc.settings = settings
-        var cc = QUICEndpoint.Configuration(tls: try .mesh(identity: b)); cc.settings = settings
+        settings.keepAlive = .seconds(2)
+        var sc = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: a)); sc.settings = settings
+        var cc = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: b)); cc.settings = settings
         let server = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: sc)
         let client = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: cc)
         let path = try PathEmulator(to: server.localAddress, rate: 2e6, queueBytes: 512 << 10)
@@ -75,7 +76,7 @@ import Testing
     /// A per-class rate cap holds that class to its rate; other classes are not slowed.
     @Test func classRateLimitCapsBulk() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
-        var cc = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        var cc = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: b))
         cc.settings.classRateLimits = [.bulk: 4e6]
         let server = try MeshLinkTests.endpoint(a)
         let client = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: cc)

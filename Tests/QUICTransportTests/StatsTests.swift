@@ -49,7 +49,7 @@ import Testing
 @Suite(.serialized) struct MarkingTests {
     @Test func packetsCarryTheirClassDSCPAndECN() async throws {
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
-        var cc = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        var cc = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: b))
         cc.settings.dscpMarking = true
         let server = try MeshLinkTests.endpoint(a)
         let client = try QUICEndpoint(bind: MeshLinkTests.loopback, configuration: cc)
