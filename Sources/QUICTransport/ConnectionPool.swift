@@ -33,8 +33,7 @@ public actor ConnectionPool {
 
     /// Sends `message` on a new control stream to `peer` (finished) and returns the stream, to read
     /// the reply from. If the pool has to dial and holds a ticket for the peer, the message rides in
-    /// the 0-RTT flight of the resumed handshake: such a message may be replayed by an attacker, so
-    /// only use this for idempotent requests (see `QUICEndpoint.connect`).
+    /// the 0-RTT flight of the resumed handshake; keep it idempotent (see `QUICEndpoint.connect`).
     public func request(_ message: [UInt8], to peer: NodeID, at address: PeerAddress) async throws -> QUICStream {
         let (link, sent) = try await link(to: peer, at: address, firstMessage: message)
         if let sent { return sent }

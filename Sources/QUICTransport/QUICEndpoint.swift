@@ -134,10 +134,9 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     /// `tickets`: where session tickets from this peer are kept; with `expecting`, a ticket held for
     /// that node resumes the earlier session (fewer round trips, no certificate exchange).
     /// `firstMessage`: sent on a new control stream (bidirectional, finished) that the returned link
-    /// exposes as `firstStream`. When resuming it travels as 0-RTT data, in the first flight: 0-RTT
-    /// can be replayed by an attacker who captured it (this endpoint's server side refuses replays it
-    /// sees, but another process of the same node would not), so only send a message here whose
-    /// effect is idempotent (a hello, a query), never one that changes state twice if repeated.
+    /// exposes as `firstStream`. When resuming it travels as 0-RTT data, in the first flight. Our
+    /// servers act on early data only once the handshake completes, so a replayed flight is inert,
+    /// but other servers may not: keep the message idempotent (a hello, a query).
     public func connect(to address: PeerAddress, expecting: NodeID? = nil, tickets: TicketStore? = nil,
                         firstMessage: [UInt8]? = nil) async throws(QUICError) -> QUICLink {
         guard configuration.tls.isMesh else { throw .invalidArgument("mesh links need a TLSConfiguration.mesh endpoint") }
