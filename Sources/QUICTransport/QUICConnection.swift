@@ -22,6 +22,8 @@ public final class QUICConnection {
         case retiredConnectionID(ConnectionID)
         /// A client received a session ticket: what it needs to resume (and send 0-RTT) later.
         case sessionTicket(ResumptionTicket)
+        /// Server: a resumed peer's 0-RTT data started the application before the handshake completed.
+        case applicationStartedEarly
         case closed(QUICError?)
     }
 
@@ -711,11 +713,18 @@ public final class QUICConnection {
 
     fileprivate func onStreamData(_ stream: Int64, _ data: UnsafeRawBufferPointer, fin: Bool) -> Int32 {
         if !applicationStarted, role == .server, case .handshaking = state {
-            // 0-RTT data on a resumed session: the peer's identity (restored from the ticket) is known
-            // only when the handshake completes, so hold the bytes until the application starts.
-            // ngtcp2's flow control (initial_max_data) bounds how much can arrive.
-            earlyStreamData.append((stream, Array(data), fin))
-            return 0
+            // 0-RTT data on a resumed mesh session. GnuTLS has restored the client's certificate from
+            // the ticket by now (and anti-replay passed, or there would be no 0-RTT key): check the
+            // identity and start the application, so the request is served at once (the answer goes
+            // out as 0.5-RTT data, readable only by the ticket's holder). Otherwise hold the bytes
+            // until the handshake completes; ngtcp2's flow control bounds how much can arrive.
+            if tls.isResumed, negotiatedALPN == QUICEndpoint.meshALPN, tls.peerCertificate != nil {
+                guard peerNodeID != nil || authenticateResumedPeer(), startApplication() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+                emit(.applicationStartedEarly)
+            } else {
+                earlyStreamData.append((stream, Array(data), fin))
+                return 0
+            }
         }
         guard let app = application else {
             consumed(stream: stream, count: data.count)

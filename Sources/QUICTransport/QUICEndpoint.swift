@@ -468,6 +468,8 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 // A client reports success only now: in TLS 1.3 the server checks our certificate after
                 // our handshake completes, and HANDSHAKE_DONE says it accepted it.
                 if let cb = r.onHandshake { r.onHandshake = nil; cb(.success(conn)) }
+            case .applicationStartedEarly:
+                if let mesh = conn.application as? MeshStreams { announce(mesh) }
             case .sessionTicket(let ticket):
                 if let store = r.tickets, let peer = conn.peerNodeID { store.store(ticket, for: peer) }
             case .handshakeCompleted:
