@@ -134,9 +134,9 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     /// `tickets`: where session tickets from this peer are kept; with `expecting`, a ticket held for
     /// that node resumes the earlier session (fewer round trips, no certificate exchange).
     /// `firstMessage`: sent on a new control stream (bidirectional, finished) that the returned link
-    /// exposes as `firstStream`. When resuming it travels as 0-RTT data, in the first flight. Our
-    /// servers act on early data only once the handshake completes, so a replayed flight is inert,
-    /// but other servers may not: keep the message idempotent (a hello, a query).
+    /// exposes as `firstStream`. When resuming it travels as 0-RTT data, in the first flight, and the
+    /// server acts on it at once. Servers refuse early data they have seen before, but only per
+    /// process: keep the message idempotent (a hello, a query), as with any TLS 1.3 0-RTT.
     public func connect(to address: PeerAddress, expecting: NodeID? = nil, tickets: TicketStore? = nil,
                         firstMessage: [UInt8]? = nil) async throws(QUICError) -> QUICLink {
         guard configuration.tls.isMesh else { throw .invalidArgument("mesh links need a TLSConfiguration.mesh endpoint") }
