@@ -23,6 +23,8 @@ final class PathEmulator: @unchecked Sendable {
     let dropped = Atomic<Int>(0)
     /// How many client→server datagrams arrived with each IP TOS byte (DSCP << 2 | ECN).
     let upstreamTOS = Mutex<[UInt8: Int]>([:])
+    /// The first client→server datagrams (up to 16), for replay tests.
+    let firstUpstream = Mutex<[[UInt8]]>([])
 
     private struct Direction {
         var queue: [(due: UInt64, bytes: [UInt8], tos: UInt8)] = []
@@ -72,7 +74,9 @@ final class PathEmulator: @unchecked Sendable {
             while let (n, from, tos) = front.receive(into: buf) {
                 client = from
                 upstreamTOS.withLock { $0[tos, default: 0] += 1 }
-                enqueue(&up, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])), tos: tos)
+                let bytes = Array(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                firstUpstream.withLock { if $0.count < 16 { $0.append(bytes) } }
+                enqueue(&up, bytes, tos: tos)
             }
             while let (n, _, tos) = back.receive(into: buf) {
                 enqueue(&down, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])), tos: tos)

@@ -127,4 +127,46 @@ import Testing
         let fresh = try await client.connect(to: server.localAddress, expecting: a.nodeID, tickets: TicketStore(directory: dir))
         #expect(!fresh.isResumed)
     }
+
+    /// A captured resumed first flight (ClientHello + 0-RTT request), replayed to the same server from
+    /// another address, is not acted upon: GnuTLS anti-replay refuses its early data.
+    @Test func aReplayedEarlyFlightIsNotServed() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        let server = try MeshLinkTests.endpoint(a), client = try MeshLinkTests.endpoint(b)
+        let served = Flag()
+        let sink = Task {
+            for await link in server.incomingLinks {
+                Task {
+                    for await s in link.incomingStreams {
+                        guard let m = try? await s.readAll(limit: 100) else { continue }
+                        if m == Array("transfer".utf8) { served.count.add(1, ordering: .relaxed) }
+                        try? await s.finish(Array("ok".utf8))
+                    }
+                }
+            }
+        }
+        defer { sink.cancel(); client.shutdown(); server.shutdown() }
+        let store = TicketStore()
+        let first = try await client.connect(to: server.localAddress, expecting: a.nodeID, tickets: store)
+        try await Self.waitForTicket(store, a.nodeID)
+        first.close(); _ = await first.waitClosed()
+
+        let path = try PathEmulator(to: server.localAddress)
+        defer { path.stop() }
+        let second = try await client.connect(to: path.address, expecting: a.nodeID, tickets: store,
+                                              firstMessage: Array("transfer".utf8))
+        #expect(second.earlyDataAccepted)
+        _ = try await second.firstStream?.readAll(limit: 10)
+        #expect(served.count.load(ordering: .relaxed) == 1)
+        second.close(); _ = await second.waitClosed()
+        for _ in 0..<100 where await server.connectionCount() > 0 { try await Task.sleep(for: .milliseconds(10)) }
+
+        // The attacker replays what it captured from its own address.
+        let flight = path.firstUpstream.withLock { $0 }
+        let attacker = try UDPSocket(bind: SocketAddress(ip: "127.0.0.1", port: 0)!)
+        let target = try SocketAddress.resolve(server.localAddress)
+        for d in flight.prefix(4) { d.withUnsafeBytes { _ = attacker.send($0, segmentSize: $0.count, to: target) } }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(served.count.load(ordering: .relaxed) == 1, "the replayed 0-RTT request was served")
+    }
 }
