@@ -282,9 +282,15 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
     private func receiveBatch() {
         var touched: [Record] = []
         for _ in 0..<256 {
-            guard let (n, from, tos) = socket.receive(into: rxBuffer) else { break }
-            let d = UnsafeRawBufferPointer(rebasing: rxBuffer[0..<n])
-            if let r = route(d, from: from, ecn: tos & 0x3) { if !r.dirty { touched.append(r) }; r.dirty = true }
+            guard let (n, from, tos, segment) = socket.receive(into: rxBuffer) else { break }
+            // One read may hold several datagrams coalesced by GRO, `segment` bytes each.
+            let step = segment > 0 ? segment : n
+            var off = 0
+            while off < n {
+                let d = UnsafeRawBufferPointer(rebasing: rxBuffer[off..<min(n, off + step)])
+                off += step
+                if let r = route(d, from: from, ecn: tos & 0x3) { if !r.dirty { touched.append(r) }; r.dirty = true }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ final class UDPSocket {
 
     private static let solUDP: Int32 = 17      // SOL_UDP
     private static let udpSegment: Int32 = 103 // UDP_SEGMENT (linux/udp.h)
+    private static let udpGRO: Int32 = 104     // UDP_GRO (linux/udp.h)
 
     init(bind address: SocketAddress) throws(QUICError) {
         let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -29,6 +30,9 @@ final class UDPSocket {
         }
         // Report each datagram's TOS byte (its ECN codepoint goes to ngtcp2).
         setsockopt(fd, Int32(IPPROTO_IP), IP_RECVTOS, &one, 4)
+        // UDP GRO: the kernel may hand over several equal-sized datagrams from one sender in one read
+        // (a UDP_GRO control message gives their size); `receive` reports it and callers split.
+        setsockopt(fd, UDPSocket.solUDP, UDPSocket.udpGRO, &one, 4)
         var a = address
         let rc = withUnsafePointer(to: &a.storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, a.length) }
@@ -49,13 +53,14 @@ final class UDPSocket {
 
     deinit { close(fd) }
 
-    /// Receives one datagram into `buffer`; nil when nothing is waiting. `tos` is the IP TOS / IPv6
-    /// traffic-class byte it arrived with (DSCP and the ECN codepoint in its low two bits).
-    func receive(into buffer: UnsafeMutableRawBufferPointer) -> (Int, SocketAddress, tos: UInt8)? {
+    /// Receives into `buffer`; nil when nothing is waiting. `tos` is the IP TOS / IPv6 traffic-class
+    /// byte it arrived with (DSCP and the ECN codepoint in its low two bits). With GRO the bytes may be
+    /// several datagrams of `segmentSize` bytes each (the last may be shorter); 0 means one datagram.
+    func receive(into buffer: UnsafeMutableRawBufferPointer) -> (Int, SocketAddress, tos: UInt8, segmentSize: Int)? {
         var st = sockaddr_storage()
         var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-        var tos: UInt8 = 0
+        var tos: UInt8 = 0, segment = 0
         let n: Int = withUnsafeMutableBytes(of: &control) { ctl in
             withUnsafeMutablePointer(to: &st) { sp in
                 withUnsafeMutablePointer(to: &iov) { iovp in
@@ -67,35 +72,37 @@ final class UDPSocket {
                     msg.msg_control = ctl.baseAddress
                     msg.msg_controllen = ctl.count
                     let n = recvmsg(fd, &msg, 0)
-                    if n >= 0 { tos = UDPSocket.readTOS(ctl, length: Int(msg.msg_controllen)) }
+                    if n >= 0 { (tos, segment) = UDPSocket.readControl(ctl, length: Int(msg.msg_controllen)) }
                     return n
                 }
             }
         }
         guard n >= 0 else { return nil }
         let len = socklen_t(st.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-        return (n, SocketAddress(storage: st, length: len), tos)
+        return (n, SocketAddress(storage: st, length: len), tos, segment)
     }
 
     private static let headerSize = MemoryLayout<cmsghdr>.size
     private static func align(_ n: Int) -> Int { (n + 7) & ~7 }
 
-    /// The TOS / traffic class from received control messages (0 if absent).
-    private static func readTOS(_ ctl: UnsafeMutableRawBufferPointer, length: Int) -> UInt8 {
+    /// The TOS / traffic class and the GRO segment size from received control messages (0 if absent).
+    private static func readControl(_ ctl: UnsafeMutableRawBufferPointer, length: Int) -> (UInt8, Int) {
+        var tos: UInt8 = 0, segment = 0
         var off = 0
         while off + headerSize <= min(length, ctl.count) {
             let h = ctl.baseAddress!.advanced(by: off).assumingMemoryBound(to: cmsghdr.self).pointee
             guard h.cmsg_len >= headerSize, off + Int(h.cmsg_len) <= ctl.count else { break }
             let data = ctl.baseAddress!.advanced(by: off + headerSize)
             if h.cmsg_level == Int32(IPPROTO_IP) && h.cmsg_type == IP_TOS && h.cmsg_len > headerSize {
-                return data.load(as: UInt8.self)
-            }
-            if h.cmsg_level == Int32(IPPROTO_IPV6) && h.cmsg_type == IPV6_TCLASS && h.cmsg_len >= headerSize + 4 {
-                return UInt8(truncatingIfNeeded: data.loadUnaligned(as: Int32.self))
+                tos = data.load(as: UInt8.self)
+            } else if h.cmsg_level == Int32(IPPROTO_IPV6) && h.cmsg_type == IPV6_TCLASS && h.cmsg_len >= headerSize + 4 {
+                tos = UInt8(truncatingIfNeeded: data.loadUnaligned(as: Int32.self))
+            } else if h.cmsg_level == solUDP && h.cmsg_type == udpGRO && h.cmsg_len >= headerSize + 4 {
+                segment = Int(max(0, data.loadUnaligned(as: Int32.self)))
             }
             off += align(Int(h.cmsg_len))
         }
-        return 0
+        return (tos, segment)
     }
 
     /// Sends `data` to `to` as datagrams of `segmentSize` bytes (the last may be shorter), with IP TOS

@@ -71,15 +71,16 @@ final class PathEmulator: @unchecked Sendable {
                 var ts = timespec(tv_sec: 0, tv_nsec: Int(min(d - t, 100_000)))
                 nanosleep(&ts, nil)
             }
-            while let (n, from, tos) = front.receive(into: buf) {
+            while let (n, from, tos, segment) = front.receive(into: buf) {
                 client = from
-                upstreamTOS.withLock { $0[tos, default: 0] += 1 }
-                let bytes = Array(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-                firstUpstream.withLock { if $0.count < 16 { $0.append(bytes) } }
-                enqueue(&up, bytes, tos: tos)
+                for bytes in Self.split(buf, n, segment) {
+                    upstreamTOS.withLock { $0[tos, default: 0] += 1 }
+                    firstUpstream.withLock { if $0.count < 16 { $0.append(bytes) } }
+                    enqueue(&up, bytes, tos: tos)
+                }
             }
-            while let (n, _, tos) = back.receive(into: buf) {
-                enqueue(&down, Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])), tos: tos)
+            while let (n, _, tos, segment) = back.receive(into: buf) {
+                for bytes in Self.split(buf, n, segment) { enqueue(&down, bytes, tos: tos) }
             }
             let now = Self.now()
             release(&up, now: now) { b, tos in b.withUnsafeBytes { _ = back.send($0, segmentSize: $0.count, to: server, tos: tos) } }
@@ -87,6 +88,12 @@ final class PathEmulator: @unchecked Sendable {
                 release(&down, now: now) { b, tos in b.withUnsafeBytes { _ = front.send($0, segmentSize: $0.count, to: client, tos: tos) } }
             }
         }
+    }
+
+    /// The datagrams in one read (GRO may coalesce several of `segment` bytes).
+    private static func split(_ buf: UnsafeMutableRawBufferPointer, _ n: Int, _ segment: Int) -> [[UInt8]] {
+        let step = segment > 0 ? segment : max(n, 1)
+        return stride(from: 0, to: n, by: step).map { Array(UnsafeRawBufferPointer(rebasing: buf[$0..<min(n, $0 + step)])) }
     }
 
     private func enqueue(_ d: inout Direction, _ bytes: [UInt8], tos: UInt8) {
