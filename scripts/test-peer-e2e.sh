@@ -60,6 +60,21 @@ curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metri
 check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
 check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
 
+# Join-token admission: t1 requires a token; t2 (no token) is refused, t3 (the token) joins.
+TOKEN=$("$BIN/gquic-peer" token)
+for n in t1 t2 t3; do "$BIN/gquic-peer" init --data "$WORK/$n" >/dev/null; done
+PT=$(port)
+GQUIC_SECURITY_JOIN_TOKEN=$TOKEN "$BIN/gquic-peer" run --data "$WORK/t1" --listen "127.0.0.1:$PT" --no-mdns 2>"$WORK/t1.log" & PIDS+=($!)
+sleep 0.3
+"$BIN/gquic-peer" run --data "$WORK/t2" --listen "127.0.0.1:$(port)" --seed "127.0.0.1:$PT" --no-mdns 2>"$WORK/t2.log" & PIDS+=($!)
+GQUIC_SECURITY_JOIN_TOKEN=$TOKEN "$BIN/gquic-peer" run --data "$WORK/t3" --listen "127.0.0.1:$(port)" --seed "127.0.0.1:$PT" --no-mdns 2>"$WORK/t3.log" & PIDS+=($!)
+for _ in $(seq 50); do [ -S "$WORK/t1/control.sock" ] && [ "$(alive t1)" = 2 ] && break; sleep 0.2; done
+sleep 1
+check "with a join token set, a node holding it joins and one without is refused" [ "$(alive t1)" = 2 ]
+check "… and the node without the token sees no live peer" [ "$(alive t2)" = 1 ]
+for p in "${PIDS[@]:3}"; do kill -TERM "$p"; wait "$p" 2>/dev/null; done
+PIDS=("${PIDS[@]:0:3}")
+
 "$BIN/gquic-peer" run --data "$WORK/a" --listen 127.0.0.1:0 --no-mdns >"$WORK/second.out" 2>&1
 check "a second daemon on the same data directory is refused" grep -q "already running" "$WORK/second.out"
 

@@ -35,8 +35,15 @@ public final class MeshNode: @unchecked Sendable {
         var storeOptions = ContentStore.Options()
         storeOptions.capacityBytes = config.storeCapacity == 0 ? nil : config.storeCapacity
         store = try ContentStore.open(path: data.storePath, options: storeOptions)
-        let admission: AdmissionPolicy = config.allow.isEmpty ? .anyNode : .allowList(config.allow + [identity.nodeID])
-        transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, logger: logger, metrics: metrics)
+        let joinToken = config.joinToken.isEmpty ? nil : try JoinToken(parsing: config.joinToken)
+        let admission: AdmissionPolicy = if let joinToken { .joinTokens([joinToken]) }
+            else if config.allow.isEmpty { .anyNode } else { .allowList(config.allow + [identity.nodeID]) }
+        var quic = QUICSettings()
+        if config.scavenger { quic.bulkScavenger = ScavengerSettings() }
+        if config.bulkRate > 0 { quic.classRateLimits[.bulk] = Double(config.bulkRate) }
+        quic.dscpMarking = config.dscp
+        transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, joinToken: joinToken,
+                                          settings: quic, logger: logger, metrics: metrics)
         let me = identity.nodeID
         let advertised = config.advertise.first ?? MeshNode.advertisedAddress(config.listen, bound: transport.localAddress)
         var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
