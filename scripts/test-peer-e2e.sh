@@ -27,6 +27,14 @@ alive() { "$BIN/gquic-peer" status --data "$WORK/$1" --json | python3 -c 'import
 for _ in $(seq 50); do [ "$(alive a)" = 3 ] && [ "$(alive b)" = 3 ] && [ "$(alive c)" = 3 ] && break; sleep 0.2; done
 for n in a b c; do check "status --json on $n shows three live members" [ "$(alive $n)" = 3 ]; done
 
+# A client that connects to the control socket and hangs up at once must not kill the daemon.
+python3 -c 'import socket,sys
+for _ in range(20):
+    s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$WORK/a/control.sock"
+sleep 0.3
+survived() { kill -0 "${PIDS[0]}" 2>/dev/null && [ "$(alive a)" = 3 ]; }
+check "a client hanging up on the control socket does not kill the daemon" survived
+
 head -c $((24 << 20)) /dev/urandom > "$WORK/blob.bin"
 D=$("$BIN/gquic-fetch" add --data "$WORK/a" "$WORK/blob.bin")
 check "add through the daemon prints the digest" [ "$D" = "sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)" ]
@@ -36,9 +44,36 @@ check "b fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/b.bin"
 check "c fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/c.bin"
 check "ls on c lists the blob" sh -c "'$BIN/gquic-fetch' ls --data '$WORK/c' | grep -q '$D'"
 
+# OCI images: added as a layout on a (its ref name recorded cluster-wide), pulled by name on c.
+python3 scripts/make-oci-layout.py "$WORK/img" --name gquic/e2e:1.0 --layers 3 --layer-mib 2 >/dev/null
+added=$("$BIN/gquic-fetch" add --data "$WORK/a" "oci:$WORK/img" 2>&1)
+check "add oci:LAYOUT through the daemon prints the image digest and name" sh -c "echo '$added' | grep -q '^sha256:[0-9a-f]\{64\} gquic/e2e:1.0$'"
+for _ in $(seq 50); do "$BIN/gquic-fetch" refs --data "$WORK/c" | grep -q 'gquic/e2e:1.0' && break; sleep 0.1; done
+check "refs on c lists the name added on a (replicated cluster state)" sh -c "'$BIN/gquic-fetch' refs --data '$WORK/c' | grep -q 'gquic/e2e:1.0'"
+"$BIN/gquic-fetch" pull --data "$WORK/c" gquic/e2e:1.0 -o "$WORK/pulled" >"$WORK/pull.out" 2>&1
+check "pull by name on c writes an OCI layout with every blob byte-exact" diff -r "$WORK/img/blobs" "$WORK/pulled/blobs"
+check "skopeo inspect accepts the pulled layout" sh -c "skopeo inspect 'oci:$WORK/pulled' >/dev/null 2>&1 || { cat '$WORK/pull.out'; false; }"
+out=$("$BIN/gquic-fetch" pull --data "$WORK/b" gquic/nope:9 -o "$WORK/nope" 2>&1); rc=$?
+check "pull of an unknown name exits 75 and says how to list names" sh -c "[ $rc -eq 75 ] && echo '$out' | grep -q 'gquic-fetch refs'"
+
 curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metrics.txt"
 check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
 check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
+
+# Join-token admission: t1 requires a token; t2 (no token) is refused, t3 (the token) joins.
+TOKEN=$("$BIN/gquic-peer" token)
+for n in t1 t2 t3; do "$BIN/gquic-peer" init --data "$WORK/$n" >/dev/null; done
+PT=$(port)
+GQUIC_SECURITY_JOIN_TOKEN=$TOKEN "$BIN/gquic-peer" run --data "$WORK/t1" --listen "127.0.0.1:$PT" --no-mdns 2>"$WORK/t1.log" & PIDS+=($!)
+sleep 0.3
+"$BIN/gquic-peer" run --data "$WORK/t2" --listen "127.0.0.1:$(port)" --seed "127.0.0.1:$PT" --no-mdns 2>"$WORK/t2.log" & PIDS+=($!)
+GQUIC_SECURITY_JOIN_TOKEN=$TOKEN "$BIN/gquic-peer" run --data "$WORK/t3" --listen "127.0.0.1:$(port)" --seed "127.0.0.1:$PT" --no-mdns 2>"$WORK/t3.log" & PIDS+=($!)
+for _ in $(seq 50); do [ -S "$WORK/t1/control.sock" ] && [ "$(alive t1)" = 2 ] && break; sleep 0.2; done
+sleep 1
+check "with a join token set, a node holding it joins and one without is refused" [ "$(alive t1)" = 2 ]
+check "… and the node without the token sees no live peer" [ "$(alive t2)" = 1 ]
+for p in "${PIDS[@]:3}"; do kill -TERM "$p"; wait "$p" 2>/dev/null; done
+PIDS=("${PIDS[@]:0:3}")
 
 "$BIN/gquic-peer" run --data "$WORK/a" --listen 127.0.0.1:0 --no-mdns >"$WORK/second.out" 2>&1
 check "a second daemon on the same data directory is refused" grep -q "already running" "$WORK/second.out"
@@ -51,6 +86,12 @@ for i in 0 1 2; do
 done
 PIDS=()
 check "c's store verifies clean after shutdown" "$BIN/gquic-fetch" verify --store "$WORK/c/store"
+
+# Cluster state is durable: b, restarted alone (its peers are down), still knows the image name.
+"$BIN/gquic-peer" run --data "$WORK/b" --listen "127.0.0.1:$PB" --no-mdns 2>"$WORK/b2.log" & PIDS+=($!)
+for _ in $(seq 100); do [ -S "$WORK/b/control.sock" ] && "$BIN/gquic-fetch" refs --data "$WORK/b" >/dev/null 2>&1 && break; sleep 0.1; done
+check "cluster state survives a restart (b alone still knows gquic/e2e:1.0)" sh -c "'$BIN/gquic-fetch' refs --data '$WORK/b' | grep -q 'gquic/e2e:1.0'"
+kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null; PIDS=()
 
 out=$("$BIN/gquic-fetch" get --data "$WORK/a" "$D" -o "$WORK/x.bin" 2>&1); rc=$?
 check "gquic-fetch against a stopped daemon exits non-zero" [ "$rc" -ne 0 ]

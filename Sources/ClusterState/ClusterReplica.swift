@@ -151,6 +151,23 @@ public struct ClusterReplica: Sendable {
         return commit(Causal(store: ClusterStore(), context: d.context))
     }
 
+    /// Adds many blobs to this node's holdings in one write (start-up, an OCI image's blobs).
+    public mutating func addHoldings(_ blobs: some Sequence<Digest>) -> Write {
+        let set = store.holdings[node] ?? OwnedSet()
+        let d = set.add(contentsOf: blobs.filter { !set.contains($0) }, by: replica, context: context)
+        guard !d.store.isBottom else { return Write(delta: ClusterData(), changes: []) }
+        var s = ClusterStore(); s.holdings = DotMap(node, d.store)
+        return commit(Causal(store: s, context: d.context))
+    }
+
+    /// Removes many blobs from this node's holdings in one write (evicted or collected while down).
+    public mutating func removeHoldings(_ blobs: some Sequence<Digest>) -> Write {
+        guard let set = store.holdings[node] else { return Write(delta: ClusterData(), changes: []) }
+        let d = set.remove(contentsOf: blobs)
+        guard !d.context.isEmpty else { return Write(delta: ClusterData(), changes: []) }
+        return commit(Causal(store: ClusterStore(), context: d.context))
+    }
+
     public func holdings(of node: NodeID) -> Set<Digest> { Set(store.holdings[node].map { Array($0.elements) } ?? []) }
     /// Nodes that hold `blob`.
     public func holders(of blob: Digest) -> [NodeID] {

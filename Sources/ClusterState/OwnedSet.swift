@@ -62,6 +62,29 @@ public struct OwnedSet<Element: Hashable & WireCodable & Sendable>: DotStore {
         return Causal(store: d, context: ctx)
     }
 
+    /// The owner adds every element of `es` in one delta (consecutive dots), e.g. a node announcing
+    /// the thousands of blobs its store already holds at start-up in one durable write.
+    public func add(contentsOf es: some Sequence<Element>, by owner: ReplicaID, context: CausalContext) -> Causal<OwnedSet> {
+        var d = OwnedSet()
+        d.owner = owner
+        var ctx = CausalContext()
+        var next = context.nextDot(for: owner).counter
+        for e in es where d.counters[e] == nil {
+            d.counters[e] = next
+            ctx.insert(Dot(owner, next))
+            if let old = counters[e] { ctx.insert(Dot(owner, old)) }
+            next += 1
+        }
+        return Causal(store: d, context: ctx)
+    }
+
+    /// The owner removes every element of `es` in one delta.
+    public func remove(contentsOf es: some Sequence<Element>) -> Causal<OwnedSet> {
+        var ctx = CausalContext()
+        for e in es { if let old = counters[e] { ctx.insert(Dot(owner, old)) } }
+        return Causal(store: OwnedSet(), context: ctx)
+    }
+
     /// The owner removes `e`.
     public func remove(_ e: Element) -> Causal<OwnedSet> {
         var ctx = CausalContext()

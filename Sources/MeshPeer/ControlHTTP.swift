@@ -232,7 +232,8 @@ enum HTTPWire {
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
         var off = 0
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a client that hung up must not kill the daemon with SIGPIPE.
+            let n = bytes[off...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { if errno == EINTR { continue }; return }
             off += n
         }

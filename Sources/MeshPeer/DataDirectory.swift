@@ -160,6 +160,8 @@ public struct PeerError: Error, CustomStringConvertible, Sendable {
     static func identity(_ e: IdentityError) -> PeerError { .init(kind: .identity(e.description), errnoCode: e.errnoCode) }
     public static func config(_ e: ConfigError) -> PeerError { .init(kind: .config(e), errnoCode: nil) }
     static func system(_ what: String, _ err: Int32) -> PeerError { .init(kind: .system(what), errnoCode: err) }
+    /// A failure described fully by `what` (no errno).
+    static func system(_ what: String) -> PeerError { .init(kind: .system(what), errnoCode: nil) }
     public static func daemonUnreachable(_ where_: String, _ err: Int32?) -> PeerError { .init(kind: .daemonUnreachable(where_), errnoCode: err) }
     public static func protocolError(_ why: String) -> PeerError { .init(kind: .protocolError(why), errnoCode: nil) }
 

@@ -24,6 +24,8 @@ public final class MeshNode: @unchecked Sendable {
     private var progress: [Digest: SwarmProgress] = [:]
     private var finished: [Digest: Result<Void, PeerError>] = [:]
     private var waiters: [Digest: [CheckedContinuation<Result<Void, PeerError>, Never>]] = [:]
+    /// Blobs fetched along with a blob that references them.
+    private var references: [Digest: [Digest]] = [:]
 
     public init(identity: NodeIdentity, config: PeerConfig, data: DataDirectory, logger: Logger, metrics: PeerMetrics) throws {
         self.identity = identity
@@ -33,14 +35,26 @@ public final class MeshNode: @unchecked Sendable {
         var storeOptions = ContentStore.Options()
         storeOptions.capacityBytes = config.storeCapacity == 0 ? nil : config.storeCapacity
         store = try ContentStore.open(path: data.storePath, options: storeOptions)
-        let admission: AdmissionPolicy = config.allow.isEmpty ? .anyNode : .allowList(config.allow + [identity.nodeID])
-        transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, logger: logger, metrics: metrics)
+        let joinToken = config.joinToken.isEmpty ? nil : try JoinToken(parsing: config.joinToken)
+        let admission: AdmissionPolicy = if let joinToken { .joinTokens([joinToken]) }
+            else if config.allow.isEmpty { .anyNode } else { .allowList(config.allow + [identity.nodeID]) }
+        var quic = QUICSettings()
+        if config.scavenger { quic.bulkScavenger = ScavengerSettings() }
+        if config.bulkRate > 0 { quic.classRateLimits[.bulk] = Double(config.bulkRate) }
+        quic.dscpMarking = config.dscp
+        transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, joinToken: joinToken,
+                                          settings: quic, logger: logger, metrics: metrics)
         let me = identity.nodeID
         let advertised = config.advertise.first ?? MeshNode.advertisedAddress(config.listen, bound: transport.localAddress)
         var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
         let generation = SystemClock().wallNow().millisecondsSinceEpoch
         let membership = MembershipCore(me: me, address: advertised, generation: generation, seeds: config.seeds, random: rng.fork())
-        let sync = ClusterSync(replica: ClusterReplica(node: me), epoch: generation)
+        // Cluster state lives in DATA/state: a snapshot plus a delta log, fsynced before peers are
+        // told a delta is safe. A restart recovers it and starts a new epoch.
+        let sync: DurableClusterSync
+        do { sync = try DurableClusterSync.open(directory: data.statePath, node: me) } catch {
+            throw PeerError.system("opening the cluster state in \(data.statePath): \(error)")
+        }
         let events = EventRelay()
         swarmShell = SwarmShell(swarm: SwarmCore(me: me, seed: rng.next()), store: store) { events.forward($0) }
         host = CoreHost(cores: [membership, sync, swarmShell], transport: transport)
@@ -75,6 +89,7 @@ public final class MeshNode: @unchecked Sendable {
 
     public func start() {
         host.start()
+        recordHoldings()
         if config.mdns {
             let ann = MDNSAnnouncement(nodeID: identity.nodeID, clusterID: config.cluster, port: transport.localAddress.port)
             mdns = MDNSDiscovery.startOrLog(announce: ann, browse: true, logger: logger)
@@ -113,18 +128,117 @@ public final class MeshNode: @unchecked Sendable {
 
     func announce(_ m: BlobManifest) {
         host.withShell(swarmShell) { shell, now in shell.hold(m, now: now) }
-        _ = host.withCore(ClusterSync.self) { sync, now in ((), sync.write(now: now) { $0.addHolding(m.digest) }) }
+        recordHoldings()
         refreshStoreMetrics()
     }
 
-    /// Starts fetching `digest` from the swarm (no-op if the store has it).
+    /// Imports every image of an OCI image layout, offers all its blobs to the swarm, and records
+    /// each image's `org.opencontainers.image.ref.name` in the cluster's image references, so any
+    /// node can `gquic-fetch pull NAME`.
+    public func addOCILayout(path: String) throws -> [OCIImportedImage] {
+        let images = try store.importOCILayout(at: path)
+        for image in images {
+            for d in image.blobs {
+                let m = try store.manifest(for: d)
+                host.withShell(swarmShell) { shell, now in shell.hold(m, now: now) }
+            }
+            if let name = image.refName {
+                clusterWrite("recording image reference \(name)") {
+                    $0.setConfig(MeshNode.imageRefKey(name), image.digest.description, wall: SystemClock().wallNow())
+                }
+            }
+        }
+        recordHoldings()
+        refreshStoreMetrics()
+        return images
+    }
+
+    /// Cluster config keys that map an image reference name to its manifest or index digest.
+    static func imageRefKey(_ name: String) -> String { "oci-ref:" + name }
+
+    /// What an image reference names: a digest as it is, or a name recorded by some node's
+    /// `gquic-fetch add oci:LAYOUT` (trying NAME:latest for a name without a tag).
+    public func resolveImage(_ ref: String) -> Digest? {
+        if let d = try? Digest(parsing: ref) { return d }
+        return clusterRead { r in
+            if let v = r.config(MeshNode.imageRefKey(ref)) { return try? Digest(parsing: v) }
+            let lastPart = ref.split(separator: "/").last ?? ""
+            if !lastPart.contains(":"), let v = r.config(MeshNode.imageRefKey(ref + ":latest")) { return try? Digest(parsing: v) }
+            return nil
+        } ?? nil
+    }
+
+    /// Every image reference name the cluster knows, with its digest.
+    public func imageRefs() -> [(name: String, digest: String)] {
+        let entries = clusterRead { $0.configEntries } ?? [:]
+        let prefix = MeshNode.imageRefKey("")
+        return entries.filter { $0.key.hasPrefix(prefix) }
+            .map { (name: String($0.key.dropFirst(prefix.count)), digest: $0.value) }
+            .sorted { $0.name < $1.name }
+    }
+
+    /// Starts fetching `digest` from the swarm (no-op if the store has it). Nodes the cluster state
+    /// says hold it are dialled at once (not only the peers already linked), and the swarm learns
+    /// which of them run games or are loaded, so it asks those last.
     public func fetch(_ digest: Digest) {
         if store.hasBlob(digest) {
             finish(digest, .success(()))
             return
         }
         lock.withLock { finished[digest] = nil }
-        host.withShell(swarmShell) { shell, now in shell.fetch(digest, now: now) }
+        let me = identity.nodeID
+        let holders: [(NodeID, PeerHint)] = clusterRead { r in
+            r.holders(of: digest).filter { $0 != me }.map { ($0, MeshNode.hint(for: $0, in: r)) }
+        } ?? []
+        host.withShell(swarmShell) { shell, now in
+            shell.setHints(holders)
+            return shell.fetch(digest, now: now)
+        }
+        let linked = Set(transport.linkedPeers)
+        let unlinked = Set(holders.map(\.0)).subtracting(linked)
+        if !unlinked.isEmpty {
+            let addresses = host.withCore(MembershipCore.self) { core, _ in
+                (core.view.filter { unlinked.contains($0.node) && $0.status == .alive }.map(\.address), Outbox())
+            } ?? []
+            for a in addresses { transport.dial(a) }
+        }
+    }
+
+    /// What the swarm should know of a holder: whether it runs a gaming container now, and its load.
+    static func hint(for node: NodeID, in r: ClusterReplica) -> PeerHint {
+        let gaming = r.containers(on: node).contains { $0.spec?.workloadClass == .gaming && $0.status == .running }
+        let load = r.node(node)?.load.map { Double($0.cpuPermille) / 1000 } ?? 0
+        return PeerHint(gaming: gaming, load: load)
+    }
+
+    // MARK: Cluster state
+
+    /// Makes the cluster's record of what this node holds match its store: blobs added, fetched,
+    /// evicted or collected (also while the node was down), one durable write each way.
+    func recordHoldings() {
+        let blobs = Set((try? store.blobs()) ?? [])
+        guard let recorded = clusterRead({ $0.holdings(of: identity.nodeID) }) else { return }
+        let added = blobs.subtracting(recorded), removed = recorded.subtracting(blobs)
+        if !added.isEmpty { clusterWrite("recording \(added.count) held blobs") { $0.addHoldings(added.sorted()) } }
+        if !removed.isEmpty { clusterWrite("retracting \(removed.count) blobs no longer held") { $0.removeHoldings(removed.sorted()) } }
+    }
+
+    /// Runs a write on the durable cluster state (fsynced before it returns); logs a failure.
+    @discardableResult
+    func clusterWrite(_ what: String, _ op: (inout ClusterReplica) -> ClusterReplica.Write) -> Bool {
+        let failure: String?? = host.withCore(DurableClusterSync.self) { sync, now in
+            do { return (nil, try sync.write(now: now, op)) } catch { return ("\(error)", Outbox()) }
+        }
+        if let f = failure ?? nil {
+            logger.error("cluster state: \(what) failed: \(f)")
+            return false
+        }
+        return true
+    }
+
+    /// Reads the local replica of the cluster state.
+    func clusterRead<T>(_ body: (ClusterReplica) -> T) -> T? {
+        host.withCore(DurableClusterSync.self) { sync, _ in (body(sync.replica), Outbox()) }
     }
 
     /// Waits until `digest` is in the store (or its fetch failed).
@@ -140,7 +254,29 @@ public final class MeshNode: @unchecked Sendable {
         }
     }
 
-    public func transferProgress(_ digest: Digest) -> SwarmProgress? { lock.withLock { progress[digest] } }
+    /// Progress of fetching `digest`, including the blobs it references that are fetched with it
+    /// (an OCI image's config and layers count toward its manifest's progress).
+    public func transferProgress(_ digest: Digest) -> SwarmProgress? {
+        lock.withLock {
+            guard var total = progress[digest] else { return nil }
+            var seen: Set<Digest> = [digest]
+            var queue = references[digest] ?? []
+            while let d = queue.popLast() {
+                guard seen.insert(d).inserted else { continue }
+                queue += references[d] ?? []
+                if let p = progress[d] {
+                    total.bytesDone += p.bytesDone
+                    total.bytesTotal += p.bytesTotal
+                    total.rate += p.rate   // concurrent transfers: their rates add up
+                    total.sources = max(total.sources, p.sources)
+                } else if store.hasBlob(d), let m = try? store.manifest(for: d) {
+                    total.bytesDone += m.size
+                    total.bytesTotal += m.size
+                }
+            }
+            return total
+        }
+    }
 
     /// Why the last fetch of `digest` failed, if it did.
     public func failure(_ digest: Digest) -> String? {
@@ -161,6 +297,9 @@ public final class MeshNode: @unchecked Sendable {
         case .failed(let d, let why):
             logger.warning("fetch \(d.short) failed: \(why)")
             finish(d, .failure(.protocolError(why)))
+        case .awaitingReferences(let d, let missing):
+            logger.info("\(d.short) arrived; fetching the \(missing.count) blob(s) it references")
+            lock.withLock { references[d] = missing }
         case .penalized(let peer, let d, let why):
             logger.warning("peer \(peer.short) sent bad data for \(d.short): \(why)")
         }

@@ -1,4 +1,5 @@
 import MeshCore
+import QUICTransport
 
 /// One node's configuration. Sources, lowest priority first: built-in defaults, the config file,
 /// environment variables (`GQUIC_<SECTION>_<KEY>`, e.g. `GQUIC_NODE_LISTEN`), then command-line flags.
@@ -19,6 +20,16 @@ public struct PeerConfig: Sendable, Equatable {
     /// Node IDs admitted to the cluster (empty: any node that presents a valid identity and the
     /// cluster's join token, if one is set).
     public var allow: [NodeID] = []
+    /// The cluster's join token (`gqjoin1-…`, from `gquic-peer token`); empty for none. When set, a
+    /// node is admitted only if it proves it holds the token, and this node presents it when dialling.
+    public var joinToken = ""
+    /// Bulk traffic (chunk transfers) backs off when it raises the path's queueing delay above 5 ms
+    /// (LEDBAT-style scavenger), so control and game traffic on the same link keep their latency.
+    public var scavenger = false
+    /// Cap on bulk bytes per second per link; 0: none.
+    public var bulkRate: UInt64 = 0
+    /// Mark packets with DSCP by class (EF for control, CS1 for bulk).
+    public var dscp = false
     /// Store size limit in bytes; least recently used unpinned blobs are evicted above it. 0: no limit.
     public var storeCapacity: UInt64 = 0
     /// Control API Unix socket (relative paths are inside the data directory).
@@ -68,6 +79,22 @@ public struct PeerConfig: Sendable, Equatable {
             c.allow = try items.map { s throws(KeyProblem) in
                 do throws(NodeIDError) { return try NodeID(parsing: s) } catch { throw KeyProblem(why: error.description) }
             }
+        },
+        Key(name: "security.join_token", defaultText: "\"\"", help: "Cluster join token (gqjoin1-…, make one with `gquic-peer token`); when set only nodes holding it are admitted. Keep it secret.") { c, v throws(KeyProblem) in
+            let s = try string(v)
+            if !s.isEmpty {
+                do throws(QUICError) { _ = try JoinToken(parsing: s) } catch { throw KeyProblem(why: error.description) }
+            }
+            c.joinToken = s
+        },
+        Key(name: "transfer.scavenger", defaultText: "false", help: "Bulk transfers yield when they add more than 5 ms of queueing delay (LEDBAT-style); turn on where games share the link.") { c, v throws(KeyProblem) in
+            c.scavenger = try bool(v)
+        },
+        Key(name: "transfer.bulk_rate", defaultText: "\"0\"", help: "Cap on bulk bytes per second per link (e.g. \"40MiB\"); 0 means no cap.") { c, v throws(KeyProblem) in
+            c.bulkRate = try byteSize(v)
+        },
+        Key(name: "transfer.dscp", defaultText: "false", help: "Mark packets with DSCP by traffic class: EF for control, CS1 for bulk.") { c, v throws(KeyProblem) in
+            c.dscp = try bool(v)
         },
         Key(name: "store.capacity", defaultText: "\"0\"", help: "Store size limit (e.g. \"50GiB\"); 0 means no limit. LRU eviction of unpinned blobs above it.") { c, v throws(KeyProblem) in
             c.storeCapacity = try byteSize(v)

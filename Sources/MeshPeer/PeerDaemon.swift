@@ -88,6 +88,9 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         case ("POST", "/v1/fetch"): return startFetch(req)
         case ("GET", "/v1/transfer"): return transfer(req)
         case ("POST", "/v1/export"): return export(req)
+        case ("GET", "/v1/blob"): return blobDetail(req)
+        case ("GET", "/v1/refs"): return .json(node?.imageRefs().map { ImageRef(name: $0.name, digest: $0.digest) } ?? [])
+        case ("GET", "/v1/resolve"): return resolve(req)
         default: return .error(404, "no such endpoint \(req.method) \(req.path); see docs/operations.md#control-api")
         }
     }
@@ -96,9 +99,11 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         let me = StatusReport.Member(id: identity.nodeID.description, short_id: identity.nodeID.short,
                                      address: (node?.transport.localAddress ?? config.listen).description, state: "alive (self)",
                                      rtt_ms: nil, incarnation: 0)
-        let members = [me] + (node?.members() ?? [])
-        metrics.members.set(Double(members.filter { $0.state.hasPrefix("alive") }.count))
         let links = node.map { n in Self.blocking { await n.links() } } ?? []
+        // A member's RTT is its link's smoothed RTT (QUIC's own estimate), when linked.
+        let rtt = Dictionary(links.compactMap { l in l.rtt_ms.map { (l.peer, $0) } }, uniquingKeysWith: { a, _ in a })
+        let members = [me] + (node?.members() ?? []).map { m in var m = m; m.rtt_ms = m.rtt_ms ?? rtt[m.short_id]; return m }
+        metrics.members.set(Double(members.filter { $0.state.hasPrefix("alive") }.count))
         metrics.links.set(Double(links.count))
         let store = node?.store
         let chunks = (try? store?.chunkDigests().count) ?? 0
@@ -136,9 +141,41 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         return .json(list.sorted { $0.digest < $1.digest })
     }
 
+    struct BlobDetail: Codable {
+        var digest: String; var size: UInt64; var chunks: Int; var kind: String; var media_type: String; var references: [String]
+    }
+    struct ImageRef: Codable { var name: String; var digest: String }
+    struct AddedImage: Codable { var digest: String; var ref: String?; var media_type: String; var blobs: [String] }
+
+    func blobDetail(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let d = digestParam(req) else { return .error(400, "give ?digest=sha256:<64 hex>") }
+        guard let m = try? n.store.manifest(for: d) else { return .error(404, "this node does not hold \(d)") }
+        return .json(BlobDetail(digest: d.description, size: m.size, chunks: m.chunks.count, kind: "\(m.kind)",
+                                media_type: m.mediaType, references: m.references.map(\.description)))
+    }
+
+    func resolve(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let ref = req.query["ref"], !ref.isEmpty else { return .error(400, "give ?ref=NAME[:TAG] or a sha256: digest") }
+        guard let d = n.resolveImage(ref) else {
+            return .error(404, "no image named \(ref) is known in the cluster; `gquic-fetch refs` lists the names nodes have added with `gquic-fetch add oci:LAYOUT`")
+        }
+        return .json(ImageRef(name: ref, digest: d.description))
+    }
+
     func addBlob(_ req: ControlRequest) -> ControlResponse {
         guard let n = node else { return .error(503, "starting up") }
         guard let path = req.query["path"], path.hasPrefix("/") else { return .error(400, "give ?path=ABSOLUTE_PATH of a file or directory") }
+        if req.query["format"] == "oci" {
+            do {
+                let images = try n.addOCILayout(path: path)
+                return .json(images.map { AddedImage(digest: $0.digest.description, ref: $0.refName, media_type: $0.mediaType,
+                                                     blobs: $0.blobs.map(\.description)) })
+            } catch {
+                return .error(400, "\(error)")
+            }
+        }
         do {
             let m = try n.add(path: path)
             n.refreshStoreMetrics()
@@ -175,6 +212,11 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         }
         guard n.store.hasBlob(d) else { return .error(404, "this node does not hold \(d)") }
         do {
+            if req.query["format"] == "oci" {
+                let ref = req.query["ref"].flatMap { $0.isEmpty ? nil : $0 }
+                try n.store.exportOCILayout(d, to: path, refName: ref)
+                return .json(["path": path])
+            }
             try n.store.export(d, to: path)
             return .json(["path": path])
         } catch {

@@ -46,9 +46,9 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
         init(link: QUICLink, writers: [TrafficClass: AsyncStream<[UInt8]>.Continuation]) { self.link = link; self.writers = writers }
     }
 
-    public init(identity: NodeIdentity, listen: PeerAddress, admission: AdmissionPolicy, settings: QUICSettings = QUICSettings(),
-                logger: Logger, metrics: PeerMetrics? = nil) throws {
-        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: identity, admission: admission))
+    public init(identity: NodeIdentity, listen: PeerAddress, admission: AdmissionPolicy, joinToken: JoinToken? = nil,
+                settings: QUICSettings = QUICSettings(), logger: Logger, metrics: PeerMetrics? = nil) throws {
+        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: identity, admission: admission, joinToken: joinToken))
         config.settings = settings
         config.logger = logger
         endpoint = try QUICEndpoint(bind: listen, configuration: config)

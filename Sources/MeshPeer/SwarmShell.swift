@@ -15,6 +15,17 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// The chunk list of every blob handed to the swarm (held, or being fetched), so serving and
     /// storing a chunk look its digest up here instead of reading the blob's manifest from disk.
     private var manifests: [Digest: SwarmManifest] = [:]
+    /// Transferred blobs waiting for blobs they reference, and the reverse map.
+    private var awaiting: [Digest: (manifest: BlobManifest, missing: Set<Digest>)] = [:]
+    private var referencedBy: [Digest: Set<Digest>] = [:]
+    /// Verified chunks not yet written: they go to the store in batches (one flush for many chunks
+    /// rather than one per chunk), at `batchBytes`, after `batchDelay`, and before any commit.
+    /// A crash loses only these, and a restarted fetch finds what is on disk.
+    private var pending: [(blob: Digest, digest: Digest, bytes: [UInt8])] = []
+    private var pendingIndex: [Digest: Int] = [:]
+    private var pendingBytes = 0
+    static let batchBytes = 8 << 20
+    static let batchDelay: Duration = .milliseconds(20)
 
     init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
@@ -35,10 +46,18 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     func receive(_ message: PeerMessage, now: Instant) -> Outbox { settle(swarm.receive(message, now: now), now: now) }
     func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(swarm.linkChanged(event, now: now), now: now) }
-    func tick(now: Instant) -> Outbox { settle(swarm.tick(now: now), now: now) }
+    func tick(now: Instant) -> Outbox {
+        flushChunks()
+        return settle(swarm.tick(now: now), now: now)
+    }
 
     /// A blob just added to the local store: offer it to the swarm.
     func hold(_ manifest: BlobManifest, now: Instant) -> Outbox { settle(offer(manifest, now: now), now: now) }
+
+    /// What the cluster state says of peers (gaming, load), for the planner's source choice.
+    func setHints(_ hints: [(NodeID, PeerHint)]) {
+        for (peer, hint) in hints { swarm.setHint(hint, for: peer) }
+    }
 
     func fetch(_ digest: Digest, now: Instant) -> Outbox { settle(swarm.fetch(digest, now: now), now: now) }
 
@@ -48,11 +67,33 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         return swarm.hold(m, now: now)
     }
 
-    /// Adds what carrying out the swarm's pending effects sends to `out`.
+    /// Adds what carrying out the swarm's pending effects sends to `out`; writes the chunk batch
+    /// when it is full, and asks to be woken to write a partial one.
     private func settle(_ out: Outbox, now: Instant) -> Outbox {
         var out = out
         out.merge(drain(now: now))
+        if pendingBytes >= SwarmShell.batchBytes { flushChunks() }
+        if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
         return out
+    }
+
+    /// Writes the pending chunks in one batch. On failure every blob with a chunk in the batch fails.
+    private func flushChunks() {
+        guard !pending.isEmpty else { return }
+        let batch = pending
+        pending = []
+        pendingIndex = [:]
+        pendingBytes = 0
+        do { try store.putChunks(batch.map { (digest: $0.digest, bytes: $0.bytes) }) } catch {
+            var seen = Set<Digest>()
+            for c in batch where seen.insert(c.blob).inserted { onEvent(.failed(c.blob, "storing chunks: \(error)")) }
+        }
+    }
+
+    /// A chunk's bytes: from the batch not yet written, or from the store.
+    private func chunkBytes(_ digest: Digest) -> [UInt8]? {
+        if let i = pendingIndex[digest] { return pending[i].bytes }
+        return try? store.readChunk(digest)
     }
 
     static func swarmManifest(_ m: BlobManifest) -> SwarmManifest {
@@ -68,20 +109,21 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             for e in effects {
                 switch e {
                 case .serve(let peer, let blob, let index):
-                    if let digest = chunkDigest(blob, index), let data = try? store.readChunk(digest) {
+                    if let digest = chunkDigest(blob, index), let data = chunkBytes(digest) {
                         out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
                 case .store(let blob, let index, let data):
-                    if let digest = chunkDigest(blob, index) {
-                        do { try store.putChunk(data, digest: digest) } catch {
-                            onEvent(.failed(blob, "storing a chunk: \(error)"))
-                        }
+                    // Verified by the swarm; the store checks the digest again when it writes.
+                    if let digest = chunkDigest(blob, index), pendingIndex[digest] == nil, !store.hasChunk(digest) {
+                        pendingIndex[digest] = pending.count
+                        pending.append((blob, digest, data))
+                        pendingBytes += data.count
                     }
                 case .checkLocal(let blob, let m):
                     var have = Bitfield(count: m.chunks.count)
-                    for (i, c) in m.chunks.enumerated() where store.hasChunk(c.digest) { have.insert(i) }
+                    for (i, c) in m.chunks.enumerated() where pendingIndex[c.digest] != nil || store.hasChunk(c.digest) { have.insert(i) }
                     manifests[blob] = m
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
@@ -91,12 +133,21 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                               manifest.chunks.map({ SwarmManifest.Chunk(digest: $0.digest, size: $0.length) }) == m.chunks else {
                             throw PeerError.protocolError("the manifest's chunk list does not match what was transferred")
                         }
-                        if !store.hasBlob(blob) { try store.commitBlob(manifest) }
-                        onEvent(.completed(blob))
+                        // A blob that references others (an OCI index or image manifest) is complete
+                        // only with them: fetch what is missing first, commit it when they are in.
+                        let missing = manifest.references.filter { !store.hasBlob($0) }
+                        if missing.isEmpty {
+                            commit(manifest, now: now, &out)
+                        } else {
+                            awaiting[blob] = (manifest, Set(missing))
+                            for child in missing {
+                                referencedBy[child, default: []].insert(blob)
+                                out.merge(swarm.fetch(child, now: now))
+                            }
+                            onEvent(.awaitingReferences(blob, missing))
+                        }
                     } catch {
-                        manifests[blob] = nil
-                        onEvent(.failed(blob, "\(error)"))
-                        out.merge(swarm.blobCommitFailed(blob, now: now))
+                        failed(blob, "\(error)", now: now, &out)
                     }
                 case .progress(let p):
                     onEvent(.progress(p))
@@ -104,6 +155,40 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     onEvent(.penalized(peer, blob, reason))
                 }
             }
+        }
+    }
+
+    /// Commits a transferred blob to the store, then any blob that was waiting only for it.
+    private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
+        let blob = manifest.digest
+        flushChunks()   // every chunk durable before the manifest that names it
+        do {
+            if !store.hasBlob(blob) { try store.commitBlob(manifest) }
+        } catch {
+            failed(blob, "\(error)", now: now, &out)
+            return
+        }
+        onEvent(.completed(blob))
+        for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() {
+            guard var waiting = awaiting[parent] else { continue }
+            waiting.missing.remove(blob)
+            if waiting.missing.isEmpty {
+                awaiting[parent] = nil
+                commit(waiting.manifest, now: now, &out)
+            } else {
+                awaiting[parent] = waiting
+            }
+        }
+    }
+
+    /// A blob could not be completed: so can no blob waiting for it.
+    private func failed(_ blob: Digest, _ why: String, now: Instant, _ out: inout Outbox) {
+        manifests[blob] = nil
+        awaiting[blob] = nil
+        onEvent(.failed(blob, why))
+        out.merge(swarm.blobCommitFailed(blob, now: now))
+        for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() where awaiting[parent] != nil {
+            failed(parent, "a blob it references, \(blob), failed: \(why)", now: now, &out)
         }
     }
 
@@ -118,5 +203,7 @@ enum SwarmShellEvent: Sendable {
     case progress(SwarmProgress)
     case completed(Digest)
     case failed(Digest, String)
+    /// `blob` arrived, and is committed once the blobs it references (fetched now) are in.
+    case awaitingReferences(Digest, [Digest])
     case penalized(NodeID, Digest, String)
 }

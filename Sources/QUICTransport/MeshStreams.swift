@@ -48,6 +48,33 @@ final class MeshStreams: QUICApplication {
     private var ready: [[Int64]] = Array(repeating: [], count: TrafficClass.allCases.count)
     private var pendingOpens: [(TrafficClass, Bool, (Result<QUICStream, QUICError>) -> Void)] = []
     private var closedError: QUICError??
+    /// Client: the first control message given to `connect`, sent as 0-RTT data when resuming.
+    private var firstMessage: [UInt8]?
+    private var firstStreamID: Int64?
+
+    // Admission by join token (see `JoinToken`). Server: the link is held back (its streams queued,
+    // datagrams dropped) until the dialler's proof checks out. Client: sends the proof.
+    /// First byte of the stream that carries a join proof (not a `TrafficClass`).
+    static let admissionMarker: UInt8 = 0xA0
+    private(set) var awaitingAdmission = false
+    private var admissionDeadline: Instant?
+    private var pendingAccepts: [QUICStream] = []
+    private var admissionStreams: [Int64: [UInt8]] = [:]
+    /// Called once when a held-back link is admitted.
+    var onAdmitted: (() -> Void)?
+    /// The endpoint handed this (accepted) link to its owner.
+    var announced = false
+    /// Per-class rate caps and the bulk scavenger (nil when neither is configured).
+    private var limiter: ClassLimiter?
+    /// When a rate-capped class may send again.
+    private var refillAt: Instant?
+
+    /// The mesh application for `conn`, tied to `link`.
+    static func attach(_ conn: QUICConnection, link: QUICLink, executor: LoopExecutor, wake: @escaping () -> Void) -> MeshStreams {
+        let app = MeshStreams(executor: executor, link: link, wake: wake)
+        link.attach(app, conn)
+        return app
+    }
 
     init(executor: LoopExecutor, link: QUICLink, wake: @escaping () -> Void) {
         self.executor = executor
@@ -126,9 +153,118 @@ final class MeshStreams: QUICApplication {
 
     func start(_ connection: QUICConnection) throws(QUICError) {
         self.connection = connection
+        let l = ClassLimiter(rates: connection.settings.classRateLimits, scavenger: connection.settings.bulkScavenger,
+                             now: connection.lastNow)
+        limiter = l.isActive ? l : nil
+        if connection.role == .server, connection.tlsConfiguration.admission?.requiresJoinToken == true {
+            awaitingAdmission = true
+            admissionDeadline = connection.lastNow + connection.settings.handshakeTimeout
+        }
+        if firstMessage != nil { openFirstStream() }
+    }
+
+    func trafficClass(of stream: Int64) -> TrafficClass? { streams[stream]?.trafficClass }
+
+    var deadline: Instant? {
+        let a = awaitingAdmission ? admissionDeadline : nil
+        guard let r = refillAt else { return a }
+        return min(a ?? r, r)
+    }
+
+    func deadlineReached(_ connection: QUICConnection, now: Instant) {
+        if let r = refillAt, r <= now { refillAt = nil; wake() }
+        if awaitingAdmission, let d = admissionDeadline, d <= now {
+            refuseJoin(connection, "no join token presented within \(connection.settings.handshakeTimeout)")
+        }
+    }
+
+    /// Client: proves we hold the join token, on a unidirectional stream of its own.
+    private func presentJoinToken(_ connection: QUICConnection) {
+        let config = connection.tlsConfiguration
+        guard let token = config.joinToken, let me = config.localNodeID,
+              let exporter = connection.tlsExporter(label: JoinToken.exporterLabel, length: 32),
+              let id = connection.openStream(bidirectional: false) else { return }
+        let st = StreamState(id: id, trafficClass: .control)
+        st.headerLength = 1
+        streams[id] = st
+        let p = JoinToken.Presentation(version: 1, tokenID: token.id, proof: token.proof(exporter: exporter, joiner: me))
+        append(st, bytes: [MeshStreams.admissionMarker] + p.wireBytes(), fin: true)
+    }
+
+    private func receivedAdmission(_ connection: QUICConnection, stream id: Int64, data: UnsafeRawBufferPointer, fin: Bool) {
+        var buf = admissionStreams[id] ?? []
+        buf += data
+        connection.consumed(stream: id, count: data.count)
+        guard buf.count <= 1 + JoinToken.Presentation.maxLength else {
+            admissionStreams[id] = nil
+            refuseJoin(connection, "oversized join presentation")
+            return
+        }
+        guard fin else { admissionStreams[id] = buf; return }
+        admissionStreams[id] = nil
+        guard awaitingAdmission else { return } // this endpoint does not ask for tokens
+        guard let peer = connection.peerNodeID, let policy = connection.tlsConfiguration.admission,
+              let exporter = connection.tlsExporter(label: JoinToken.exporterLabel, length: 32),
+              let p = try? JoinToken.Presentation(wireBytes: Array(buf.dropFirst())),
+              policy.admitsJoin(p, exporter: exporter, node: peer) else {
+            refuseJoin(connection, "join token proof is invalid (unknown token, or not made with its secret for this connection)")
+            return
+        }
+        awaitingAdmission = false
+        admissionDeadline = nil
+        let held = pendingAccepts
+        pendingAccepts = []
+        for h in held { link.accept(h) }
+        onAdmitted?()
+    }
+
+    private func refuseJoin(_ connection: QUICConnection, _ why: String) {
+        guard awaitingAdmission else { return }
+        awaitingAdmission = false
+        connection.logger.warning("refusing peer \(connection.peerNodeID.map(\.description) ?? "?") at \(connection.remote): \(why)",
+                                  metadata: ["event": "peer-refused"])
+        QUICMetrics.shared.peersRefused.add(1)
+        QUICMetrics.shared.joinRefused.add(1)
+        connection.close(errorCode: AdmissionPolicy.joinRefusedErrorCode, reason: "join token required: \(why)", now: connection.lastNow)
+        wake()
+    }
+
+    /// Queues `message` as the first control stream (bidirectional, finished). Before `start`, so a
+    /// resuming client sends it as 0-RTT data; the handle appears on the link once the handshake
+    /// settled whether the server took it.
+    func queueFirstMessage(_ message: [UInt8]) { firstMessage = message }
+
+    private func openFirstStream() {
+        guard let message = firstMessage, let conn = connection, let id = conn.openStream(bidirectional: true) else { return }
+        let st = StreamState(id: id, trafficClass: .control)
+        st.headerLength = 1
+        streams[id] = st
+        firstStreamID = id
+        append(st, bytes: [TrafficClass.control.rawValue] + message, fin: true)
+    }
+
+    func earlyDataRejected(_ connection: QUICConnection) {
+        // ngtcp2 dropped every stream; only the first message can exist this early. Send it again.
+        if let id = firstStreamID { streams[id] = nil; firstStreamID = nil }
+        for c in ready.indices { ready[c].removeAll() }
+        openFirstStream()
+    }
+
+    func handshakeCompleted(_ connection: QUICConnection) {
+        if connection.role == .client { presentJoinToken(connection) }
+        guard let id = firstStreamID, let st = streams[id], st.handle == nil else { return }
+        let handle = QUICStream(id: id, trafficClass: .control, writable: true, executor: executor, streams: self)
+        st.handle = handle
+        handle.markFinished()
+        link.setFirstStream(handle)
+        firstMessage = nil
     }
 
     func receivedStreamData(_ connection: QUICConnection, stream id: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError) {
+        if admissionStreams[id] != nil {
+            receivedAdmission(connection, stream: id, data: data, fin: fin)
+            return
+        }
         var data = data
         let st: StreamState
         if let existing = streams[id] {
@@ -143,6 +279,12 @@ final class MeshStreams: QUICApplication {
                 if fin { connection.shutdownStream(id, errorCode: MeshStreams.errorMalformed) }
                 return
             }
+            if first == MeshStreams.admissionMarker && id & 0x1 != (connection.role == .server ? 1 : 0) {
+                streams[id] = nil
+                admissionStreams[id] = []
+                receivedAdmission(connection, stream: id, data: data, fin: fin)
+                return
+            }
             guard let cls = TrafficClass(rawValue: first) else {
                 connection.shutdownStream(id, errorCode: MeshStreams.errorMalformed)
                 streams[id] = nil
@@ -154,7 +296,15 @@ final class MeshStreams: QUICApplication {
             st.handle = handle
             connection.consumed(stream: id, count: 1)
             data = UnsafeRawBufferPointer(rebasing: data[1...])
-            link.accept(handle)
+            if awaitingAdmission {
+                guard pendingAccepts.count < 256 else {
+                    refuseJoin(connection, "opened too many streams before presenting a join token")
+                    return
+                }
+                pendingAccepts.append(handle)
+            } else {
+                link.accept(handle)
+            }
         }
         st.handle?.deliver(data, fin: fin)
     }
@@ -181,6 +331,10 @@ final class MeshStreams: QUICApplication {
 
     func ackedStreamData(_ connection: QUICConnection, stream id: Int64, offset: UInt64, length: UInt64) {
         guard let st = streams[id] else { return }
+        if st.trafficClass == .bulk, limiter != nil {
+            let rtt = connection.rtt
+            limiter!.bulkAcked(Int(length), latestRTT: rtt.latest, minRTT: rtt.min, smoothedRTT: rtt.smoothed, now: connection.lastNow)
+        }
         let end = offset + length
         let userNew = end > max(st.ackedEnd, st.headerLength) ? end - max(st.ackedEnd, st.headerLength) : 0
         st.ackedEnd = max(st.ackedEnd, end)
@@ -211,11 +365,16 @@ final class MeshStreams: QUICApplication {
     }
 
     func receivedDatagram(_ connection: QUICConnection, data: UnsafeRawBufferPointer) {
+        if awaitingAdmission { return }
         link.deliverDatagram(Array(data))
     }
 
     func nextStreamData(_ connection: QUICConnection, vecs: UnsafeMutableBufferPointer<ngtcp2_vec>) -> (stream: Int64, count: Int, fin: Bool)? {
         for c in 0..<ready.count {
+            if limiter != nil, !ready[c].isEmpty, !limiter!.allows(TrafficClass(rawValue: UInt8(c))!, now: connection.lastNow) {
+                if let t = limiter!.nextRefill(after: connection.lastNow) { refillAt = min(refillAt ?? t, t) }
+                continue
+            }
             while let id = ready[c].first {
                 guard let st = streams[id], st.hasSendable else {
                     ready[c].removeFirst()
@@ -247,6 +406,7 @@ final class MeshStreams: QUICApplication {
     func wroteStreamData(_ connection: QUICConnection, stream id: Int64, count: Int, fin: Bool) {
         guard let st = streams[id] else { return }
         st.sent += UInt64(count)
+        if limiter != nil { limiter!.sent(st.trafficClass, count: count) }
         if fin { st.finSent = true }
         // Round-robin within the class: the stream goes to the back of its queue.
         let c = Int(st.trafficClass.rawValue)

@@ -34,6 +34,35 @@ protocol QUICApplication: AnyObject {
     func streamBlocked(_ connection: QUICConnection, stream: Int64, permanently: Bool)
     /// The connection is over; `error` says why (nil for a clean close).
     func connectionClosed(_ connection: QUICConnection, error: QUICError?)
+    /// The handshake completed (after `start`, which may have run earlier for 0-RTT).
+    func handshakeCompleted(_ connection: QUICConnection)
+    /// The server refused our 0-RTT data: ngtcp2 forgot every stream opened so far.
+    func earlyDataRejected(_ connection: QUICConnection)
+    /// A timer of the application's own (the connection folds it into `nextTimeout`).
+    var deadline: Instant? { get }
+    /// `deadline` passed.
+    func deadlineReached(_ connection: QUICConnection, now: Instant)
+    /// The class of a stream we send on (for DSCP marking), if the application has classes.
+    func trafficClass(of stream: Int64) -> TrafficClass?
+}
+
+extension QUICApplication {
+    func handshakeCompleted(_ connection: QUICConnection) {}
+    func earlyDataRejected(_ connection: QUICConnection) {}
+    var deadline: Instant? { nil }
+    func deadlineReached(_ connection: QUICConnection, now: Instant) {}
+    func trafficClass(of stream: Int64) -> TrafficClass? { nil }
+}
+
+extension TrafficClass {
+    /// DSCP when marking is on: EF (46) for control, CS1 (8, lower effort) for bulk, best effort else.
+    var dscp: UInt8 {
+        switch self {
+        case .control: 46
+        case .bulk: 8
+        default: 0
+        }
+    }
 }
 
 /// Congestion controllers ngtcp2 0.12 offers. BBR is the default: in this ngtcp2, CUBIC collapses at
@@ -83,6 +112,25 @@ public struct QUICSettings: Sendable {
     /// Write a qlog file per connection into this directory (it must exist). Default nil (off).
     public var qlogDirectory: String? = nil
 
+    /// Send-rate caps per traffic class, bytes per second (token buckets, 10 ms burst). Default none:
+    /// classes are limited only by priority and congestion control.
+    public var classRateLimits: [TrafficClass: Double] = [:]
+    /// Mark packets with a DSCP by the highest traffic class they carry: EF for control, CS1 for
+    /// bulk, best effort for the rest (and for packets without stream data). Default false: only useful
+    /// where routers honour DSCP, and some networks bleach or penalise unknown marks.
+    public var dscpMarking = false
+    /// Use ECN: send ECT(0) as ngtcp2 decides (it validates the path and stops if marks are lost) and
+    /// report the codepoints we receive (read with IP_RECVTOS). Default true.
+    public var ecn = true
+    /// Scavenger mode for the bulk class (see `ScavengerSettings`). Default nil (off): on a LAN, CPU
+    /// scheduling noise on a loaded host reads as queuing delay and would throttle bulk needlessly,
+    /// and within one connection the scheduler already sends control first. Turn it on for links
+    /// that share a bottleneck with latency-sensitive traffic (WAN, Wi-Fi, uplinks).
+    public var bulkScavenger: ScavengerSettings? = nil
+
+    /// Client: a token to put in the first Initial (tests forge one to check address validation).
+    var initialToken: [UInt8]? = nil
+
     public init() {}
 }
 
@@ -100,9 +148,40 @@ public struct ConnectionStats: Sendable, CustomStringConvertible {
     public var packetsReceived: UInt64
     /// Open streams by traffic class (mesh links only).
     public var streamsByClass: [TrafficClass: Int]
+    /// Packets declared lost that carried stream data (see `QUICConnection.lostPackets` for what
+    /// ngtcp2 0.12 can count).
+    public var lostPackets: UInt64 = 0
+    /// Probe timeouts in a row right now (ngtcp2's `pto_count`; non-zero means the peer went quiet).
+    public var probeTimeouts: UInt64 = 0
+    /// Slow-start threshold in bytes (`UInt64.max` until the first congestion event).
+    public var slowStartThreshold: UInt64 = .max
+    /// The congestion controller's pacing rate, bytes per second (0 when not pacing).
+    public var pacingRate: Double = 0
+    /// Delivery rate estimate, bytes per second.
+    public var deliveryRate: UInt64 = 0
+    /// The handshake resumed an earlier session.
+    public var resumed = false
+
+    struct Extra {
+        var lostPackets: UInt64 = 0, probeTimeouts: UInt64 = 0, slowStartThreshold: UInt64 = .max
+        var pacingRate: Double = 0, deliveryRate: UInt64 = 0, resumed = false
+    }
+
+    init(smoothedRTT: Duration, rttVariance: Duration, minRTT: Duration, latestRTT: Duration, congestionWindow: UInt64,
+         bytesInFlight: UInt64, bytesSent: UInt64, bytesReceived: UInt64, packetsSent: UInt64, packetsReceived: UInt64,
+         streamsByClass: [TrafficClass: Int], extra: Extra) {
+        self.smoothedRTT = smoothedRTT; self.rttVariance = rttVariance; self.minRTT = minRTT; self.latestRTT = latestRTT
+        self.congestionWindow = congestionWindow; self.bytesInFlight = bytesInFlight
+        self.bytesSent = bytesSent; self.bytesReceived = bytesReceived
+        self.packetsSent = packetsSent; self.packetsReceived = packetsReceived; self.streamsByClass = streamsByClass
+        lostPackets = extra.lostPackets; probeTimeouts = extra.probeTimeouts; slowStartThreshold = extra.slowStartThreshold
+        pacingRate = extra.pacingRate; deliveryRate = extra.deliveryRate; resumed = extra.resumed
+    }
 
     public var description: String {
-        "srtt=\(smoothedRTT) rttvar=\(rttVariance) cwnd=\(congestionWindow) inflight=\(bytesInFlight) "
-            + "sent=\(bytesSent)B/\(packetsSent)pkt recv=\(bytesReceived)B/\(packetsReceived)pkt"
+        let classes = TrafficClass.allCases.compactMap { c in streamsByClass[c].map { "\(c)=\($0)" } }.joined(separator: ",")
+        return "srtt=\(smoothedRTT) rttvar=\(rttVariance) cwnd=\(congestionWindow) inflight=\(bytesInFlight) "
+            + "sent=\(bytesSent)B/\(packetsSent)pkt recv=\(bytesReceived)B/\(packetsReceived)pkt lost=\(lostPackets)pkt"
+            + (classes.isEmpty ? "" : " streams=\(classes)")
     }
 }

@@ -20,6 +20,10 @@ public final class QUICConnection {
         case handshakeConfirmed
         case newConnectionID(ConnectionID)
         case retiredConnectionID(ConnectionID)
+        /// A client received a session ticket: what it needs to resume (and send 0-RTT) later.
+        case sessionTicket(ResumptionTicket)
+        /// Server: a resumed peer's 0-RTT data started the application before the handshake completed.
+        case applicationStartedEarly
         case closed(QUICError?)
     }
 
@@ -34,6 +38,12 @@ public final class QUICConnection {
     private let resetSecret: [UInt8]
     private(set) var state: State = .handshaking
     var events: [Event] = []
+    /// False for connections driven by `SansIOQUIC`, which reads state instead of events.
+    var keepsEvents = true
+    func emit(_ e: Event) { if keepsEvents { events.append(e) } }
+
+    /// The mesh link on this connection (ALPN `gquic/1`), once the handshake created it.
+    public var link: QUICLink? { (application as? MeshStreams)?.link }
     var application: QUICApplication?
     /// Called at handshake completion (server side) to pick the application for the negotiated ALPN.
     var applicationFactory: ((QUICConnection) throws(QUICError) -> QUICApplication)?
@@ -53,14 +63,36 @@ public final class QUICConnection {
     /// The client's original destination ID (server side), also routed to us until the handshake ends.
     let originalDestinationID: ConnectionID?
 
+    /// Client: we offered a resumption ticket and may send 0-RTT stream data before the handshake ends.
+    private(set) var earlyDataAttempted = false
+    /// The application's `start` ran (at handshake completion, or earlier for 0-RTT / 0.5-RTT).
+    private var applicationStarted = false
+    /// Server: stream data that arrived as 0-RTT before the handshake completed.
+    private var earlyStreamData: [(Int64, [UInt8], Bool)] = []
+    /// True when this connection resumed an earlier session instead of a full handshake.
+    public private(set) var isResumed = false
+    /// Client: the server accepted our 0-RTT data. Server: we accepted the client's.
+    public private(set) var earlyDataAccepted = false
+    /// Client: the server's transport parameters, encoded, kept for a later resumption ticket.
+    private var remoteParametersForResumption: [UInt8]?
+
+    /// Streams ngtcp2 holds, for the loss count (ngtcp2 0.12 counts lost packets per stream only).
+    private var liveStreams: Set<Int64> = []
+    /// Lost packets that carried data of streams already closed.
+    private var lostOnClosedStreams: UInt64 = 0
+
+    /// The latest `now` an input brought (for application timers set inside callbacks).
+    private(set) var lastNow = Instant.zero
+
     private(set) var bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0
     private(set) var packetsSent: UInt64 = 0, packetsReceived: UInt64 = 0
 
     /// A client connection to `remote`. `expectedPeer` makes the handshake fail unless the server
     /// proves that node identity.
+    /// `resumption` (with `expectedPeer`) resumes an earlier session with that peer and enables 0-RTT.
     init(clientTo remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials, alpn: [String],
-         serverName: String?, expectedPeer: NodeID?, settings: QUICSettings, resetSecret: [UInt8],
-         now: Instant, logger: Logger) throws(QUICError) {
+         serverName: String?, expectedPeer: NodeID?, resumption: ResumptionTicket? = nil, settings: QUICSettings,
+         resetSecret: [UInt8], now: Instant, logger: Logger) throws(QUICError) {
         role = .client
         self.remote = remote; self.local = local; self.settings = settings
         self.resetSecret = resetSecret; self.expectedPeer = expectedPeer; self.logger = logger
@@ -69,24 +101,43 @@ public final class QUICConnection {
         let dcid = ConnectionID.random(length: 18), scid = ConnectionID.random()
         localIDs.insert(scid)
         let owner = Unmanaged.passUnretained(self).toOpaque()
-        tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName, owner: owner)
+        let resume = expectedPeer == nil ? nil : resumption
+        tls = try TLSSession(isServer: false, credentials: credentials, alpn: alpn, serverName: serverName,
+                             resume: resume?.session, owner: owner)
         var s = makeSettings(now: now)
         openQlog(&s, odcid: dcid)
         var p = makeTransportParams()
         var callbacks = QUICConnection.callbacks(client: true)
         var d = dcid.ngtcp2, sc = scid.ngtcp2
         var c: OpaquePointer?
-        let rc = gq_ngtcp2_conn_client_new(&c, &d, &sc, &pathStorage.pointee.path, NGTCP2_PROTO_VER_V1,
-                                           &callbacks, &s, &p, nil, owner)
+        var token = settings.initialToken ?? []
+        let rc = token.withUnsafeMutableBufferPointer { t in
+            // ngtcp2 copies the token during conn_client_new.
+            if let base = t.baseAddress, !t.isEmpty { s.token = ngtcp2_vec(base: base, len: t.count) }
+            return gq_ngtcp2_conn_client_new(&c, &d, &sc, &pathStorage.pointee.path, NGTCP2_PROTO_VER_V1,
+                                             &callbacks, &s, &p, nil, owner)
+        }
         guard rc == 0, let c else { pathStorage.deallocate(); throw .ngtcp2("creating a client connection", rc) }
         conn = c
         ngtcp2_conn_set_tls_native_handle(c, UnsafeMutableRawPointer(tls.raw))
         if let ka = settings.keepAlive { ngtcp2_conn_set_keep_alive_timeout(c, UInt64(ka.nanosecondsClamped)) }
+        if let resume, !resume.transportParameters.isEmpty {
+            var params = ngtcp2_transport_params()
+            let rc = resume.transportParameters.withUnsafeBufferPointer {
+                gq_ngtcp2_decode_transport_params(&params, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, $0.baseAddress, $0.count)
+            }
+            if rc == 0 {
+                gq_ngtcp2_conn_set_early_remote_transport_params(c, &params)
+                earlyDataAttempted = true
+            }
+        }
     }
 
-    /// A server connection for a client Initial whose header is `header`.
+    /// A server connection for a client Initial whose header is `header`. `retriedFrom`: the original
+    /// destination ID from a valid Retry token (the client's second Initial after our Retry).
     init(serverFor header: ngtcp2_pkt_hd, remote: SocketAddress, local: SocketAddress, credentials: TLSCredentials,
-         alpn: [String], settings: QUICSettings, resetSecret: [UInt8], now: Instant, logger: Logger) throws(QUICError) {
+         alpn: [String], retriedFrom: ConnectionID? = nil, settings: QUICSettings, resetSecret: [UInt8], now: Instant,
+         logger: Logger) throws(QUICError) {
         role = .server
         self.remote = remote; self.local = local; self.settings = settings
         self.resetSecret = resetSecret; self.logger = logger
@@ -101,7 +152,13 @@ public final class QUICConnection {
         openQlog(&s, odcid: ConnectionID(header.dcid))
         s.token = header.token
         var p = makeTransportParams()
-        p.original_dcid = header.dcid
+        if let retriedFrom {
+            p.original_dcid = retriedFrom.ngtcp2
+            p.retry_scid = header.dcid
+            p.retry_scid_present = 1
+        } else {
+            p.original_dcid = header.dcid
+        }
         p.stateless_reset_token_present = 1
         withUnsafeMutableBytes(of: &p.stateless_reset_token) { tok in
             var cid = scid.ngtcp2
@@ -164,6 +221,7 @@ public final class QUICConnection {
         var s = ngtcp2_settings()
         gq_ngtcp2_settings_default(&s)
         s.initial_ts = now.nanoseconds
+        lastNow = now
         s.cc_algo = settings.congestionControl.ngtcp2
         s.max_window = settings.maxWindow
         s.max_stream_window = settings.maxStreamWindow
@@ -190,7 +248,8 @@ public final class QUICConnection {
     // MARK: Inputs
 
     /// Feeds one received UDP datagram.
-    public func receive(_ datagram: UnsafeRawBufferPointer, from: SocketAddress, now: Instant) {
+    /// `ecn`: the ECN codepoint (low two bits of the IP TOS byte) the datagram arrived with.
+    public func receive(_ datagram: UnsafeRawBufferPointer, from: SocketAddress, now: Instant, ecn: UInt8 = 0) {
         switch state {
         case .closing:
             // Answer anything with our CONNECTION_CLOSE again (RFC 9000 §10.2.1); the owner sends it.
@@ -201,8 +260,10 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
+        lastNow = now
         bytesReceived += UInt64(datagram.count); packetsReceived += 1
         var pi = ngtcp2_pkt_info()
+        if settings.ecn { pi.ecn = UInt32(ecn & 0x3) }
         let rc = gq_ngtcp2_conn_read_pkt(conn, &pathStorage.pointee.path, &pi,
                                          datagram.bindMemory(to: UInt8.self).baseAddress, datagram.count, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "reading a packet", now: now) }
@@ -219,6 +280,8 @@ public final class QUICConnection {
         default: break
         }
         guard let conn else { return }
+        lastNow = now
+        if let app = application, let d = app.deadline, d <= now { app.deadlineReached(self, now: now) }
         let rc = ngtcp2_conn_handle_expiry(conn, now.nanoseconds)
         if rc != 0 { handleLibraryError(rc, while: "handling a timer", now: now) }
     }
@@ -232,7 +295,8 @@ public final class QUICConnection {
         }
         guard let conn else { return .distantFuture }
         let e = ngtcp2_conn_get_expiry(conn)
-        return e == UInt64.max ? .distantFuture : Instant(nanoseconds: e)
+        let expiry = e == UInt64.max ? Instant.distantFuture : Instant(nanoseconds: e)
+        return min(expiry, application?.deadline ?? .distantFuture)
     }
 
     public var isClosed: Bool { if case .closed = state { true } else { false } }
@@ -250,16 +314,19 @@ public final class QUICConnection {
     // MARK: Output
 
     /// Writes every packet that is ready (up to the congestion controller's send quantum), calling
-    /// `emit` with each UDP payload. Returns the number of packets written.
+    /// `emit` with each UDP payload and the IP TOS byte to send it with (DSCP of the highest traffic
+    /// class it carries, when marking is on, and the ECN codepoint ngtcp2 chose). Returns the number
+    /// of packets written.
     @discardableResult
     func writePackets(now: Instant, buffer: UnsafeMutableRawBufferPointer, maxPackets: Int = 64,
-                      emit: (UnsafeRawBufferPointer) -> Void) -> Int {
+                      emit: (UnsafeRawBufferPointer, UInt8) -> Void) -> Int {
         if resendClose, case .closing = state, !closePacket.isEmpty {
             resendClose = false
-            closePacket.withUnsafeBytes { emit($0) }
+            closePacket.withUnsafeBytes { emit($0, 0) }
             return 1
         }
         guard let conn, case .handshaking = state.orEstablished else { return 0 }
+        lastNow = now
         let udp = min(buffer.count, ngtcp2_conn_get_max_tx_udp_payload_size(conn))
         let quantum = max(1, ngtcp2_conn_get_send_quantum(conn) / max(udp, 1))
         let limit = min(maxPackets, quantum)
@@ -267,6 +334,7 @@ public final class QUICConnection {
         var written = 0
         var pi = ngtcp2_pkt_info()
         var vecs = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
+        var packetClass: TrafficClass?  // highest class with data in the packet being built
         let ts = now.nanoseconds
         outer: while written < limit {
             if !pendingDatagrams.isEmpty, case .established = state {
@@ -282,16 +350,17 @@ public final class QUICConnection {
                 }
                 if accepted != 0 { pendingDatagrams.removeFirst() }
                 if n == 0 { break }
-                account(n); emit(UnsafeRawBufferPointer(start: dest, count: n)); written += 1
+                account(n); emit(UnsafeRawBufferPointer(start: dest, count: n), tos(pi, packetClass: .telemetry)); written += 1
                 continue
             }
             var stream: Int64 = -1
             var count = 0
             var fin = false
             var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
-            if case .established = state, let app = application,
+            if applicationStarted, let app = application,
                let next = vecs.withUnsafeMutableBufferPointer({ app.nextStreamData(self, vecs: $0) }) {
                 (stream, count, fin) = next
+                if settings.dscpMarking, let c = app.trafficClass(of: stream) { packetClass = min(packetClass ?? c, c) }
                 if fin { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
             }
             var ndatalen: Int = -1
@@ -314,7 +383,7 @@ public final class QUICConnection {
                 default:
                     handleLibraryError(Int32(n), while: "writing packets", now: now)
                     if case .closing = state, !closePacket.isEmpty {
-                        closePacket.withUnsafeBytes { emit($0) }
+                        closePacket.withUnsafeBytes { emit($0, 0) }
                         written += 1
                     }
                     break outer
@@ -326,11 +395,18 @@ public final class QUICConnection {
             }
             if n == 0 { break }
             account(n)
-            emit(UnsafeRawBufferPointer(start: dest, count: n))
+            emit(UnsafeRawBufferPointer(start: dest, count: n), tos(pi, packetClass: packetClass))
+            packetClass = nil
             written += 1
         }
         ngtcp2_conn_update_pkt_tx_time(conn, ts)
         return written
+    }
+
+    private func tos(_ pi: ngtcp2_pkt_info, packetClass: TrafficClass?) -> UInt8 {
+        let ecn: UInt8 = settings.ecn ? UInt8(pi.ecn & 0x3) : 0
+        guard settings.dscpMarking, let c = packetClass else { return ecn }
+        return c.dscp << 2 | ecn
     }
 
     /// Sans-IO convenience: every ready datagram as arrays.
@@ -339,7 +415,7 @@ public final class QUICConnection {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
         defer { buf.deallocate() }
         while true {
-            let n = writePackets(now: now, buffer: buf) { out.append(Array($0)) }
+            let n = writePackets(now: now, buffer: buf) { p, _ in out.append(Array(p)) }
             if n == 0 { break }
         }
         return out
@@ -350,10 +426,12 @@ public final class QUICConnection {
     // MARK: Streams (for applications)
 
     func openStream(bidirectional: Bool) -> Int64? {
-        guard let conn, case .established = state else { return nil }
+        guard let conn, applicationStarted, !isClosingOrDraining else { return nil }
         var id: Int64 = -1
         let rc = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
-        return rc == 0 ? id : nil
+        guard rc == 0 else { return nil }
+        liveStreams.insert(id)
+        return id
     }
 
     /// The application consumed `count` bytes of `stream`: open the flow-control windows by that much.
@@ -380,9 +458,38 @@ public final class QUICConnection {
 
     var negotiatedALPN: String? { tls.negotiatedALPN }
 
+    /// The TLS exporter of this connection (after the handshake completed).
+    func tlsExporter(label: String, length: Int) -> [UInt8]? { tls.exporter(label: label, length: length) }
+
+    /// This endpoint's TLS configuration (admission policy, join token).
+    var tlsConfiguration: TLSConfiguration { tls.credentials.configuration }
+
+    /// Packets declared lost that carried stream data (ngtcp2 0.12 exposes no connection-wide loss
+    /// count; a packet with frames of two streams counts twice, packets with only ACK/control frames
+    /// or DATAGRAMs are not counted).
+    var lostPackets: UInt64 {
+        guard let conn else { return lostOnClosedStreams }
+        return liveStreams.reduce(lostOnClosedStreams) { $0 + UInt64(ngtcp2_conn_get_stream_loss_count(conn, $1)) }
+    }
+
+    /// The RTT figures alone (cheap; the scheduler reads them on every bulk acknowledgement).
+    var rtt: (latest: Duration, min: Duration, smoothed: Duration) {
+        var st = ngtcp2_conn_stat()
+        if let conn { gq_ngtcp2_conn_get_conn_stat(conn, &st) }
+        return (.nanoseconds(Int64(clamping: st.latest_rtt)), .nanoseconds(Int64(clamping: st.min_rtt == UInt64.max ? 0 : st.min_rtt)),
+                .nanoseconds(Int64(clamping: st.smoothed_rtt)))
+    }
+
     public var stats: ConnectionStats {
         var st = ngtcp2_conn_stat()
         if let conn { gq_ngtcp2_conn_get_conn_stat(conn, &st) }
+        var extra = ConnectionStats.Extra()
+        extra.lostPackets = lostPackets
+        extra.probeTimeouts = UInt64(st.pto_count)
+        extra.slowStartThreshold = st.ssthresh
+        extra.pacingRate = st.pacing_rate > 0 ? st.pacing_rate * 1e9 : 0
+        extra.deliveryRate = st.delivery_rate_sec
+        extra.resumed = isResumed
         return ConnectionStats(smoothedRTT: .nanoseconds(Int64(clamping: st.smoothed_rtt)),
                                rttVariance: .nanoseconds(Int64(clamping: st.rttvar)),
                                minRTT: .nanoseconds(Int64(clamping: st.min_rtt == UInt64.max ? 0 : st.min_rtt)),
@@ -390,7 +497,7 @@ public final class QUICConnection {
                                congestionWindow: st.cwnd, bytesInFlight: st.bytes_in_flight,
                                bytesSent: bytesSent, bytesReceived: bytesReceived,
                                packetsSent: packetsSent, packetsReceived: packetsReceived,
-                               streamsByClass: (application as? MeshStreams)?.openStreamsByClass ?? [:])
+                               streamsByClass: (application as? MeshStreams)?.openStreamsByClass ?? [:], extra: extra)
     }
 
     // MARK: Closing
@@ -465,7 +572,7 @@ public final class QUICConnection {
         state = .closed
         application?.connectionClosed(self, error: error)
         application = nil
-        events.append(.closed(error))
+        emit(.closed(error))
     }
 
     /// Hands closing/draining completion to the owner: true once the connection can be forgotten.
@@ -495,19 +602,96 @@ public final class QUICConnection {
 
     fileprivate func onHandshakeCompleted() -> Int32 {
         state = .established
+        isResumed = tls.isResumed
+        if isResumed && peerNodeID == nil && negotiatedALPN == QUICEndpoint.meshALPN {
+            // No certificate crossed the wire: the identity is the one proved when the ticket was issued.
+            guard authenticateResumedPeer() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        }
+        if role == .client {
+            if earlyDataAttempted {
+                earlyDataAccepted = tls.earlyDataAccepted
+                if !earlyDataAccepted, let conn {
+                    QUICMetrics.shared.earlyDataRejected.add(1)
+                    guard ngtcp2_conn_early_data_rejected(conn) == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+                }
+            }
+            if let conn, let params = ngtcp2_conn_get_remote_transport_params(conn) {
+                var buf = [UInt8](repeating: 0, count: ResumptionTicket.maxParametersLength)
+                let n = buf.withUnsafeMutableBufferPointer {
+                    gq_ngtcp2_encode_transport_params($0.baseAddress, $0.count, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, params)
+                }
+                if n > 0 { remoteParametersForResumption = Array(buf[0..<n]) }
+            }
+        } else {
+            earlyDataAccepted = tls.earlyDataAccepted
+            if isResumed { QUICMetrics.shared.sessionsResumed.add(1) }
+            if earlyDataAccepted { QUICMetrics.shared.earlyDataAccepted.add(1) }
+            let rc = tls.sendTicket()
+            if rc != 0 { logger.debug("cannot send a session ticket to \(remote): \(tlsErrorName(rc))") }
+        }
+        guard startApplication() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        application?.handshakeCompleted(self)
+        emit(.handshakeCompleted)
+        return 0
+    }
+
+    /// Builds (if needed) and starts the application. False (with `closeError` set) on failure.
+    private func startApplication() -> Bool {
+        if applicationStarted { return true }
         if application == nil, let factory = applicationFactory {
             do { application = try factory(self) } catch {
                 closeError = error
                 logger.warning("no application for ALPN \(negotiatedALPN ?? "-") from \(remote): \(error)")
-                return NGTCP2_ERR_CALLBACK_FAILURE
+                return false
             }
         }
-        do { try application?.start(self) } catch {
+        guard let application else { return true }
+        applicationStarted = true
+        do throws(QUICError) {
+            try application.start(self)
+            let early = earlyStreamData
+            earlyStreamData = []
+            for (stream, bytes, fin) in early {
+                var failure: QUICError?
+                bytes.withUnsafeBytes { b in
+                    do throws(QUICError) { try application.receivedStreamData(self, stream: stream, data: b, fin: fin) } catch { failure = error }
+                }
+                if let failure { throw failure }
+            }
+        } catch {
+            applicationStarted = false
             closeError = error
-            return NGTCP2_ERR_CALLBACK_FAILURE
+            return false
         }
-        events.append(.handshakeCompleted)
-        return 0
+        return true
+    }
+
+    /// Client about to send 0-RTT: starts the application before the handshake (owner calls it once
+    /// `applicationFactory` is set).
+    func startEarlyApplication() -> Bool {
+        guard role == .client, earlyDataAttempted, expectedPeer != nil else { return false }
+        peerNodeID = expectedPeer
+        return startApplication()
+    }
+
+    /// Runs the identity and admission checks on a resumed session, whose peer certificate GnuTLS
+    /// restored from the ticket (server) or the saved session (client).
+    private func authenticateResumedPeer() -> Bool {
+        if let der = tls.peerCertificate {
+            return der.withUnsafeBytes { peerCertificateChecked($0) } == 0
+        }
+        if role == .client, let expectedPeer {
+            // The ticket was sealed by the server that proved `expectedPeer` when it issued it.
+            peerNodeID = expectedPeer
+            return true
+        }
+        return peerCertificateChecked(nil) == 0
+    }
+
+    /// GnuTLS handed the client a NewSessionTicket.
+    func receivedSessionTicket() {
+        guard role == .client, let params = remoteParametersForResumption, let data = tls.sessionData() else { return }
+        emit(.sessionTicket(ResumptionTicket(session: data, transportParameters: params, issued: UInt64(time(nil)))))
     }
 
     fileprivate func onNewConnectionID(_ cid: UnsafeMutablePointer<ngtcp2_cid>, token: UnsafeMutablePointer<UInt8>, length: Int) -> Int32 {
@@ -518,16 +702,30 @@ public final class QUICConnection {
         }
         guard rc == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
         localIDs.insert(id)
-        events.append(.newConnectionID(id))
+        emit(.newConnectionID(id))
         return 0
     }
 
     fileprivate func onRemoveConnectionID(_ cid: ConnectionID) {
         localIDs.remove(cid)
-        events.append(.retiredConnectionID(cid))
+        emit(.retiredConnectionID(cid))
     }
 
     fileprivate func onStreamData(_ stream: Int64, _ data: UnsafeRawBufferPointer, fin: Bool) -> Int32 {
+        if !applicationStarted, role == .server, case .handshaking = state {
+            // 0-RTT data on a resumed mesh session. GnuTLS has restored the client's certificate from
+            // the ticket by now (and anti-replay passed, or there would be no 0-RTT key): check the
+            // identity and start the application, so the request is served at once (the answer goes
+            // out as 0.5-RTT data, readable only by the ticket's holder). Otherwise hold the bytes
+            // until the handshake completes; ngtcp2's flow control bounds how much can arrive.
+            if tls.isResumed, negotiatedALPN == QUICEndpoint.meshALPN, tls.peerCertificate != nil {
+                guard peerNodeID != nil || authenticateResumedPeer(), startApplication() else { return NGTCP2_ERR_CALLBACK_FAILURE }
+                emit(.applicationStartedEarly)
+            } else {
+                earlyStreamData.append((stream, Array(data), fin))
+                return 0
+            }
+        }
         guard let app = application else {
             consumed(stream: stream, count: data.count)
             return 0
@@ -565,7 +763,7 @@ public final class QUICConnection {
         cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb
         cb.rand = { dest, len, _ in _ = gnutls_rnd(GNUTLS_RND_RANDOM, dest, len) }
         cb.handshake_completed = { _, ud in QUICConnection.from(ud).onHandshakeCompleted() }
-        cb.handshake_confirmed = { _, ud in QUICConnection.from(ud).events.append(.handshakeConfirmed); return 0 }
+        cb.handshake_confirmed = { _, ud in QUICConnection.from(ud).emit(.handshakeConfirmed); return 0 }
         cb.get_new_connection_id = { _, cid, token, len, ud in QUICConnection.from(ud).onNewConnectionID(cid!, token: token!, length: len) }
         cb.remove_connection_id = { _, cid, ud in
             QUICConnection.from(ud).onRemoveConnectionID(ConnectionID(cid!.pointee)); return 0
@@ -575,10 +773,13 @@ public final class QUICConnection {
                                   fin: flags & UInt32(NGTCP2_STREAM_DATA_FLAG_FIN) != 0)
         }
         cb.stream_open = { _, stream, ud in
-            let c = QUICConnection.from(ud); c.application?.streamOpened(c, stream: stream); return 0
+            let c = QUICConnection.from(ud); c.liveStreams.insert(stream); c.application?.streamOpened(c, stream: stream); return 0
         }
-        cb.stream_close = { _, flags, stream, code, ud, _ in
+        cb.stream_close = { conn, flags, stream, code, ud, _ in
             let c = QUICConnection.from(ud)
+            if c.liveStreams.remove(stream) != nil, let conn {
+                c.lostOnClosedStreams += UInt64(ngtcp2_conn_get_stream_loss_count(conn, stream))
+            }
             let set = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0
             c.application?.streamClosed(c, stream: stream, errorCode: set ? code : nil)
             // ngtcp2 0.12 leaves MAX_STREAMS to us: a closed peer stream frees one slot for the peer.
@@ -605,6 +806,9 @@ public final class QUICConnection {
         }
         cb.extend_max_local_streams_uni = { _, _, ud in
             let c = QUICConnection.from(ud); c.application?.moreStreamsAllowed(c); return 0
+        }
+        cb.early_data_rejected = { _, ud in
+            let c = QUICConnection.from(ud); c.application?.earlyDataRejected(c); return 0
         }
         cb.recv_datagram = { _, _, data, len, ud in
             let c = QUICConnection.from(ud); c.application?.receivedDatagram(c, data: UnsafeRawBufferPointer(start: data, count: len)); return 0

@@ -42,7 +42,7 @@ public struct QUICError: Error, Hashable, CustomStringConvertible, Sendable {
     public var isAuthenticationFailure: Bool {
         switch kind {
         case .peerRejected, .identityMismatch: true
-        case .closed(let why): why.contains("certificate") || why.contains("identity")
+        case .closed(let why): why.contains("certificate") || why.contains("identity") || why.contains("join token")
         default: false
         }
     }

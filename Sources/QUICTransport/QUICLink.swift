@@ -18,6 +18,15 @@ public final class QUICLink: Sendable {
     private let state = Mutex<(streams: LoopBound<MeshStreams>?, connection: LoopBound<QUICConnection>?,
                                closed: Bool, error: QUICError?, waiters: [CheckedContinuation<QUICError?, Never>])>(
         (nil, nil, false, nil, []))
+    private let handshake = Mutex<(resumed: Bool, earlyDataAccepted: Bool, firstStream: QUICStream?)>((false, false, nil))
+
+    /// True when the handshake resumed an earlier session from a ticket (no certificates exchanged;
+    /// the identities are the ones proved when the ticket was issued).
+    public var isResumed: Bool { handshake.withLock { $0.resumed } }
+    /// True when the first message went out as 0-RTT data and the peer accepted it.
+    public var earlyDataAccepted: Bool { handshake.withLock { $0.earlyDataAccepted } }
+    /// The control stream that carried `connect`'s `firstMessage` (already finished): read the reply here.
+    public var firstStream: QUICStream? { handshake.withLock { $0.firstStream } }
 
     init(peer: NodeID, remoteAddress: PeerAddress, executor: LoopExecutor) {
         self.peer = peer
@@ -84,6 +93,10 @@ public final class QUICLink: Sendable {
     // MARK: From the loop thread
 
     func accept(_ stream: QUICStream) { incomingContinuation.yield(stream) }
+    func setFirstStream(_ stream: QUICStream) { handshake.withLock { $0.firstStream = stream } }
+    func setHandshake(resumed: Bool, earlyDataAccepted: Bool) {
+        handshake.withLock { $0.resumed = resumed; $0.earlyDataAccepted = earlyDataAccepted }
+    }
     func deliverDatagram(_ bytes: [UInt8]) { datagramContinuation.yield(bytes) }
 
     func markClosed(_ error: QUICError?) {

@@ -177,6 +177,9 @@ public final class QUICStream: AsyncSequence, Sendable {
         cont?.resume()
     }
 
+    /// The stream was opened already finished (a first message sent with the handshake).
+    func markFinished() { writeState.withLock { $0.finished = true } }
+
     func failReads(_ e: QUICError) {
         let cont = readState.withLock { s -> CheckedContinuation<Void, Never>? in
             if !s.fin && s.error == nil { s.error = e }

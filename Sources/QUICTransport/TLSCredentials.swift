@@ -10,6 +10,7 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
         case anyNode
         case allowList(Set<NodeID>)
         case clusterCA(ClusterCA)
+        case joinTokens([JoinToken])
     }
 
     /// A parsed CA certificate, shared read-only by every verification.
@@ -33,18 +34,40 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
         AdmissionPolicy(rule: .clusterCA(try ClusterCA(pem: certificatePEM)))
     }
 
+    /// Nodes that present one of these join tokens (see `JoinToken`): any node identity passes the
+    /// TLS handshake, but the link is handed to the application only after the dialler proved it holds
+    /// a token, within the handshake timeout; otherwise it is closed with `joinRefusedErrorCode`.
+    public static func joinTokens(_ tokens: [JoinToken]) -> AdmissionPolicy {
+        AdmissionPolicy(rule: .joinTokens(tokens))
+    }
+
+    /// Application error code a server closes with when a join token is missing or wrong.
+    public static let joinRefusedErrorCode: UInt64 = 0x4a01
+
     public func admits(_ id: NodeID) -> Bool {
         switch rule {
         case .anyNode: true
         case .allowList(let ids): ids.contains(id)
         case .clusterCA: false // needs the certificate: see admits(_:certificate:)
+        case .joinTokens: false // needs a proof: see admitsJoin
         }
+    }
+
+    /// True when links must present a join token before they are admitted.
+    var requiresJoinToken: Bool { if case .joinTokens = rule { true } else { false } }
+
+    /// Checks a join proof from `node` on a connection whose TLS exporter is `exporter`.
+    func admitsJoin(_ p: JoinToken.Presentation, exporter: [UInt8], node: NodeID) -> Bool {
+        guard case .joinTokens(let tokens) = rule, p.version == 1,
+              let token = tokens.first(where: { $0.id == p.tokenID }) else { return false }
+        return token.verify(p.proof, exporter: exporter, joiner: node)
     }
 
     /// The check the handshake runs: the NodeID and the DER certificate it came from.
     func admits(_ id: NodeID, certificate der: UnsafeRawBufferPointer) -> Bool {
         switch rule {
         case .clusterCA(let ca): NodeCertificate.isIssued(der: der, by: ca.crt)
+        case .joinTokens: true // the identity is proved; the join proof follows on a stream
         default: admits(id)
         }
     }
@@ -54,6 +77,7 @@ public struct AdmissionPolicy: Sendable, CustomStringConvertible {
         case .anyNode: "any node"
         case .allowList(let ids): "allow-list of \(ids.count) node(s)"
         case .clusterCA: "certificates issued by the cluster CA"
+        case .joinTokens(let t): "holders of \(t.count) join token(s)"
         }
     }
 }
@@ -72,14 +96,20 @@ public struct TLSConfiguration: Sendable {
     let certificatePEM: String?
     let keyPEM: String?
     let verification: Verification
+    /// What this node presents when it dials a peer whose policy is `AdmissionPolicy.joinTokens`.
+    var joinToken: JoinToken? = nil
+    /// This node's identity (mesh endpoints).
+    var localNodeID: NodeID? = nil
 
     /// A mesh node: its identity certificate (generated from the key) and mutual authentication.
     /// `certificatePEM` defaults to a fresh self-signed node certificate; pass one issued by the
     /// cluster CA when peers admit by `AdmissionPolicy.clusterCA`.
+    /// `joinToken`: presented on every link this node dials (needed by peers that admit by join token).
     public static func mesh(identity: NodeIdentity, certificatePEM: String? = nil,
-                            admission: AdmissionPolicy = .anyNode) throws -> TLSConfiguration {
+                            admission: AdmissionPolicy = .anyNode, joinToken: JoinToken? = nil) throws -> TLSConfiguration {
         TLSConfiguration(certificatePEM: try certificatePEM ?? NodeCertificate.selfSigned(for: identity),
-                         keyPEM: try identity.privateKeyPEM(), verification: .nodeIdentity(admission))
+                         keyPEM: try identity.privateKeyPEM(), verification: .nodeIdentity(admission), joinToken: joinToken,
+                         localNodeID: identity.nodeID)
     }
 
     /// An HTTP/3 server with the given certificate and key (PEM). Clients are not asked for certificates.
@@ -101,12 +131,15 @@ final class TLSCredentials: @unchecked Sendable {
     // Immutable after init; GnuTLS credentials may be shared between sessions.
     let raw: gnutls_certificate_credentials_t
     let configuration: TLSConfiguration
+    /// Session-ticket key and anti-replay state for the sessions this endpoint serves.
+    let tickets: ServerTickets
 
     init(_ configuration: TLSConfiguration) throws(QUICError) {
         try GnuTLSLibrary.ensureInitialized()
         var cred: gnutls_certificate_credentials_t?
         var rc = gnutls_certificate_allocate_credentials(&cred)
         guard rc == 0, let cred else { throw .tls("allocating certificate credentials", rc) }
+        do { tickets = try ServerTickets() } catch { gnutls_certificate_free_credentials(cred); throw error }
         raw = cred
         self.configuration = configuration
         if let cert = configuration.certificatePEM, let key = configuration.keyPEM {

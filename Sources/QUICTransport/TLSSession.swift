@@ -13,11 +13,14 @@ final class TLSSession {
         + "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:"
         + "+GROUP-SECP521R1:%DISABLE_TLS13_COMPAT_MODE"
 
+    /// `resume`: a client's GnuTLS session data from an earlier connection to the same server.
     init(isServer: Bool, credentials: TLSCredentials, alpn: [String], serverName: String?,
-         owner: UnsafeMutableRawPointer) throws(QUICError) {
+         resume: [UInt8]? = nil, owner: UnsafeMutableRawPointer) throws(QUICError) {
         self.credentials = credentials
         var session: gnutls_session_t?
-        let flags = (isServer ? GNUTLS_SERVER.rawValue : GNUTLS_CLIENT.rawValue)
+        // Servers send their session ticket themselves once the handshake completes (QUIC carries it
+        // in 1-RTT CRYPTO frames), not automatically.
+        let flags = (isServer ? GNUTLS_SERVER.rawValue | GNUTLS_NO_AUTO_SEND_TICKET.rawValue : GNUTLS_CLIENT.rawValue)
             | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
         var rc = gnutls_init(&session, flags)
         guard rc == 0, let session else { throw .tls("creating a TLS session", rc) }
@@ -34,6 +37,16 @@ final class TLSSession {
                           : ngtcp2_crypto_gnutls_configure_client_session(session)
             guard rc == 0 else { throw QUICError.tls("configuring the session for QUIC", rc) }
             gnutls_session_set_ptr(session, connRef)
+            if isServer {
+                try credentials.tickets.configure(session)
+            } else {
+                gnutls_handshake_set_hook_function(session, UInt32(GNUTLS_HANDSHAKE_NEW_SESSION_TICKET.rawValue),
+                                                   GNUTLS_HOOK_POST, newSessionTicketHook)
+                if let resume {
+                    rc = resume.withUnsafeBytes { gnutls_session_set_data(session, $0.baseAddress, $0.count) }
+                    guard rc == 0 else { throw QUICError.tls("restoring the resumption ticket", rc) }
+                }
+            }
             rc = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(credentials.raw))
             guard rc == 0 else { throw QUICError.tls("attaching credentials", rc) }
             if isServer && credentials.configuration.isMesh {
@@ -66,6 +79,39 @@ final class TLSSession {
         connRef.deallocate()
     }
 
+    /// True when the handshake resumed an earlier session (PSK) instead of authenticating afresh.
+    var isResumed: Bool { gnutls_session_is_resumed(raw) != 0 }
+
+    /// True when the server accepted our early data (client) / we accepted the client's (server).
+    var earlyDataAccepted: Bool { gnutls_session_get_flags(raw) & UInt32(GNUTLS_SFLAGS_EARLY_DATA.rawValue) != 0 }
+
+    /// The peer's certificate (DER): sent in this handshake, or restored from the resumed session.
+    var peerCertificate: [UInt8]? {
+        var count: UInt32 = 0
+        guard let certs = gnutls_certificate_get_peers(raw, &count), count > 0, let d = certs[0].data else { return nil }
+        return Array(UnsafeBufferPointer(start: d, count: Int(certs[0].size)))
+    }
+
+    /// The session data a client keeps to resume later (it holds the newest ticket).
+    func sessionData() -> [UInt8]? {
+        var d = gnutls_datum_t()
+        guard gnutls_session_get_data2(raw, &d) == 0, let p = d.data else { return nil }
+        defer { gq_gnutls_free(p) }
+        guard d.size <= UInt32(ResumptionTicket.maxSessionLength) else { return nil }
+        return Array(UnsafeBufferPointer(start: p, count: Int(d.size)))
+    }
+
+    /// `length` bytes of the TLS exporter (RFC 8446 §7.5) for `label`, empty context; nil before the
+    /// handshake completed.
+    func exporter(label: String, length: Int) -> [UInt8]? {
+        var out = [CChar](repeating: 0, count: length)
+        let rc = gnutls_prf_rfc5705(raw, label.utf8.count, label, 0, nil, length, &out)
+        return rc == 0 ? out.map { UInt8(bitPattern: $0) } : nil
+    }
+
+    /// Server: sends one session ticket (after the handshake completed).
+    func sendTicket() -> Int32 { gnutls_session_ticket_send(raw, 1, 0) }
+
     /// The ALPN protocol both sides agreed on, once the handshake got that far.
     var negotiatedALPN: String? {
         var d = gnutls_datum_t()
@@ -85,4 +131,15 @@ final class TLSSession {
         defer { pointers.forEach { $0.deallocate() } }
         return datums.withUnsafeBufferPointer(body)
     }
+}
+
+/// GnuTLS calls this after a NewSessionTicket arrived (client): the owning connection saves the
+/// session data for resumption.
+private let newSessionTicketHook: @convention(c) (gnutls_session_t?, UInt32, UInt32, UInt32,
+                                                   UnsafePointer<gnutls_datum_t>?) -> Int32 = { session, _, _, _, _ in
+    guard let session, let ref = gnutls_session_get_ptr(session) else { return 0 }
+    let connRef = ref.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self)
+    guard let owner = connRef.pointee.user_data else { return 0 }
+    Unmanaged<QUICConnection>.fromOpaque(owner).takeUnretainedValue().receivedSessionTicket()
+    return 0
 }

@@ -10,6 +10,7 @@ let benchAreas: [ParsableCommand.Type] = [
     StateBench.self,
     SimBench.self,
     ContentBench.self,
+    PeerBench.self,
 ]
 
 /// MeshCore: wire codec and identity signatures, against OpenSSL's own Ed25519 speed.

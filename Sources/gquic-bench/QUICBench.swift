@@ -107,16 +107,49 @@ struct QUICBench: AsyncParsableCommand {
 
         progress("handshakes")
         // Handshakes: fresh mesh connections (mutual TLS with node certificates).
-        var hs: [Double] = []
+        // Each also sends a 64-byte first request and times its echo (connect + first answer).
+        let hello = [UInt8](repeating: 0x42, count: 64)
+        var hs: [Double] = [], firstReply: [Double] = []
         for _ in 0..<handshakes {
             let t0 = ContinuousClock.now
-            let link = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID)
+            let link = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID, firstMessage: hello)
             hs.append((ContinuousClock.now - t0).seconds * 1e3)
+            _ = try await link.firstStream?.readAll(limit: 64)
+            firstReply.append((ContinuousClock.now - t0).seconds * 1e3)
             link.close()
         }
-        hs.sort()
+        hs.sort(); firstReply.sort()
         report.add(BenchRow("mesh handshake p50 (\(handshakes) fresh, mutual TLS)", Self.pct(hs, 0.50), "ms"))
         report.add(BenchRow("mesh handshake p99", Self.pct(hs, 0.99), "ms"))
+
+        progress("resumed handshakes")
+        // Resumed: each connection uses the ticket the previous one brought (TLS 1.3 PSK, 0-RTT request).
+        let tickets = TicketStore()
+        var rhs: [Double] = [], rFirstReply: [Double] = []
+        var resumed = 0, early = 0
+        let prime = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID, tickets: tickets)
+        var previous = prime
+        for _ in 0..<handshakes {
+            for _ in 0..<200 where !tickets.has(a.nodeID) { try await Task.sleep(for: .milliseconds(1)) }
+            previous.close()
+            let t0 = ContinuousClock.now
+            let link = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID, tickets: tickets, firstMessage: hello)
+            rhs.append((ContinuousClock.now - t0).seconds * 1e3)
+            _ = try await link.firstStream?.readAll(limit: 64)
+            rFirstReply.append((ContinuousClock.now - t0).seconds * 1e3)
+            if link.isResumed { resumed += 1 }
+            if link.earlyDataAccepted { early += 1 }
+            previous = link
+        }
+        previous.close()
+        rhs.sort(); rFirstReply.sort()
+        let note = "\(resumed)/\(handshakes) resumed, \(early) with 0-RTT accepted"
+        report.add(BenchRow("mesh handshake p50 (\(handshakes) resumed, 0-RTT)", Self.pct(rhs, 0.50), "ms", note: note))
+        report.add(BenchRow("mesh handshake p99 (resumed)", Self.pct(rhs, 0.99), "ms"))
+        report.add(BenchRow("dial + first 64 B answer p50, fresh", Self.pct(firstReply, 0.50), "ms"))
+        report.add(BenchRow("dial + first 64 B answer p99, fresh", Self.pct(firstReply, 0.99), "ms"))
+        report.add(BenchRow("dial + first 64 B answer p50, 0-RTT", Self.pct(rFirstReply, 0.50), "ms"))
+        report.add(BenchRow("dial + first 64 B answer p99, 0-RTT", Self.pct(rFirstReply, 0.99), "ms"))
 
         let link = try await meshClient.connect(to: meshServer.localAddress, expecting: a.nodeID)
         progress("mesh bulk")

@@ -7,8 +7,10 @@ struct AddCommand: ParsableCommand {
         commandName: "add",
         abstract: "Store a file, a directory tree or an OCI image layout; print the digest(s).",
         discussion: """
-        Without --store, the local daemon imports PATH and announces it to the cluster (files and
-        directories). With --store DIR, it goes into that store directly.
+        Without --store, the local daemon imports PATH and announces it to the cluster; for an OCI
+        layout it also records each image's reference name (index.json's
+        org.opencontainers.image.ref.name) cluster-wide, so any node can `gquic-fetch pull NAME`.
+        With --store DIR, it goes into that store directly.
         PATH may be a regular file (its digest is the sha256 of its bytes), a directory (imported as one
         deterministic tree: the same tree always gives the same digest), or oci:LAYOUT for an OCI image
         layout directory. For a layout, every descriptor's digest and size are verified and one line
@@ -29,10 +31,13 @@ struct AddCommand: ParsableCommand {
     func run() throws {
         if storeOptions.store == nil {
             // Through the daemon: it imports the content and announces it to the cluster.
-            guard !source.hasPrefix("oci:") else {
-                throw ValidationError("oci: layouts are imported into a local store: give --store DIR")
-            }
             do {
+                if source.hasPrefix("oci:") {
+                    let path = String(source.dropFirst(4))
+                    let images = try daemon.client.call("POST", "/v1/blobs?path=\(percentEncode(absolute(path)))&format=oci", as: [AddedImageInfo].self)
+                    for image in images { print(image.ref.map { "\(image.digest) \($0)" } ?? image.digest) }
+                    return
+                }
                 let info = try daemonAdd(daemon.client, path: source)
                 print(info.digest)
             } catch let e as DaemonError {

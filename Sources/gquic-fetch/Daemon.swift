@@ -72,7 +72,9 @@ func daemonAdd(_ client: ControlClient, path: String) throws -> BlobInfo {
 }
 
 /// Fetches DIGEST through the daemon and writes it to OUTPUT, with a progress bar on a terminal.
-func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bool, timeout: Duration = .seconds(3600)) throws {
+/// `exportQuery` adds to the export request (`&format=oci&ref=NAME` writes an OCI image layout).
+func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bool, exportQuery: String = "",
+               label: String? = nil, timeout: Duration = .seconds(3600)) throws {
     let q = "digest=\(percentEncode(digest.description))"
     var t = try client.call("POST", "/v1/fetch?\(q)", as: TransferInfo.self)
     let bar = TransferBar(enabled: !json)
@@ -97,7 +99,7 @@ func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bo
     bar.update(t)
     bar.finish()
     struct Exported: Codable { var path: String }
-    _ = try client.call("POST", "/v1/export?\(q)&path=\(percentEncode(absolute(output)))", as: Exported.self)
+    _ = try client.call("POST", "/v1/export?\(q)&path=\(percentEncode(absolute(output)))\(exportQuery)", as: Exported.self)
     let secs = (ContinuousClock.now - start).seconds
     if json {
         let enc = JSONEncoder()
@@ -105,7 +107,7 @@ func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bo
         print(String(decoding: try enc.encode(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
                                                  "seconds": String(format: "%.3f", secs)]), as: UTF8.self))
     } else {
-        print("\(output): \(t.bytes_total) bytes, \(digest), \(String(format: "%.2f", secs)) s")
+        print("\(output): \(t.bytes_total) bytes, \(label ?? digest.description), \(String(format: "%.2f", secs)) s")
     }
 }
 

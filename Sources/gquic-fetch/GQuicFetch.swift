@@ -21,6 +21,8 @@ struct GQuicFetch: AsyncParsableCommand {
           gquic-fetch add ./layer.tar                                # through the daemon
           gquic-fetch get sha256:… -o ./layer.tar                   # from the mesh
           gquic-fetch ls
+          gquic-fetch add oci:./alpine-layout                         # images, named cluster-wide
+          gquic-fetch pull alpine:3.20 -o ./alpine                  # an image into an OCI layout
           gquic-fetch get https://127.0.0.1:4433/big.bin -o big.bin --insecure   # any HTTP/3 server
 
         Exit codes: 0 success; 1 a store or verification error; 64 bad arguments; 69 the daemon is not
@@ -33,7 +35,7 @@ struct GQuicFetch: AsyncParsableCommand {
           gquic-fetch export --store ~/.gquic sha256:… oci:./out && skopeo inspect oci:./out
           gquic-fetch verify --store ~/.gquic                        # fsck; non-zero exit on damage
         """,
-        subcommands: [AddCommand.self, GetCommand.self, ListCommand.self, ExportCommand.self, VerifyCommand.self, GCCommand.self],
+        subcommands: [AddCommand.self, GetCommand.self, PullCommand.self, ListCommand.self, RefsCommand.self, ExportCommand.self, VerifyCommand.self, GCCommand.self],
         helpNames: [.short, .long]
     )
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MeshCore
 import MeshPeer
+import QUICTransport
 import ServiceLifecycle
 
 @main
@@ -23,7 +24,7 @@ struct GQuicPeer: AsyncParsableCommand {
         then flags. `gquic-peer config` prints every key with its default.
         """,
         version: GQUICVersion.string,
-        subcommands: [Init.self, Run.self, Status.self, Config.self, Serve.self]
+        subcommands: [Init.self, Run.self, Status.self, Config.self, Token.self, Serve.self]
     )
 }
 
@@ -68,6 +69,8 @@ extension GQuicPeer {
         var logLevel: String?
 
         func run() async throws {
+            // A daemon never dies of a closed pipe or socket: writes report EPIPE instead.
+            signal(SIGPIPE, SIG_IGN)
             let dir = DataDirectory(path: data.data)
             var cfg = try dir.loadConfig(file: config, environment: ProcessInfo.processInfo.environment)
             if let listen {
@@ -124,6 +127,18 @@ extension GQuicPeer {
                 print(report.rendered(), terminator: "")
             }
         }
+    }
+
+    struct Token: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new cluster join token.",
+            discussion: """
+            Prints a fresh random join token (gqjoin1-…). Put the same token in every node's gquic.conf
+            as security.join_token (or GQUIC_SECURITY_JOIN_TOKEN): from then on a node is admitted only if
+            it proves, over its TLS session, that it holds the token; the token itself never crosses the
+            wire. Treat it like a password; rotate by rolling a new one out to every node.
+            """)
+        func run() { print(JoinToken.generate()) }
     }
 
     struct Config: ParsableCommand {

@@ -38,4 +38,27 @@ import Testing
             #expect("\(error)".contains("backing off"))
         }
     }
+
+    /// A reconnect through the pool resumes the session and carries the request as 0-RTT data.
+    @Test func reconnectResumesWithEarlyData() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        let server = try MeshLinkTests.endpoint(a), client = try MeshLinkTests.endpoint(b)
+        let echo = ResumptionTests.echo(server)
+        defer { client.shutdown(); server.shutdown() }
+        let pool = ConnectionPool(endpoint: client)
+        let s1 = try await pool.request(Array("one".utf8), to: a.nodeID, at: server.localAddress)
+        #expect(try await s1.readAll(limit: 100) == Array("re:one".utf8))
+        let first = try await pool.link(to: a.nodeID, at: server.localAddress)
+        #expect(!first.isResumed)
+        try await ResumptionTests.waitForTicket(pool.tickets, a.nodeID)
+        first.close()
+        _ = await first.waitClosed()
+        let s2 = try await pool.request(Array("two".utf8), to: a.nodeID, at: server.localAddress)
+        #expect(try await s2.readAll(limit: 100) == Array("re:two".utf8))
+        let second = try await pool.link(to: a.nodeID, at: server.localAddress)
+        #expect(second !== first)
+        #expect(second.isResumed)
+        #expect(second.earlyDataAccepted)
+        _ = echo
+    }
 }

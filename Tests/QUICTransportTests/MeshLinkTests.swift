@@ -8,7 +8,7 @@ import Testing
     static let loopback = PeerAddress(host: "127.0.0.1", port: 0)
 
     static func endpoint(_ id: NodeIdentity, admission: AdmissionPolicy = .anyNode) throws -> QUICEndpoint {
-        try QUICEndpoint(bind: loopback, configuration: .init(tls: .mesh(identity: id, admission: admission)))
+        try QUICEndpoint(bind: loopback, configuration: .forTests(tls: .mesh(identity: id, admission: admission)))
     }
 
     @Test func mutualAuthenticationNamesBothPeers() async throws {
@@ -92,7 +92,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
-        var config = QUICEndpoint.Configuration(tls: try .mesh(identity: b))
+        var config = QUICEndpoint.Configuration.forTests(tls: try .mesh(identity: b))
         config.settings.qlogDirectory = dir
         let server = try Self.endpoint(a), client = try QUICEndpoint(bind: Self.loopback, configuration: config)
         let link = try await client.connect(to: server.localAddress)
@@ -113,12 +113,12 @@ import Testing
         let caPEM = try NodeCertificate.clusterCA(ca), otherPEM = try NodeCertificate.clusterCA(otherCA)
         let a = try NodeIdentity.generate(), member = try NodeIdentity.generate(), stranger = try NodeIdentity.generate()
         let policy = try AdmissionPolicy.clusterCA(certificatePEM: caPEM)
-        let server = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+        let server = try QUICEndpoint(bind: Self.loopback, configuration: .forTests(tls: .mesh(
             identity: a, certificatePEM: NodeCertificate.issued(for: a, by: ca, caCertificatePEM: caPEM), admission: policy)))
-        let good = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+        let good = try QUICEndpoint(bind: Self.loopback, configuration: .forTests(tls: .mesh(
             identity: member, certificatePEM: NodeCertificate.issued(for: member, by: ca, caCertificatePEM: caPEM), admission: policy)))
-        let selfSigned = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(identity: stranger, admission: policy)))
-        let foreign = try QUICEndpoint(bind: Self.loopback, configuration: .init(tls: .mesh(
+        let selfSigned = try QUICEndpoint(bind: Self.loopback, configuration: .forTests(tls: .mesh(identity: stranger, admission: policy)))
+        let foreign = try QUICEndpoint(bind: Self.loopback, configuration: .forTests(tls: .mesh(
             identity: stranger, certificatePEM: NodeCertificate.issued(for: stranger, by: otherCA, caCertificatePEM: otherPEM))))
         defer { foreign.shutdown(); selfSigned.shutdown(); good.shutdown(); server.shutdown() }
         let link = try await good.connect(to: server.localAddress, expecting: a.nodeID)
@@ -139,5 +139,16 @@ import Testing
         for i in 0..<5 { link.sendDatagram([UInt8(i), 42]) }
         let first = try #require(await got.next())
         #expect(first.last == 42)
+    }
+}
+
+extension QUICEndpoint.Configuration {
+    /// Test endpoints send keep-alive PINGs from their I/O thread, so a link survives while the test
+    /// process's task pool is stalled by other suites' CPU-bound tests (seen: 30–70 s on a loaded
+    /// 2-core host), which would otherwise let the 30 s idle timeout close it mid-test.
+    static func forTests(tls: TLSConfiguration) -> Self {
+        var c = Self(tls: tls)
+        c.settings.keepAlive = .seconds(2)
+        return c
     }
 }

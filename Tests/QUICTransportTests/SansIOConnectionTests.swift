@@ -61,3 +61,59 @@ import Testing
         #expect(client.events.contains { if case .closed(let e) = $0 { "\(e.map { "\($0)" } ?? "")".contains("timed out") } else { false } })
     }
 }
+
+/// The public sans-IO driver: real ngtcp2 packets, virtual time, streams through `QUICLink`.
+@Suite struct SansIODriverTests {
+    @Test func aStreamRoundTripInVirtualTime() async throws {
+        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
+        let serverSide = try SansIOQUIC(tls: .mesh(identity: a)), clientSide = try SansIOQUIC(tls: .mesh(identity: b))
+        let ca = SansIOConnectionTests.clientAddr, sa = SansIOConnectionTests.serverAddr
+        var now = Instant(nanoseconds: 1_000_000_000)
+        let client = try clientSide.dial(sa, from: ca, expecting: a.nodeID, now: now)
+        var server: QUICConnection?
+        var toServer = client.pollTransmit(now: now), toClient: [[UInt8]] = []
+        // A 10 ms round trip, one step per 5 ms of virtual time.
+        func step() throws {
+            now = now + .milliseconds(5)
+            for d in toServer {
+                if let server { d.withUnsafeBytes { server.receive($0, from: ca, now: now) } }
+                else { server = try serverSide.accept(d, from: ca, at: sa, now: now) }
+            }
+            for d in toClient { d.withUnsafeBytes { client.receive($0, from: sa, now: now) } }
+            for c in [client] + (server.map { [$0] } ?? []) where c.nextTimeout <= now { c.handleTimeout(now: now) }
+            clientSide.runPending(); serverSide.runPending()
+            toServer = client.pollTransmit(now: now)
+            toClient = server?.pollTransmit(now: now) ?? []
+        }
+        for _ in 0..<20 where !(client.isEstablished && server?.isEstablished == true) { try step() }
+        let clientLink = try #require(client.link), serverLink = try #require(server?.link)
+        #expect(clientLink.peer == a.nodeID && serverLink.peer == b.nodeID)
+
+        let done = Flag()
+        let exchange = Task {
+            defer { done.set.store(true, ordering: .relaxed) }
+            let s = try await clientLink.openStream(.control)
+            try await s.finish(Array("ping".utf8))
+            return try await s.readAll(limit: 100)
+        }
+        let answer = Task {
+            var it = serverLink.incomingStreams.makeAsyncIterator()
+            guard let s = await it.next() else { return [UInt8]() }
+            let m = try await s.readAll(limit: 100)
+            try await s.finish(m + Array("/pong".utf8))
+            return m
+        }
+        let start = now
+        for _ in 0..<400 {
+            try step()
+            await Task.yield()
+            try await Task.sleep(for: .milliseconds(1)) // real time only for the tasks to run
+            if done.set.load(ordering: .relaxed) { break }
+        }
+        #expect(try await answer.value == Array("ping".utf8))
+        #expect(try await exchange.value == Array("ping/pong".utf8))
+        // The exchange took virtual round trips, not wall-clock ones.
+        #expect(now - start >= .milliseconds(10))
+        #expect(client.stats.smoothedRTT >= .milliseconds(9))
+    }
+}

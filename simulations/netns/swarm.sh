@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Real gquic-peer daemons in network namespaces fetching one blob from one seed at the same moment.
+#
+#   swarm.sh test              1 seed + 4 peers, 64 MiB, no caps: every copy must verify (make test)
+#   swarm.sh bench [N…]        1 seed + N peers (default 4 8), 256 MiB, each node's upload capped at
+#                              100 Mbit/s with tc tbf; completion times vs the fluid lower bound, and
+#                              a BitTorrent swarm (aria2c + opentracker) in the same namespaces
+#
+# Environment: BIN (gquic-peer/gquic-fetch directory, default .build/release for bench and
+# .build/debug for test), MIB (blob size), RATE (tbf rate, e.g. 100mbit), JSON (bench output file).
+# Needs root. Everything it starts lives in namespaces it creates and is removed at the end.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+MODE=${1:-test}; shift || true
+if [ "$MODE" = test ]; then BIN=${BIN:-.build/debug}; MIB=${MIB:-64}; RATE=${RATE:-}; SIZES=(4)
+else BIN=${BIN:-.build/release}; MIB=${MIB:-256}; RATE=${RATE:-100mbit}; SIZES=("${@:-4}"); [ $# -gt 0 ] || SIZES=(4 8); fi
+BIN=$(cd "$BIN" && pwd)
+JSON=${JSON:-simulations/results/bench-swarm-netns.json}
+WORK=$(mktemp -d /tmp/gquic-swarm.XXXXXX)
+chmod 755 "$WORK"   # opentracker drops to nobody and must read its whitelist here
+PORT=7400
+
+fail() { echo "swarm: FAIL: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
+for b in gquic-peer gquic-fetch; do [ -x "$BIN/$b" ] || fail "no $BIN/$b; build first"; done
+cleanup() { netns_down; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+head -c $((MIB << 20)) /dev/urandom > "$WORK/blob.bin"
+SUM=$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
+MAXN=0; for n in "${SIZES[@]}"; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+netns_up $((MAXN + 1))
+if [ -n "$RATE" ]; then for i in $(seq 1 $((MAXN + 1))); do netns_rate "$i" "$RATE"; done; fi
+echo "swarm: $((MAXN + 1)) namespaces up ($GQ_NETNS_SUBNET.0/24), blob $MIB MiB${RATE:+, upload $RATE per node}"
+
+# run_gquic N: seed = node 1, peers = nodes 2..N+1; prints one line per peer "i seconds ok|BAD".
+run_gquic() {
+    local n=$1 i pids=() seed
+    seed="$(netns_ip 1):$PORT"
+    for i in $(seq 1 $((n + 1))); do
+        rm -rf "$WORK/g$i"; "$BIN/gquic-peer" init --data "$WORK/g$i" >/dev/null
+        local seeds=(); [ "$i" -gt 1 ] && seeds=(--seed "$seed")
+        netns_exec "$i" "$BIN/gquic-peer" run --data "$WORK/g$i" --listen "$(netns_ip "$i"):$PORT" --no-mdns \
+            --log-level warning "${seeds[@]}" 2>"$WORK/g$i.log" &
+    done
+    for i in $(seq 1 $((n + 1))); do
+        for _ in $(seq 100); do [ -S "$WORK/g$i/control.sock" ] && break; sleep 0.1; done
+        [ -S "$WORK/g$i/control.sock" ] || fail "gquic-peer $i did not start: $(tail -3 "$WORK/g$i.log")"
+    done
+    local d; d=$("$BIN/gquic-fetch" add --data "$WORK/g1" "$WORK/blob.bin")
+    [ "$d" = "sha256:$SUM" ] || fail "add printed $d"
+    # Let membership link everyone (the swarm asks linked peers and cluster-state holders).
+    for _ in $(seq 100); do
+        local all=1
+        for i in $(seq 1 $((n + 1))); do
+            [ "$("$BIN/gquic-peer" status --data "$WORK/g$i" --json | python3 -c 'import json,sys; print(sum(1 for m in json.load(sys.stdin)["members"] if m["state"].startswith("alive")))')" = $((n + 1)) ] || all=0
+        done
+        [ $all = 1 ] && break; sleep 0.2
+    done
+    local t0; t0=$(now)
+    for i in $(seq 2 $((n + 1))); do
+        ( "$BIN/gquic-fetch" get --data "$WORK/g$i" "$d" -o "$WORK/g$i.out" --json >/dev/null 2>"$WORK/g$i.get.err"
+          echo "$? $(now)" > "$WORK/g$i.done" ) &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    for i in $(seq 2 $((n + 1))); do
+        read -r rc t < "$WORK/g$i.done"
+        local verdict=BAD
+        [ "$rc" = 0 ] && [ "$(sha256sum "$WORK/g$i.out" | cut -d' ' -f1)" = "$SUM" ] && verdict=ok
+        echo "$i $(secs "$t0" "$t") $verdict"
+        rm -f "$WORK/g$i.out"
+    done
+    for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM -f "gquic-peer run --data $WORK/g$i" || true; done
+    sleep 0.5
+}
+
+# run_aria N: the same swarm with aria2c (BitTorrent), opentracker on the seed's node.
+run_aria() {
+    local n=$1 i pids=() tracker
+    tracker="http://$(netns_ip 1):6969/announce"
+    rm -rf "$WORK/bt"; mkdir -p "$WORK/bt"
+    mktorrent -a "$tracker" -l 18 -o "$WORK/bt/blob.torrent" "$WORK/blob.bin" >/dev/null
+    # Debian's opentracker is built with a whitelist: allow this torrent's info hash.
+    aria2c -S "$WORK/bt/blob.torrent" | sed -n 's/^Info Hash: //p' > "$WORK/bt/whitelist"
+    printf 'listen.tcp_udp %s:6969\naccess.whitelist %s\n' "$(netns_ip 1)" "$WORK/bt/whitelist" > "$WORK/bt/opentracker.conf"
+    netns_exec 1 opentracker -f "$WORK/bt/opentracker.conf" >"$WORK/bt/opentracker.log" 2>&1 &
+    sleep 0.3
+    local common=(--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --file-allocation=none --seed-ratio=0.0
+                  --bt-max-peers=0 --summary-interval=0 --console-log-level=warn --bt-tracker-connect-timeout=5
+                  --bt-request-peer-speed-limit=0 --listen-port=6881 --allow-overwrite=true)
+    mkdir -p "$WORK/bt/1" && ln "$WORK/blob.bin" "$WORK/bt/1/blob.bin"
+    netns_exec 1 aria2c "${common[@]}" --check-integrity=true --bt-seed-unverified=true -d "$WORK/bt/1" "$WORK/bt/blob.torrent" >"$WORK/bt/1.log" 2>&1 &
+    sleep 1
+    local t0; t0=$(now)
+    for i in $(seq 2 $((n + 1))); do
+        mkdir -p "$WORK/bt/$i"
+        printf '#!/bin/sh\ndate +%%s.%%N > %s/bt/%s.done\n' "$WORK" "$i" > "$WORK/bt/hook$i.sh"; chmod +x "$WORK/bt/hook$i.sh"
+        netns_exec "$i" aria2c "${common[@]}" --on-bt-download-complete="$WORK/bt/hook$i.sh" -d "$WORK/bt/$i" \
+            "$WORK/bt/blob.torrent" >"$WORK/bt/$i.log" 2>&1 &
+    done
+    local deadline=$(( $(date +%s) + 300 ))
+    while [ "$(date +%s)" -lt $deadline ]; do
+        local done=0
+        for i in $(seq 2 $((n + 1))); do [ -s "$WORK/bt/$i.done" ] && done=$((done + 1)); done
+        [ $done = "$n" ] && break; sleep 0.2
+    done
+    for i in $(seq 2 $((n + 1))); do
+        local verdict=BAD t
+        if [ -s "$WORK/bt/$i.done" ]; then
+            t=$(cat "$WORK/bt/$i.done")
+            [ "$(sha256sum "$WORK/bt/$i/blob.bin" | cut -d' ' -f1)" = "$SUM" ] && verdict=ok
+            echo "$i $(secs "$t0" "$t") $verdict"
+        else
+            echo "$i 300 BAD"
+        fi
+    done
+    for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM aria2c || true; done
+    netns_exec 1 pkill -TERM opentracker || true
+    sleep 0.5
+}
+
+# summary NAME N RESULTS: median and max completion, all verified?
+summary() {
+    echo "$3" | sort -k2 -g | awk -v name="$1" -v n="$2" -v bound="$4" '
+        { t[NR] = $2; if ($3 != "ok") bad++ }
+        END { med = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+              printf "%-8s N=%-2d median %6.2f s  max %6.2f s  (max/bound %.2fx)  %s\n", name, n, med, t[NR], t[NR] / bound,
+                     bad ? bad " copies FAILED" : "all copies verified" }'
+}
+
+if [ "$MODE" = test ]; then
+    res=$(run_gquic 4)
+    echo "$res" | sed 's/^/swarm: peer /'
+    bad=$(echo "$res" | grep -vc ' ok$' || true)
+    [ "$bad" = 0 ] || fail "$bad of 4 copies missing or corrupt"
+    echo "swarm: 1 seed + 4 peers fetched $MIB MiB in namespaces; all copies verify"
+    exit 0
+fi
+
+command -v aria2c >/dev/null && command -v opentracker >/dev/null && command -v mktorrent >/dev/null \
+    || fail "the anchor needs aria2c, opentracker and mktorrent (make deps installs them)"
+rate_bps=$(echo "$RATE" | awk '/mbit$/ { sub("mbit", ""); print $0 * 1e6; next } /gbit$/ { sub("gbit", ""); print $0 * 1e9; next } { print $0 }')
+echo "{" > "$JSON.tmp"; first=1
+for n in "${SIZES[@]}"; do
+    bound=$(awk -v f=$((MIB << 20)) -v u="$rate_bps" -v n="$n" 'BEGIN { a = f * 8 / u; b = n * f * 8 / (u + n * u); printf "%.2f", (a > b) ? a : b }')
+    echo "== N=$n: fluid lower bound max(F/u_s, N·F/(u_s+Σu_i)) = $bound s"
+    ours=$(run_gquic "$n"); echo "$ours" | sed 's/^/   gquic peer /'
+    bt=$(run_aria "$n"); echo "$bt" | sed 's/^/   aria2c peer /'
+    summary gquic "$n" "$ours" "$bound"
+    summary aria2c "$n" "$bt" "$bound"
+    [ $first = 1 ] || echo "," >> "$JSON.tmp"; first=0
+    printf '"N=%s": {"bound_s": %s, "gquic": [%s], "aria2c": [%s]}' "$n" "$bound" \
+        "$(echo "$ours" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')" \
+        "$(echo "$bt" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')" >> "$JSON.tmp"
+done
+echo "}" >> "$JSON.tmp"; mv "$JSON.tmp" "$JSON"
+echo "wrote $JSON (load average $(cut -d' ' -f1-3 /proc/loadavg))"
