@@ -1,13 +1,34 @@
 import MeshCore
 
 extension ContentStore {
-    /// Stores many chunks received from elsewhere, each checked against its digest first. Durable
-    /// when it returns. Meant for network receives, where one flush per batch instead of one per
-    /// chunk is what keeps a fast transfer from waiting on the disk. Returns how many were new.
+    /// Stores many chunks received from elsewhere, each checked against its digest first, in one pack
+    /// session: one pack `fdatasync` and one index append for the whole batch instead of one per
+    /// chunk, which is what keeps a fast network transfer from waiting on the disk. Durable and
+    /// visible when it returns; on any failure nothing of the batch stays. Returns how many were new.
     @discardableResult
     public func putChunks(_ chunks: [(digest: Digest, bytes: [UInt8])]) throws -> Int {
-        var added = 0
-        for c in chunks where try putChunk(c.bytes, digest: c.digest) { added += 1 }
-        return added
+        for c in chunks {
+            guard c.bytes.count > 0, c.bytes.count <= ChunkingParameters.largestAllowedChunk else {
+                throw ContentStoreError.invalidArgument("a chunk must be 1…\(ChunkingParameters.largestAllowedChunk) bytes, got \(c.bytes.count)")
+            }
+            let actual = Digest.of(c.bytes)
+            guard actual == c.digest else { throw ContentStoreError.digestMismatch("chunk", expected: c.digest, actual: actual) }
+        }
+        for c in chunks { markPut(c.digest) }   // safe from garbage collection until its blob commits
+        let fresh = chunks.filter { !hasChunk($0.digest) }
+        guard !fresh.isEmpty else { return 0 }
+        let c = compressors.take()
+        defer { compressors.give(c) }
+        var scratch = [UInt8]()
+        let session = PackSession(store: self)
+        return try withSession(session) {
+            var added = 0
+            for chunk in fresh where try chunk.bytes.withUnsafeBytes({
+                try storeChunk($0, digest: chunk.digest, compressor: c, scratch: &scratch, session: session)
+            }) > 0 {
+                added += 1
+            }
+            return added
+        }
     }
 }

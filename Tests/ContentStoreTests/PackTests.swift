@@ -139,3 +139,28 @@ func appendBytes(_ path: String, _ bytes: [UInt8]) {
     _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     close(fd)
 }
+
+@Suite("Batched chunk puts")
+struct BatchPutTests {
+    @Test("a batch of received chunks lands in one pack session, reads back verified, and a bad digest anywhere in it stores nothing")
+    func batchPut() throws {
+        let dir = NSTemporaryDirectory() + "gquic-batch-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let chunks = (0..<50).map { i -> (digest: Digest, bytes: [UInt8]) in
+            let bytes = (0..<(1000 + i * 37)).map { UInt8(truncatingIfNeeded: $0 &* (i + 3)) }
+            return (Digest.of(bytes), bytes)
+        }
+        do {
+        let store = try ContentStore.open(path: dir)
+        var bad = Array(chunks[50 - 10..<50])
+        bad[5].bytes[0] ^= 1
+        #expect(throws: ContentStoreError.self) { try store.putChunks(bad) }
+        for c in bad { #expect(!store.hasChunk(c.digest)) }
+        #expect(try store.putChunks(chunks) == 50)
+        #expect(try store.putChunks(Array(chunks.prefix(5))) == 0)
+        for c in chunks { #expect(try store.readChunk(c.digest) == c.bytes) }
+        }
+        let reopened = try ContentStore.open(path: dir)
+        #expect(reopened.hasChunk(chunks[49].digest))
+    }
+}
