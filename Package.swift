@@ -50,7 +50,7 @@ let package = Package(
         // MARK: MeshSimulator (issue 5)
         .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
         .executableTarget(name: "gquic-sim", dependencies: [
-            "Membership",
+            "Membership", "Swarm",
             "MeshSimulator", "MeshCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

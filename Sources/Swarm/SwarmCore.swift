@@ -93,8 +93,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public let me: NodeID
     public var settings: SwarmSettings
     private var rng: SeededRandom
-    private var links: Set<NodeID> = []
+    /// Every collection the planner walks is ordered by what happened (never by hash order), so a
+    /// core's decisions depend only on its inputs and its seed.
+    private var links = PeerList()
     private var blobs: [Digest: BlobState] = [:]
+    /// `blobs`' keys in the order the blobs became known.
+    private var blobOrder: [Digest] = []
     private var hints: [NodeID: PeerHint] = [:]
     /// A random rank per peer, this node's own, to break ties between equally good sources: with a
     /// shared order (say, by NodeID) every requester would pile onto the same few sources.
@@ -114,7 +118,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// Registers chunks this node holds (a complete blob, or a partial one after a restart).
     public mutating func hold(_ manifest: SwarmManifest, chunks: Bitfield? = nil, now: Instant) -> Outbox {
         var out = Outbox()
-        let b = blobs[manifest.blob] ?? BlobState(started: now)
+        let b = blobState(manifest.blob, now: now)
         b.setManifest(manifest)
         if let chunks, chunks.count == manifest.chunks.count {
             for i in 0..<chunks.count where chunks[i] { b.markHave(i) }
@@ -130,7 +134,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// disk; otherwise the manifest is fetched from a holder. Holders are found by asking links.
     public mutating func fetch(_ blob: Digest, manifest: SwarmManifest? = nil, have: Bitfield? = nil, now: Instant) -> Outbox {
         var out = Outbox()
-        let b = blobs[blob] ?? BlobState(started: now)
+        let b = blobState(blob, now: now)
         b.downloading = true
         b.started = now
         if let manifest, b.manifest == nil { b.setManifest(manifest) }
@@ -211,10 +215,19 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
 
     /// Blobs currently being fetched.
     public var transfers: [SwarmProgress] {
-        blobs.compactMap { d, b in b.downloading ? b.manifest.map { b.progress(d, $0, now: nil) } : nil }
+        blobOrder.compactMap { d in blobs[d].flatMap { b in b.downloading ? b.manifest.map { b.progress(d, $0, now: nil) } : nil } }
     }
 
     public func holds(_ blob: Digest) -> Bitfield? { blobs[blob]?.have }
+
+    /// The state of `blob`, created (and put in `blobOrder`) on first use.
+    private mutating func blobState(_ blob: Digest, now: Instant) -> BlobState {
+        if let b = blobs[blob] { return b }
+        let b = BlobState(started: now)
+        blobs[blob] = b
+        blobOrder.append(blob)
+        return b
+    }
 
     // MARK: MeshProtocolCore
 
@@ -227,12 +240,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         switch event {
         case .up(let peer, _):
             links.insert(peer)
-            for (d, b) in blobs where b.downloading {
+            for d in blobOrder where blobs[d]!.downloading {
                 out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
             }
         case .down(let peer):
             links.remove(peer)
-            for d in Array(blobs.keys) {
+            for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
                 if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
             }
@@ -322,7 +335,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func tick(now: Instant) -> Outbox {
         var out = Outbox()
         var anyActive = false
-        for d in Array(blobs.keys) where blobs[d]!.downloading {
+        for d in blobOrder where blobs[d]!.downloading {
             anyActive = true
             let b = blobs[d]!
             let expired = b.expireRequests(now: now, settings: settings)
@@ -383,15 +396,17 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             b.downloading = false
             effects.append(.progress(b.progress(blob, m, now: now)))
             effects.append(.completed(blob: blob, manifest: m))
-            for (p, s) in b.sources { for i in s.inflight.keys { out.send(to: p, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(i)).frame) } }
-            b.sources = [:]
+            for p in b.sourceOrder {
+                for i in b.sources[p]!.inflight.keys.sorted() { out.send(to: p, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(i)).frame) }
+            }
+            b.removeAllSources()
             b.requested = [:]
         }
         blobs[blob] = b
         if b.downloading { schedule(blob, now: now, &out, only: peer) }
     }
 
-    private mutating func announceHave(_ blob: Digest, to peers: Set<NodeID>, _ out: inout Outbox) {
+    private mutating func announceHave(_ blob: Digest, to peers: PeerList, _ out: inout Outbox) {
         guard let have = blobs[blob]?.have else { return }
         for p in peers where links.contains(p) {
             out.send(to: p, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
@@ -403,9 +418,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         guard let b = blobs[blob], b.downloading, !b.awaitingLocalCheck, let m = b.manifest else { return }
         // After a piece, a reject or new holdings from one source, only that source's pipeline
         // changed, unless this is endgame, when a freed chunk may go to anyone.
-        for p in b.sources.keys where ranks[p] == nil { ranks[p] = rng.next() }
+        for p in b.sourceOrder where ranks[p] == nil { ranks[p] = rng.next() }
         let order: [NodeID]
-        if let only, !b.unrequested.isEmpty { order = [only] } else { order = b.sources.keys.sorted { a, c in
+        if let only, !b.unrequested.isEmpty { order = [only] } else { order = b.sourceOrder.sorted { a, c in
             let ha = hints[a] ?? PeerHint(), hc = hints[c] ?? PeerHint()
             if ha.gaming != hc.gaming { return !ha.gaming }
             let sa = b.sources[a]!.throughput * (1 - min(ha.load, 0.9)), sc = b.sources[c]!.throughput * (1 - min(hc.load, 0.9))
@@ -454,7 +469,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         let missing = m.chunks.count - b.have!.setCount
         guard missing <= max(settings.endgameChunks, m.chunks.count / 50) else { return nil }
         var candidate: Int? = nil
-        for (i, askers) in b.requested where askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) {
+        for i in b.requested.keys.sorted() {
+            let askers = b.requested[i]!
+            guard askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) else { continue }
             if candidate == nil || askers.count < b.requested[candidate!]!.count { candidate = i }
         }
         return candidate
@@ -469,8 +486,10 @@ final class BlobState: @unchecked Sendable {
     var downloading = false
     /// Waiting for the shell's `localChunks` answer before requesting anything.
     var awaitingLocalCheck = false
-    var interested: Set<NodeID> = []
+    var interested = PeerList()
     var sources: [NodeID: Source] = [:]
+    /// `sources`' keys in the order the sources appeared.
+    var sourceOrder = PeerList()
     var requested: [Int: [NodeID]] = [:]
     var unrequested: [Int] = []
     var unrequestedPos: [Int: Int] = [:]
@@ -526,7 +545,7 @@ final class BlobState: @unchecked Sendable {
     }
 
     func updateSource(_ peer: NodeID, count: Int, bits: [UInt8], settings: SwarmSettings, hint: PeerHint?) {
-        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        addSource(peer, settings: settings, hint: hint)
         if manifest == nil { pendingHave[peer] = (count, bits); return }
         applyHave(peer, count: count, bits: bits)
     }
@@ -540,7 +559,7 @@ final class BlobState: @unchecked Sendable {
 
     func addToSource(_ peer: NodeID, indices: [UInt32], settings: SwarmSettings, hint: PeerHint?) {
         guard let m = manifest else { return }
-        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        addSource(peer, settings: settings, hint: hint)
         if sources[peer]!.have == nil { sources[peer]!.have = Bitfield(count: m.chunks.count) }
         for i in indices.map(Int.init) where i < m.chunks.count && !sources[peer]!.have![i] {
             sources[peer]!.have!.insert(i)
@@ -548,11 +567,23 @@ final class BlobState: @unchecked Sendable {
         }
     }
 
+    func addSource(_ peer: NodeID, settings: SwarmSettings, hint: PeerHint?) {
+        guard sources[peer] == nil else { return }
+        sources[peer] = Source(settings: settings, hint: hint)
+        sourceOrder.insert(peer)
+    }
+
+    func removeAllSources() {
+        sources = [:]
+        sourceOrder = PeerList()
+    }
+
     /// Removes a source; returns true if it had requests in flight (now re-queued).
     func dropSource(_ peer: NodeID) -> Bool {
         guard let s = sources.removeValue(forKey: peer) else { return false }
+        sourceOrder.remove(peer)
         if let h = s.have { for i in 0..<h.count where h[i] && availability[i] > 0 { availability[i] -= 1 } }
-        for i in s.inflight.keys { forget(i, peer) }
+        for i in s.inflight.keys.sorted() { forget(i, peer) }
         return !s.inflight.isEmpty
     }
 
@@ -583,10 +614,11 @@ final class BlobState: @unchecked Sendable {
     /// Abandons requests that are overdue; returns how many.
     func expireRequests(now: Instant, settings: SwarmSettings) -> Int {
         var expired = 0
-        for (peer, s) in sources {
+        for peer in sourceOrder {
+            let s = sources[peer]!
             let timeout = max(settings.requestTimeoutFloor,
                               s.rtt * 4 + .seconds(3 * Double(s.inflightBytes) / max(s.throughput, 1)))
-            for (i, sent) in s.inflight where now - sent > timeout {
+            for (i, sent) in s.inflight.sorted(by: { $0.key < $1.key }) where now - sent > timeout {
                 sources[peer]!.throughput /= 2
                 requestFailed(i, from: peer, now: now)
                 expired += 1
@@ -643,4 +675,34 @@ struct Source: Sendable {
         for j in 0..<have!.count where have![j] && j != i { copy.insert(j) }
         have = copy
     }
+}
+
+/// Peers in the order they were added: membership by hash, iteration by array, so walking it never
+/// depends on a hash seed. Removal moves the last peer into the gap (deterministic, O(1)).
+struct PeerList: Sequence, Sendable {
+    private(set) var items: [NodeID] = []
+    private var position: [NodeID: Int] = [:]
+
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+    func contains(_ peer: NodeID) -> Bool { position[peer] != nil }
+
+    @discardableResult
+    mutating func insert(_ peer: NodeID) -> Bool {
+        guard position[peer] == nil else { return false }
+        position[peer] = items.count
+        items.append(peer)
+        return true
+    }
+
+    mutating func remove(_ peer: NodeID) {
+        guard let i = position.removeValue(forKey: peer) else { return }
+        let last = items.removeLast()
+        if i < items.count {
+            items[i] = last
+            position[last] = i
+        }
+    }
+
+    func makeIterator() -> IndexingIterator<[NodeID]> { items.makeIterator() }
 }
