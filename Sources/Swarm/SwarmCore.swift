@@ -30,17 +30,32 @@ public struct SwarmSettings: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// How often a transfer with idle pipelines asks its links again who holds the blob. Default 1 s.
     public var rediscoverInterval: Duration = .seconds(1)
-    /// A node holding a blob that few others hold serves each chunk once before serving any chunk
-    /// twice, answering repeat requests with a busy reject so requesters fetch those chunks from
-    /// the peers that already have them (BitTorrent's super-seeding, in spirit). It lifts the seed's
-    /// uplink from serving duplicates, which is what keeps a swarm near the fluid bound. Default on.
+    /// A node seeding a blob (it held the whole blob before anyone asked) serves chunks in rounds:
+    /// no chunk a second time before every chunk has gone out once, no chunk a third time before
+    /// every chunk has gone out twice, and so on. Repeat requests get a busy reject, so requesters
+    /// fetch those chunks from the peers that already have them (BitTorrent's super-seeding, in
+    /// spirit). The seed's uplink is the scarce resource of a broadcast: spent on fresh chunks only,
+    /// it is what keeps a swarm near the fluid bound. Default on.
     public var uniqueFirstServing = true
+    /// Requests in flight to one source at the most, whatever its bandwidth-delay product. Every
+    /// request waits in the source's upload queue behind everyone else's, so deep pipelines from
+    /// many requesters make queues that outlast request timeouts; shallow pipelines to many sources
+    /// keep every uplink busy with fresh choices. Default 2 (measured in gquic-sim's
+    /// layer-broadcast: 1.71× the fluid bound at 2, 1.92× at 4, 2.26× at 8).
+    public var maxRequestsPerSource = 2
+    /// New chunks are announced to interested peers in batches: when this many are pending, or
+    /// `haveDelay` after the first of them arrived. Default 8 chunks.
+    public var haveBatch = 8
+    /// The longest a gained chunk waits before it is announced. Default 20 ms (a few chunk times at
+    /// 100 Mbit/s; announcing every chunk at once costs one message per chunk per neighbour).
+    public var haveDelay: Duration = .milliseconds(20)
     /// After a busy reject, the requester leaves that chunk to other sources for this long. Default 1 s.
     public var busyBackoff: Duration = .seconds(1)
     /// Requests in flight for one transfer across all its sources, at the most. Asking every holder
     /// at once queues requests behind each other on every uplink; a bounded set, refilled from the
-    /// fastest sources first, keeps the pick of each next chunk fresh. Default 24.
-    public var maxRequestsPerTransfer = 24
+    /// fastest sources first, keeps the pick of each next chunk fresh. Default 128 (two per
+    /// source for 64 neighbours: with `maxRequestsPerSource` it is the per-source cap that binds).
+    public var maxRequestsPerTransfer = 128
     /// Bad pieces tolerated from one source before it is dropped from the transfer. Default 1:
     /// content is verified, so one bad piece is proof of a faulty or lying peer.
     public var badPiecesBeforeDrop = 1
@@ -125,6 +140,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         } else if chunks == nil {
             for i in 0..<manifest.chunks.count { b.markHave(i) }
         }
+        if !b.downloading && b.have!.isComplete { b.seeding = true }
         blobs[manifest.blob] = b
         announceHave(manifest.blob, to: b.interested, &out)
         return out
@@ -284,11 +300,19 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             schedule(blob, now: now, &out)
         case .haveMore(let blob, let indices):
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            if b.manifest == nil {
+                // It asked before it had anything; now it has: ask again for its whole holdings
+                // (the answer brings the manifest request along).
+                out.send(to: peer, .interactive, SwarmMessage.interested(blob: blob).frame)
+                return out
+            }
             b.addToSource(peer, indices: indices, settings: settings, hint: hints[peer])
             blobs[blob] = b
             schedule(blob, now: now, &out, only: peer)
         case .manifestRequest(let blob):
-            if let m = blobs[blob]?.manifest, blobs[blob]!.have!.setCount > 0 {
+            // Anyone who has the manifest answers, holding chunks or not: a lying manifest is caught
+            // when the assembled blob's digest is checked (`blobCommitFailed`).
+            if let m = blobs[blob]?.manifest {
                 out.send(to: peer, .interactive, SwarmMessage.manifest(m).frame)
             }
         case .manifest(let m):
@@ -303,13 +327,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             let i = Int(index)
-            if settings.uniqueFirstServing && !b.downloading && have.isComplete && b.served[i] > 0 && b.servedOnce < have.count {
-                // Some chunk has not left this node yet: serve that first, leave this one to peers.
+            if settings.uniqueFirstServing && b.seeding && Int(b.served[i]) > b.servedRound {
+                // Some chunk has gone out fewer times: serve those first, leave this one to peers.
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
-            if b.served[i] == 0 { b.servedOnce += 1 }
-            b.served[i] &+= 1
+            b.countServed(i)
             blobs[blob] = b
             effects.append(.serve(peer: peer, blob: blob, index: index))
         case .cancel:
@@ -335,10 +358,16 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func tick(now: Instant) -> Outbox {
         var out = Outbox()
         var anyActive = false
-        for d in blobOrder where blobs[d]!.downloading {
-            anyActive = true
+        for d in blobOrder {
             let b = blobs[d]!
-            let expired = b.expireRequests(now: now, settings: settings)
+            if !b.unannounced.isEmpty {
+                if now >= b.unannouncedSince + settings.haveDelay { announceNew(d, b, &out) } else { out.wake(at: b.unannouncedSince + settings.haveDelay) }
+            }
+            guard b.downloading else { continue }
+            anyActive = true
+            for (peer, index) in b.expireRequests(now: now, settings: settings) {
+                out.send(to: peer, .interactive, SwarmMessage.cancel(blob: d, index: UInt32(index)).frame)
+            }
             if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil) {
                 for peer in links where !b.bad.contains(peer) {
                     out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
@@ -349,8 +378,6 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 b.lastProgress = now
                 effects.append(.progress(b.progress(d, m, now: now)))
             }
-            blobs[d] = b
-            _ = expired
             schedule(d, now: now, &out)
         }
         if anyActive { out.wake(at: now + .milliseconds(50)) }
@@ -388,8 +415,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 out.send(to: other, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(index)).frame)
             }
             b.requested[index] = nil
-            for p in b.interested where p != peer && links.contains(p) {
-                out.send(to: p, .interactive, SwarmMessage.haveMore(blob: blob, indices: [UInt32(index)]).frame)
+            if b.unannounced.isEmpty { b.unannouncedSince = now }
+            b.unannounced.append(UInt32(index))
+            if b.unannounced.count >= settings.haveBatch || b.have!.isComplete {
+                announceNew(blob, b, &out)
+            } else {
+                out.wake(at: now + settings.haveDelay)
             }
         }
         if b.have!.isComplete && b.downloading {
@@ -406,8 +437,16 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         if b.downloading { schedule(blob, now: now, &out, only: peer) }
     }
 
+    /// Sends the pending batch of gained chunks to every interested peer.
+    private func announceNew(_ blob: Digest, _ b: BlobState, _ out: inout Outbox) {
+        guard !b.unannounced.isEmpty else { return }
+        let frame = SwarmMessage.haveMore(blob: blob, indices: b.unannounced).frame
+        for p in b.interested where links.contains(p) { out.send(to: p, .interactive, frame) }
+        b.unannounced.removeAll(keepingCapacity: true)
+    }
+
     private mutating func announceHave(_ blob: Digest, to peers: PeerList, _ out: inout Outbox) {
-        guard let have = blobs[blob]?.have else { return }
+        guard let have = blobs[blob]?.have, have.setCount > 0 else { return }
         for p in peers where links.contains(p) {
             out.send(to: p, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
         }
@@ -434,6 +473,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
+                if s.inflight.count >= max(settings.maxRequestsPerSource, settings.minPipelineChunks) { break }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1
@@ -506,7 +546,14 @@ final class BlobState: @unchecked Sendable {
     var pendingHave: [NodeID: (Int, [UInt8])] = [:]
     /// Upload side: how often each chunk was served, and how many chunks were served at least once.
     var served: [UInt16] = []
-    var servedOnce = 0
+    /// Every chunk has been served at least this many times; `atRound` chunks exactly that many.
+    var servedRound = 0
+    var atRound = 0
+    /// The node held the whole blob before fetching any of it: it serves in rounds.
+    var seeding = false
+    /// Chunks gained but not yet announced, and when the first of them arrived.
+    var unannounced: [UInt32] = []
+    var unannouncedSince = Instant.zero
 
     init(started: Instant) { self.started = started }
 
@@ -516,10 +563,19 @@ final class BlobState: @unchecked Sendable {
         have = Bitfield(count: m.chunks.count)
         availability = Array(repeating: 0, count: m.chunks.count)
         served = Array(repeating: 0, count: m.chunks.count)
+        atRound = m.chunks.count
         unrequested = Array(0..<m.chunks.count)
         unrequestedPos = Dictionary(uniqueKeysWithValues: unrequested.map { ($0, $0) })
         for (peer, (n, bits)) in pendingHave { applyHave(peer, count: n, bits: bits) }
         pendingHave = [:]
+    }
+
+    func countServed(_ i: Int) {
+        if Int(served[i]) == servedRound {
+            atRound -= 1
+            if atRound == 0 { servedRound += 1; atRound = served.count }
+        }
+        served[i] &+= 1
     }
 
     func markHave(_ i: Int) {
@@ -599,10 +655,19 @@ final class BlobState: @unchecked Sendable {
 
     func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant) {
         guard var s = sources[peer], let sent = s.inflight[i] else { return }
-        let since = max(sent, s.lastDelivery ?? sent)
-        let dt = max((now - since).seconds, 1e-6)
-        let sample = Double(bytes) / dt
-        s.throughput = s.deliveries == 0 ? sample : 0.75 * s.throughput + 0.25 * sample
+        // Rate over a window of at least 100 ms (and two deliveries): single inter-arrival gaps
+        // say nothing when pieces from a shared queue arrive in bursts.
+        s.windowBytes += bytes
+        s.windowCount += 1
+        let span = (now - s.windowStart).seconds
+        if span >= 0.1 && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
+            let sample = Double(s.windowBytes) / max(span, 1e-6)
+            s.throughput = s.rated ? 0.7 * s.throughput + 0.3 * sample : sample
+            s.rated = true
+            s.windowStart = now
+            s.windowBytes = 0
+            s.windowCount = 0
+        }
         s.deliveries += 1
         let rttSample = now - sent
         if s.deliveries == 1 || rttSample < s.rtt { s.rtt = max(rttSample, .microseconds(100)) }
@@ -611,9 +676,9 @@ final class BlobState: @unchecked Sendable {
         sources[peer] = s
     }
 
-    /// Abandons requests that are overdue; returns how many.
-    func expireRequests(now: Instant, settings: SwarmSettings) -> Int {
-        var expired = 0
+    /// Abandons requests that are overdue; returns them (to cancel at their sources).
+    func expireRequests(now: Instant, settings: SwarmSettings) -> [(NodeID, Int)] {
+        var expired: [(NodeID, Int)] = []
         for peer in sourceOrder {
             let s = sources[peer]!
             let timeout = max(settings.requestTimeoutFloor,
@@ -621,7 +686,7 @@ final class BlobState: @unchecked Sendable {
             for (i, sent) in s.inflight.sorted(by: { $0.key < $1.key }) where now - sent > timeout {
                 sources[peer]!.throughput /= 2
                 requestFailed(i, from: peer, now: now)
-                expired += 1
+                expired.append((peer, i))
             }
         }
         return expired
@@ -645,6 +710,11 @@ struct Source: Sendable {
     var rtt: Duration
     var lastDelivery: Instant?
     var deliveries = 0
+    /// Bytes delivered since `windowStart` (restarted when the source goes from idle to busy).
+    var windowStart = Instant.zero
+    var windowBytes = 0
+    var windowCount = 0
+    var rated = false
     var badPieces = 0
     /// Chunks this source said it is too busy to serve, until when.
     var avoid: [Int: Instant] = [:]
@@ -657,6 +727,11 @@ struct Source: Sendable {
     }
 
     mutating func request(_ i: Int, size: Int, now: Instant) {
+        if inflight.isEmpty {
+            windowStart = now
+            windowBytes = 0
+            windowCount = 0
+        }
         inflight[i] = now
         sizes[i] = size
         inflightBytes += size
@@ -705,4 +780,23 @@ struct PeerList: Sequence, Sendable {
     }
 
     func makeIterator() -> IndexingIterator<[NodeID]> { items.makeIterator() }
+}
+
+extension SwarmCore {
+    /// A one-screen account of a transfer for diagnosis (`GQUIC_SWARM_TIMELINE=1 gquic-sim run …`):
+    /// the missing chunks, who is asked for each, and what each source has in flight.
+    public func debugDescription(of blob: Digest) -> String {
+        guard let b = blobs[blob], let have = b.have else { return "no state" }
+        var lines: [String] = []
+        let missing = (0..<have.count).filter { !have[$0] }
+        lines.append("  missing \(missing.count): " + missing.prefix(12).map { i in
+            "\(i)[avail \(b.availability[i]), asked \(b.requested[i]?.count ?? 0), unreq \(b.unrequestedPos[i] != nil)]"
+        }.joined(separator: " "))
+        for p in b.sourceOrder {
+            let s = b.sources[p]!
+            lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
+        }
+        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it")
+        return lines.joined(separator: "\n")
+    }
 }

@@ -172,6 +172,16 @@ struct Run: ParsableCommand {
         }
         print(report.table())
         if !swarm.entries.isEmpty { print(swarm.table()) }
+        if ProcessInfo.processInfo.environment["GQUIC_SWARM_TIMELINE"] != nil {
+            for i in 0..<sc.nodes {
+                if i == 0, let c = world.core(of: i) as? SwarmSimCore, let d = swarmLedger.blobs.values.first?.manifest.blob { print("node 0:\n" + c.core.debugDescription(of: d)) }
+                guard let c = world.core(of: i) as? SwarmSimCore else { continue }
+                for t in c.core.transfers {
+                    print("node \(i): \(t.bytesDone)/\(t.bytesTotal) bytes, \(t.sources) sources")
+                    print(c.core.debugDescription(of: t.blob))
+                }
+            }
+        }
         print("report".padding(toLength: 6, withPad: " ", startingAt: 0) + "  \(dir)/report.json, cdf.svg, convergence.svg, bytes.svg")
         print("trace-hash: \(world.traceHash?.hex ?? "")")
     }

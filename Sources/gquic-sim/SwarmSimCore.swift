@@ -1,3 +1,4 @@
+import Foundation
 import MeshCore
 import MeshSimulator
 import Swarm
@@ -40,10 +41,20 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         } else {
             degree = 24
         }
-        guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree=N")
+        var settings = SwarmSettings()
+        func count(_ key: String, _ apply: (Int) -> Void) throws {
+            guard let text = p.removeValue(forKey: key) else { return }
+            guard let v = Int(text), v >= 1, v <= 1_000_000 else { throw SimRunError("core swarm: \(key)= is a count ≥ 1, got \"\(text)\"") }
+            apply(v)
         }
-        core = SwarmCore(me: ctx.nodeID, seed: random.next())
+        try count("max-requests") { settings.maxRequestsPerTransfer = $0 }
+        try count("per-source") { settings.maxRequestsPerSource = $0 }
+        try count("have-batch") { settings.haveBatch = $0 }
+        try count("random-first") { settings.randomFirst = $0 }
+        guard p.isEmpty else {
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, have-batch, random-first")
+        }
+        core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }
 
     // MARK: MeshProtocolCore
@@ -98,7 +109,12 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     // MARK: SimObservableCore
 
     func stateDigest() -> Digest? { nil }
-    func gauges() -> [SimGauge] { [SimGauge("fetches-in-progress", Double(fetching.count))] }
+    func gauges() -> [SimGauge] {
+        // Share of its current fetches each node has (1 when idle), for progress over time.
+        let done = core.transfers.reduce((0.0, 0.0)) { ($0.0 + Double($1.bytesDone), $0.1 + Double($1.bytesTotal)) }
+        return [SimGauge("fetches-in-progress", Double(fetching.count)),
+                SimGauge("fetched-fraction", done.1 > 0 ? done.0 / done.1 : 1)]
+    }
     mutating func drainCompletions() -> [SimCompletion] {
         defer { completions.removeAll() }
         return completions
@@ -135,6 +151,7 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
                 case .store(let blob, let i, _):
                     if let id = ledger.chunkID(blob, Int(i)) { hold(id) }
                 case .checkLocal(let blob, let m):
+                    if ProcessInfo.processInfo.environment["GQUIC_SWARM_TIMELINE"] != nil { print("node \(index) manifest at \(now)") }
                     var have = Bitfield(count: m.chunks.count)
                     for k in m.chunks.indices {
                         if let id = ledger.chunkID(blob, k), holds(id) { have.insert(k) }
