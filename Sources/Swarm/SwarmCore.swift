@@ -30,12 +30,12 @@ public struct SwarmSettings: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// How often a transfer with idle pipelines asks its links again who holds the blob. Default 1 s.
     public var rediscoverInterval: Duration = .seconds(1)
-    /// A node seeding a blob (it held the whole blob before anyone asked) serves chunks in rounds:
-    /// no chunk a second time before every chunk has gone out once, no chunk a third time before
-    /// every chunk has gone out twice, and so on. Repeat requests get a busy reject, so requesters
-    /// fetch those chunks from the peers that already have them (BitTorrent's super-seeding, in
-    /// spirit). The seed's uplink is the scarce resource of a broadcast: spent on fresh chunks only,
-    /// it is what keeps a swarm near the fluid bound. Default on.
+    /// A node seeding a blob (it held the whole blob before anyone asked) sends every chunk once
+    /// before it sends any chunk twice: a request for a chunk already sent gets a busy reject (fetch
+    /// it from the peers that have it) and a chunk not sent yet in its place (BitTorrent's
+    /// super-seeding, in spirit). The seed's uplink is the scarce resource of a broadcast: spent on
+    /// fresh chunks, and never idle while requests bounce, it is what keeps a swarm near the fluid
+    /// bound. Once every chunk is out, it serves what is asked. Default on.
     public var uniqueFirstServing = true
     /// Requests in flight to one source at the most, whatever its bandwidth-delay product. Every
     /// request waits in the source's upload queue behind everyone else's, so deep pipelines from
@@ -119,6 +119,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// shared order (say, by NodeID) every requester would pile onto the same few sources.
     private var ranks: [NodeID: UInt64] = [:]
     private var effects: [SwarmEffect] = []
+    /// Chunks being served in place of a requested one (seeding): the request to reject once the
+    /// substitute has been handed to the transport.
+    private var substitutes: [Substitute: UInt32] = [:]
+    struct Substitute: Hashable, Sendable { var peer: NodeID; var blob: Digest; var index: UInt32 }
     /// Bad pieces received, by sender, over this core's life.
     public private(set) var penalties: [NodeID: Int] = [:]
 
@@ -189,14 +193,23 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// The bytes for a `.serve` effect.
     public mutating func servePiece(to peer: NodeID, blob: Digest, index: UInt32, data: [UInt8], now: Instant) -> Outbox {
         var out = Outbox()
+        let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index))
         guard links.contains(peer) else { return out }
         out.send(to: peer, .bulk, SwarmMessage.piece(blob: blob, index: index, data: data).frame)
+        if let instead {
+            // Behind the piece on the same (bulk) stream: the requester's slot stays taken until
+            // the substitute has arrived, so substitutes never pile up in this node's uplink.
+            out.send(to: peer, .bulk, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
+        }
         return out
     }
 
     /// The store could not produce a chunk it was asked to serve.
     public mutating func cannotServe(_ peer: NodeID, blob: Digest, index: UInt32) -> Outbox {
         var out = Outbox()
+        if let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index)) {
+            out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
+        }
         out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: false).frame)
         return out
     }
@@ -327,13 +340,22 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             let i = Int(index)
+            if settings.uniqueFirstServing && b.seeding && b.servedRound == 0 && b.served[i] > 0,
+               let fresh = b.nextUnserved() {
+                // Chunk i is already out there: leave it to the peers that have it, and send a
+                // chunk that has not left this node yet in its place (the requester takes it:
+                // nobody can have it yet).
+                substitutes[Substitute(peer: peer, blob: blob, index: UInt32(fresh))] = index
+                b.countServed(fresh)
+                effects.append(.serve(peer: peer, blob: blob, index: UInt32(fresh)))
+                return out
+            }
             if settings.uniqueFirstServing && b.seeding && Int(b.served[i]) > b.servedRound {
-                // Some chunk has gone out fewer times: serve those first, leave this one to peers.
+                // Later rounds: some chunk has gone out fewer times; leave this one to peers.
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
             b.countServed(i)
-            blobs[blob] = b
             effects.append(.serve(peer: peer, blob: blob, index: index))
         case .cancel:
             // Pieces are produced as soon as the store answers; a cancel that arrives later has
@@ -389,7 +411,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     private mutating func receivePiece(_ blob: Digest, _ index: Int, _ data: [UInt8], from peer: NodeID, now: Instant, _ out: inout Outbox) {
         guard let b = blobs[blob], let m = b.manifest, index < m.chunks.count else { return }
         let wasRequested = b.sources[peer]?.inflight[index] != nil
-        guard wasRequested else { return } // unsolicited: ignore (cheap to drop; no store write)
+        // Unsolicited pieces are taken only from a source, and only when still missing (a seed
+        // sends a fresh chunk in place of one it leaves to others); anything else is dropped
+        // before it costs a hash.
+        guard wasRequested || b.downloading && b.sources[peer] != nil && !b.have![index] else { return }
         let chunk = m.chunks[index]
         guard data.count == Int(chunk.size), Digest.of(data) == chunk.digest else {
             penalties[peer, default: 0] += 1
@@ -473,7 +498,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
-                if s.inflight.count >= max(settings.maxRequestsPerSource, settings.minPipelineChunks) { break }
+                if s.inflight.count >= settings.maxRequestsPerSource { break }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1
@@ -549,6 +574,7 @@ final class BlobState: @unchecked Sendable {
     /// Every chunk has been served at least this many times; `atRound` chunks exactly that many.
     var servedRound = 0
     var atRound = 0
+    var serveCursor = 0
     /// The node held the whole blob before fetching any of it: it serves in rounds.
     var seeding = false
     /// Chunks gained but not yet announced, and when the first of them arrived.
@@ -568,6 +594,17 @@ final class BlobState: @unchecked Sendable {
         unrequestedPos = Dictionary(uniqueKeysWithValues: unrequested.map { ($0, $0) })
         for (peer, (n, bits)) in pendingHave { applyHave(peer, count: n, bits: bits) }
         pendingHave = [:]
+    }
+
+    /// A chunk not served yet in the current round (round-robin from a cursor), if any.
+    func nextUnserved() -> Int? {
+        guard atRound > 0, !served.isEmpty else { return nil }
+        for _ in 0..<served.count {
+            let i = serveCursor
+            serveCursor = (serveCursor + 1) % served.count
+            if Int(served[i]) == servedRound { return i }
+        }
+        return nil
     }
 
     func countServed(_ i: Int) {

@@ -166,8 +166,11 @@ struct EventHeap {
 
 func makeBlob(size: Int, seed: UInt64) -> (SwarmManifest, [[UInt8]], [UInt8]) {
     var rng = SeededRandom(seed: seed)
-    var data = [UInt8](repeating: 0, count: size)
-    for i in 0..<size { data[i] = UInt8.random(in: 0...255, using: &rng) }
+    var data = [UInt8](repeating: 0, count: (size + 7) & ~7)
+    data.withUnsafeMutableBytes { raw in
+        for k in 0..<raw.count / 8 { raw.storeBytes(of: rng.next(), toByteOffset: k * 8, as: UInt64.self) }
+    }
+    data.removeLast(data.count - size)
     var chunks: [[UInt8]] = []
     var i = 0
     while i < size {
@@ -204,6 +207,7 @@ func makeBlob(size: Int, seed: UInt64) -> (SwarmManifest, [[UInt8]], [UInt8]) {
         let bound = Double(data.count) / 12_500_000
         let last = (1...50).compactMap { net.nodes[$0].completedAt }.max()!
         let ratio = (last - .zero).seconds / bound
+        print("fifty peers: last done at \((last - .zero).seconds) s, \(ratio)× the fluid bound")
         // A regression guard, not the goal: the goal is 1.25× at scale. Measured here:
         // 4.4× (last) with 64 KiB chunks and FIFO uplinks; see docs/benchmarks.md#swarm.
         #expect(ratio < 6.0, "last peer took \(ratio)× the fluid bound")
