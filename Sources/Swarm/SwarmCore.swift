@@ -276,6 +276,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             links.remove(peer)
             for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
+                blobs[d]!.peerHave[peer] = nil
                 if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
             }
         case .dialFailed: break
@@ -301,6 +302,13 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 out.send(to: peer, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
             }
         case .have(let blob, let n, let bits):
+            if let b = blobs[blob], b.seeding, !b.downloading {
+                // What a requester already holds, so a substitute is a chunk it lacks.
+                if let m = b.manifest, Int(n) == m.chunks.count, let field = try? Bitfield(bytes: bits, count: Int(n)) {
+                    b.peerHave[peer] = field
+                }
+                return out
+            }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
             b.interested.insert(peer)
             b.updateSource(peer, count: Int(n), bits: bits, settings: settings, hint: hints[peer])
@@ -312,6 +320,14 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             blobs[blob] = b
             schedule(blob, now: now, &out)
         case .haveMore(let blob, let indices):
+            if let b = blobs[blob], b.seeding, !b.downloading {
+                if let m = b.manifest {
+                    var field = b.peerHave[peer] ?? Bitfield(count: m.chunks.count)
+                    for i in indices { field.insert(Int(i)) }
+                    b.peerHave[peer] = field
+                }
+                return out
+            }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
             if b.manifest == nil {
                 // It asked before it had anything; now it has: ask again for its whole holdings
@@ -341,7 +357,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             }
             let i = Int(index)
             if settings.uniqueFirstServing && b.seeding && b.servedRound == 0 && b.served[i] > 0,
-               let fresh = b.nextUnserved() {
+               let fresh = b.nextUnserved(lackedBy: b.peerHave[peer]) {
                 // Chunk i is already out there: leave it to the peers that have it, and send a
                 // chunk that has not left this node yet in its place (the requester takes it:
                 // nobody can have it yet).
@@ -575,6 +591,8 @@ final class BlobState: @unchecked Sendable {
     var servedRound = 0
     var atRound = 0
     var serveCursor = 0
+    /// Seeding: what each requester said it holds (its `have` and `haveMore` to this node).
+    var peerHave: [NodeID: Bitfield] = [:]
     /// The node held the whole blob before fetching any of it: it serves in rounds.
     var seeding = false
     /// Chunks gained but not yet announced, and when the first of them arrived.
@@ -596,13 +614,15 @@ final class BlobState: @unchecked Sendable {
         pendingHave = [:]
     }
 
-    /// A chunk not served yet in the current round (round-robin from a cursor), if any.
-    func nextUnserved() -> Int? {
-        guard atRound > 0, !served.isEmpty else { return nil }
-        for _ in 0..<served.count {
+    /// A chunk not served yet in the current round that the requester lacks, if any.
+    /// Looks at most 512 chunks on from a round-robin cursor: a blob whose unserved chunks are
+    /// mostly ones the requester holds (a new version sharing most chunks) is left to plain serving.
+    func nextUnserved(lackedBy holdings: Bitfield?) -> Int? {
+        guard atRound > 0, !served.isEmpty, let holdings else { return nil }
+        for _ in 0..<min(served.count, 512) {
             let i = serveCursor
             serveCursor = (serveCursor + 1) % served.count
-            if Int(served[i]) == servedRound { return i }
+            if Int(served[i]) == servedRound && !holdings[i] { return i }
         }
         return nil
     }
