@@ -82,7 +82,7 @@ let package = Package(
 
         // MARK: Swarm (issue 8)
         .target(name: "Swarm", dependencies: ["MeshCore"]),
-        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "MeshCore"]),
+        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "MeshCore", "MeshSimulator", "gquic-sim"]),
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [

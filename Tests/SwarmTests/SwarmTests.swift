@@ -207,10 +207,11 @@ func makeBlob(size: Int, seed: UInt64) -> (SwarmManifest, [[UInt8]], [UInt8]) {
         let bound = Double(data.count) / 12_500_000
         let last = (1...50).compactMap { net.nodes[$0].completedAt }.max()!
         let ratio = (last - .zero).seconds / bound
-        print("fifty peers: last done at \((last - .zero).seconds) s, \(ratio)× the fluid bound")
-        // A regression guard, not the goal: the goal is 1.25× at scale. Measured here:
-        // 4.4× (last) with 64 KiB chunks and FIFO uplinks; see docs/benchmarks.md#swarm.
-        #expect(ratio < 6.0, "last peer took \(ratio)× the fluid bound")
+        // A regression guard, not the goal (the goal is 1.25× at scale, measured in gquic-sim;
+        // see docs/benchmarks.md#swarm). Virtual time, deterministic: measured 2.62× here (4.4× before
+        // the seed's fresh-chunk rounds and two-deep pipelines to many sources). A 4 MiB blob is
+        // 64 chunks, so the first round trips weigh heavily.
+        #expect(ratio < 2.9, "last peer took \(ratio)× the fluid bound")
     }
 
     /// One seed and 50 peers, run twice in the same process: every message is sent at the same
