@@ -361,19 +361,7 @@ struct SwarmSummary {
         }
     }
 
-    static func fmt(_ v: Double, _ digits: Int) -> String {
-        var scale = 1.0
-        for _ in 0..<digits { scale *= 10 }
-        let r = (v * scale).rounded() / scale
-        var s = String(r)
-        if let dot = s.firstIndex(of: ".") {
-            let decimals = s.distance(from: dot, to: s.endIndex) - 1
-            if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
-        } else if digits > 0 {
-            s += "." + String(repeating: "0", count: digits)
-        }
-        return s
-    }
+    static func fmt(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
 
     func timeAndRatio(_ t: Double?, _ bound: Double) -> String {
         guard let t else { return "—" }
