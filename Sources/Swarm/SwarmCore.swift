@@ -43,6 +43,12 @@ public struct SwarmSettings: Sendable {
     /// keep every uplink busy with fresh choices. Default 2 (measured in gquic-sim's
     /// layer-broadcast: 1.71× the fluid bound at 2, 1.92× at 4, 2.26× at 8).
     public var maxRequestsPerSource = 2
+    /// Bytes in flight to one source at the most (one request is always allowed): what every
+    /// requester adds to a holder's upload queue, so a fresh chunk's wait per hop is about
+    /// requesters × this / uplink. Default 160 KiB: two 64 KiB chunks (the content store's
+    /// average), one 256 KiB chunk (gquic-sim swarm-1k: p99 1.96× the bound at one 256 KiB chunk
+    /// per source, 2.21× at two).
+    public var maxBytesPerSource = 160 << 10
     /// New chunks are announced to interested peers in batches: when this many are pending, or
     /// `haveDelay` after the first of them arrived. Default 8 chunks.
     public var haveBatch = 8
@@ -515,6 +521,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
                 if s.inflight.count >= settings.maxRequestsPerSource { break }
+                if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1
