@@ -51,7 +51,7 @@ let package = Package(
         // MARK: MeshSimulator (issue 5)
         .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
         .executableTarget(name: "gquic-sim", dependencies: [
-            "Membership",
+            "Membership", "Swarm",
             "MeshSimulator", "MeshCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -83,7 +83,7 @@ let package = Package(
 
         // MARK: Swarm (issue 8)
         .target(name: "Swarm", dependencies: ["MeshCore"]),
-        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "MeshCore"]),
+        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "MeshCore", "MeshSimulator", "gquic-sim"]),
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [

@@ -30,17 +30,38 @@ public struct SwarmSettings: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// How often a transfer with idle pipelines asks its links again who holds the blob. Default 1 s.
     public var rediscoverInterval: Duration = .seconds(1)
-    /// A node holding a blob that few others hold serves each chunk once before serving any chunk
-    /// twice, answering repeat requests with a busy reject so requesters fetch those chunks from
-    /// the peers that already have them (BitTorrent's super-seeding, in spirit). It lifts the seed's
-    /// uplink from serving duplicates, which is what keeps a swarm near the fluid bound. Default on.
+    /// A node seeding a blob (it held the whole blob before anyone asked) sends every chunk once
+    /// before it sends any chunk twice: a request for a chunk already sent gets a busy reject (fetch
+    /// it from the peers that have it) and a chunk not sent yet in its place (BitTorrent's
+    /// super-seeding, in spirit). The seed's uplink is the scarce resource of a broadcast: spent on
+    /// fresh chunks, and never idle while requests bounce, it is what keeps a swarm near the fluid
+    /// bound. Once every chunk is out, it serves what is asked. Default on.
     public var uniqueFirstServing = true
+    /// Requests in flight to one source at the most, whatever its bandwidth-delay product. Every
+    /// request waits in the source's upload queue behind everyone else's, so deep pipelines from
+    /// many requesters make queues that outlast request timeouts; shallow pipelines to many sources
+    /// keep every uplink busy with fresh choices. Default 2 (measured in gquic-sim's
+    /// layer-broadcast: 1.71× the fluid bound at 2, 1.92× at 4, 2.26× at 8).
+    public var maxRequestsPerSource = 2
+    /// Bytes in flight to one source at the most (one request is always allowed): what every
+    /// requester adds to a holder's upload queue, so a fresh chunk's wait per hop is about
+    /// requesters × this / uplink. Default 160 KiB: two 64 KiB chunks (the content store's
+    /// average), one 256 KiB chunk (gquic-sim swarm-1k: p99 1.96× the bound at one 256 KiB chunk
+    /// per source, 2.21× at two).
+    public var maxBytesPerSource = 160 << 10
+    /// New chunks are announced to interested peers in batches: when this many are pending, or
+    /// `haveDelay` after the first of them arrived. Default 8 chunks.
+    public var haveBatch = 8
+    /// The longest a gained chunk waits before it is announced. Default 20 ms (a few chunk times at
+    /// 100 Mbit/s; announcing every chunk at once costs one message per chunk per neighbour).
+    public var haveDelay: Duration = .milliseconds(20)
     /// After a busy reject, the requester leaves that chunk to other sources for this long. Default 1 s.
     public var busyBackoff: Duration = .seconds(1)
     /// Requests in flight for one transfer across all its sources, at the most. Asking every holder
     /// at once queues requests behind each other on every uplink; a bounded set, refilled from the
-    /// fastest sources first, keeps the pick of each next chunk fresh. Default 24.
-    public var maxRequestsPerTransfer = 24
+    /// fastest sources first, keeps the pick of each next chunk fresh. Default 128 (two per
+    /// source for 64 neighbours: with `maxRequestsPerSource` it is the per-source cap that binds).
+    public var maxRequestsPerTransfer = 128
     /// Bad pieces tolerated from one source before it is dropped from the transfer. Default 1:
     /// content is verified, so one bad piece is proof of a faulty or lying peer.
     public var badPiecesBeforeDrop = 1
@@ -93,13 +114,21 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public let me: NodeID
     public var settings: SwarmSettings
     private var rng: SeededRandom
-    private var links: Set<NodeID> = []
+    /// Every collection the planner walks is ordered by what happened (never by hash order), so a
+    /// core's decisions depend only on its inputs and its seed.
+    private var links = PeerList()
     private var blobs: [Digest: BlobState] = [:]
+    /// `blobs`' keys in the order the blobs became known.
+    private var blobOrder: [Digest] = []
     private var hints: [NodeID: PeerHint] = [:]
     /// A random rank per peer, this node's own, to break ties between equally good sources: with a
     /// shared order (say, by NodeID) every requester would pile onto the same few sources.
     private var ranks: [NodeID: UInt64] = [:]
     private var effects: [SwarmEffect] = []
+    /// Chunks being served in place of a requested one (seeding): the request to reject once the
+    /// substitute has been handed to the transport.
+    private var substitutes: [Substitute: UInt32] = [:]
+    struct Substitute: Hashable, Sendable { var peer: NodeID; var blob: Digest; var index: UInt32 }
     /// Bad pieces received, by sender, over this core's life.
     public private(set) var penalties: [NodeID: Int] = [:]
 
@@ -114,13 +143,14 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// Registers chunks this node holds (a complete blob, or a partial one after a restart).
     public mutating func hold(_ manifest: SwarmManifest, chunks: Bitfield? = nil, now: Instant) -> Outbox {
         var out = Outbox()
-        let b = blobs[manifest.blob] ?? BlobState(started: now)
+        let b = blobState(manifest.blob, now: now)
         b.setManifest(manifest)
         if let chunks, chunks.count == manifest.chunks.count {
             for i in 0..<chunks.count where chunks[i] { b.markHave(i) }
         } else if chunks == nil {
             for i in 0..<manifest.chunks.count { b.markHave(i) }
         }
+        if !b.downloading && b.have!.isComplete { b.seeding = true }
         blobs[manifest.blob] = b
         announceHave(manifest.blob, to: b.interested, &out)
         return out
@@ -130,7 +160,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// disk; otherwise the manifest is fetched from a holder. Holders are found by asking links.
     public mutating func fetch(_ blob: Digest, manifest: SwarmManifest? = nil, have: Bitfield? = nil, now: Instant) -> Outbox {
         var out = Outbox()
-        let b = blobs[blob] ?? BlobState(started: now)
+        let b = blobState(blob, now: now)
         b.downloading = true
         b.started = now
         if let manifest, b.manifest == nil { b.setManifest(manifest) }
@@ -169,14 +199,23 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// The bytes for a `.serve` effect.
     public mutating func servePiece(to peer: NodeID, blob: Digest, index: UInt32, data: [UInt8], now: Instant) -> Outbox {
         var out = Outbox()
+        let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index))
         guard links.contains(peer) else { return out }
         out.send(to: peer, .bulk, SwarmMessage.piece(blob: blob, index: index, data: data).frame)
+        if let instead {
+            // Behind the piece on the same (bulk) stream: the requester's slot stays taken until
+            // the substitute has arrived, so substitutes never pile up in this node's uplink.
+            out.send(to: peer, .bulk, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
+        }
         return out
     }
 
     /// The store could not produce a chunk it was asked to serve.
     public mutating func cannotServe(_ peer: NodeID, blob: Digest, index: UInt32) -> Outbox {
         var out = Outbox()
+        if let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index)) {
+            out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
+        }
         out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: false).frame)
         return out
     }
@@ -211,10 +250,19 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
 
     /// Blobs currently being fetched.
     public var transfers: [SwarmProgress] {
-        blobs.compactMap { d, b in b.downloading ? b.manifest.map { b.progress(d, $0, now: nil) } : nil }
+        blobOrder.compactMap { d in blobs[d].flatMap { b in b.downloading ? b.manifest.map { b.progress(d, $0, now: nil) } : nil } }
     }
 
     public func holds(_ blob: Digest) -> Bitfield? { blobs[blob]?.have }
+
+    /// The state of `blob`, created (and put in `blobOrder`) on first use.
+    private mutating func blobState(_ blob: Digest, now: Instant) -> BlobState {
+        if let b = blobs[blob] { return b }
+        let b = BlobState(started: now)
+        blobs[blob] = b
+        blobOrder.append(blob)
+        return b
+    }
 
     // MARK: MeshProtocolCore
 
@@ -227,13 +275,14 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         switch event {
         case .up(let peer, _):
             links.insert(peer)
-            for (d, b) in blobs where b.downloading {
+            for d in blobOrder where blobs[d]!.downloading {
                 out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
             }
         case .down(let peer):
             links.remove(peer)
-            for d in Array(blobs.keys) {
+            for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
+                blobs[d]!.peerHave[peer] = nil
                 if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
             }
         case .dialFailed: break
@@ -259,6 +308,13 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 out.send(to: peer, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
             }
         case .have(let blob, let n, let bits):
+            if let b = blobs[blob], b.seeding, !b.downloading {
+                // What a requester already holds, so a substitute is a chunk it lacks.
+                if let m = b.manifest, Int(n) == m.chunks.count, let field = try? Bitfield(bytes: bits, count: Int(n)) {
+                    b.peerHave[peer] = field
+                }
+                return out
+            }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
             b.interested.insert(peer)
             b.updateSource(peer, count: Int(n), bits: bits, settings: settings, hint: hints[peer])
@@ -270,12 +326,28 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             blobs[blob] = b
             schedule(blob, now: now, &out)
         case .haveMore(let blob, let indices):
+            if let b = blobs[blob], b.seeding, !b.downloading {
+                if let m = b.manifest {
+                    var field = b.peerHave[peer] ?? Bitfield(count: m.chunks.count)
+                    for i in indices { field.insert(Int(i)) }
+                    b.peerHave[peer] = field
+                }
+                return out
+            }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            if b.manifest == nil {
+                // It asked before it had anything; now it has: ask again for its whole holdings
+                // (the answer brings the manifest request along).
+                out.send(to: peer, .interactive, SwarmMessage.interested(blob: blob).frame)
+                return out
+            }
             b.addToSource(peer, indices: indices, settings: settings, hint: hints[peer])
             blobs[blob] = b
             schedule(blob, now: now, &out, only: peer)
         case .manifestRequest(let blob):
-            if let m = blobs[blob]?.manifest, blobs[blob]!.have!.setCount > 0 {
+            // Anyone who has the manifest answers, holding chunks or not: a lying manifest is caught
+            // when the assembled blob's digest is checked (`blobCommitFailed`).
+            if let m = blobs[blob]?.manifest {
                 out.send(to: peer, .interactive, SwarmMessage.manifest(m).frame)
             }
         case .manifest(let m):
@@ -290,14 +362,22 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             let i = Int(index)
-            if settings.uniqueFirstServing && !b.downloading && have.isComplete && b.served[i] > 0 && b.servedOnce < have.count {
-                // Some chunk has not left this node yet: serve that first, leave this one to peers.
+            if settings.uniqueFirstServing && b.seeding && b.servedRound == 0 && b.served[i] > 0,
+               let fresh = b.nextUnserved(lackedBy: b.peerHave[peer]) {
+                // Chunk i is already out there: leave it to the peers that have it, and send a
+                // chunk that has not left this node yet in its place (the requester takes it:
+                // nobody can have it yet).
+                substitutes[Substitute(peer: peer, blob: blob, index: UInt32(fresh))] = index
+                b.countServed(fresh)
+                effects.append(.serve(peer: peer, blob: blob, index: UInt32(fresh)))
+                return out
+            }
+            if settings.uniqueFirstServing && b.seeding && Int(b.served[i]) > b.servedRound {
+                // Later rounds: some chunk has gone out fewer times; leave this one to peers.
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
-            if b.served[i] == 0 { b.servedOnce += 1 }
-            b.served[i] &+= 1
-            blobs[blob] = b
+            b.countServed(i)
             effects.append(.serve(peer: peer, blob: blob, index: index))
         case .cancel:
             // Pieces are produced as soon as the store answers; a cancel that arrives later has
@@ -322,10 +402,16 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func tick(now: Instant) -> Outbox {
         var out = Outbox()
         var anyActive = false
-        for d in Array(blobs.keys) where blobs[d]!.downloading {
-            anyActive = true
+        for d in blobOrder {
             let b = blobs[d]!
-            let expired = b.expireRequests(now: now, settings: settings)
+            if !b.unannounced.isEmpty {
+                if now >= b.unannouncedSince + settings.haveDelay { announceNew(d, b, &out) } else { out.wake(at: b.unannouncedSince + settings.haveDelay) }
+            }
+            guard b.downloading else { continue }
+            anyActive = true
+            for (peer, index) in b.expireRequests(now: now, settings: settings) {
+                out.send(to: peer, .interactive, SwarmMessage.cancel(blob: d, index: UInt32(index)).frame)
+            }
             if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil) {
                 for peer in links where !b.bad.contains(peer) {
                     out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
@@ -336,8 +422,6 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 b.lastProgress = now
                 effects.append(.progress(b.progress(d, m, now: now)))
             }
-            blobs[d] = b
-            _ = expired
             schedule(d, now: now, &out)
         }
         if anyActive { out.wake(at: now + .milliseconds(50)) }
@@ -349,7 +433,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     private mutating func receivePiece(_ blob: Digest, _ index: Int, _ data: [UInt8], from peer: NodeID, now: Instant, _ out: inout Outbox) {
         guard let b = blobs[blob], let m = b.manifest, index < m.chunks.count else { return }
         let wasRequested = b.sources[peer]?.inflight[index] != nil
-        guard wasRequested else { return } // unsolicited: ignore (cheap to drop; no store write)
+        // Unsolicited pieces are taken only from a source, and only when still missing (a seed
+        // sends a fresh chunk in place of one it leaves to others); anything else is dropped
+        // before it costs a hash.
+        guard wasRequested || b.downloading && b.sources[peer] != nil && !b.have![index] else { return }
         let chunk = m.chunks[index]
         guard data.count == Int(chunk.size), Digest.of(data) == chunk.digest else {
             penalties[peer, default: 0] += 1
@@ -375,24 +462,38 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 out.send(to: other, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(index)).frame)
             }
             b.requested[index] = nil
-            for p in b.interested where p != peer && links.contains(p) {
-                out.send(to: p, .interactive, SwarmMessage.haveMore(blob: blob, indices: [UInt32(index)]).frame)
+            if b.unannounced.isEmpty { b.unannouncedSince = now }
+            b.unannounced.append(UInt32(index))
+            if b.unannounced.count >= settings.haveBatch || b.have!.isComplete {
+                announceNew(blob, b, &out)
+            } else {
+                out.wake(at: now + settings.haveDelay)
             }
         }
         if b.have!.isComplete && b.downloading {
             b.downloading = false
             effects.append(.progress(b.progress(blob, m, now: now)))
             effects.append(.completed(blob: blob, manifest: m))
-            for (p, s) in b.sources { for i in s.inflight.keys { out.send(to: p, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(i)).frame) } }
-            b.sources = [:]
+            for p in b.sourceOrder {
+                for i in b.sources[p]!.inflight.keys.sorted() { out.send(to: p, .interactive, SwarmMessage.cancel(blob: blob, index: UInt32(i)).frame) }
+            }
+            b.removeAllSources()
             b.requested = [:]
         }
         blobs[blob] = b
         if b.downloading { schedule(blob, now: now, &out, only: peer) }
     }
 
-    private mutating func announceHave(_ blob: Digest, to peers: Set<NodeID>, _ out: inout Outbox) {
-        guard let have = blobs[blob]?.have else { return }
+    /// Sends the pending batch of gained chunks to every interested peer.
+    private func announceNew(_ blob: Digest, _ b: BlobState, _ out: inout Outbox) {
+        guard !b.unannounced.isEmpty else { return }
+        let frame = SwarmMessage.haveMore(blob: blob, indices: b.unannounced).frame
+        for p in b.interested where links.contains(p) { out.send(to: p, .interactive, frame) }
+        b.unannounced.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func announceHave(_ blob: Digest, to peers: PeerList, _ out: inout Outbox) {
+        guard let have = blobs[blob]?.have, have.setCount > 0 else { return }
         for p in peers where links.contains(p) {
             out.send(to: p, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
         }
@@ -403,9 +504,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         guard let b = blobs[blob], b.downloading, !b.awaitingLocalCheck, let m = b.manifest else { return }
         // After a piece, a reject or new holdings from one source, only that source's pipeline
         // changed, unless this is endgame, when a freed chunk may go to anyone.
-        for p in b.sources.keys where ranks[p] == nil { ranks[p] = rng.next() }
+        for p in b.sourceOrder where ranks[p] == nil { ranks[p] = rng.next() }
         let order: [NodeID]
-        if let only, !b.unrequested.isEmpty { order = [only] } else { order = b.sources.keys.sorted { a, c in
+        if let only, !b.unrequested.isEmpty { order = [only] } else { order = b.sourceOrder.sorted { a, c in
             let ha = hints[a] ?? PeerHint(), hc = hints[c] ?? PeerHint()
             if ha.gaming != hc.gaming { return !ha.gaming }
             let sa = b.sources[a]!.throughput * (1 - min(ha.load, 0.9)), sc = b.sources[c]!.throughput * (1 - min(hc.load, 0.9))
@@ -419,6 +520,8 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
+                if s.inflight.count >= settings.maxRequestsPerSource { break }
+                if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1
@@ -454,7 +557,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         let missing = m.chunks.count - b.have!.setCount
         guard missing <= max(settings.endgameChunks, m.chunks.count / 50) else { return nil }
         var candidate: Int? = nil
-        for (i, askers) in b.requested where askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) {
+        for i in b.requested.keys.sorted() {
+            let askers = b.requested[i]!
+            guard askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) else { continue }
             if candidate == nil || askers.count < b.requested[candidate!]!.count { candidate = i }
         }
         return candidate
@@ -469,8 +574,10 @@ final class BlobState: @unchecked Sendable {
     var downloading = false
     /// Waiting for the shell's `localChunks` answer before requesting anything.
     var awaitingLocalCheck = false
-    var interested: Set<NodeID> = []
+    var interested = PeerList()
     var sources: [NodeID: Source] = [:]
+    /// `sources`' keys in the order the sources appeared.
+    var sourceOrder = PeerList()
     var requested: [Int: [NodeID]] = [:]
     var unrequested: [Int] = []
     var unrequestedPos: [Int: Int] = [:]
@@ -487,7 +594,17 @@ final class BlobState: @unchecked Sendable {
     var pendingHave: [NodeID: (Int, [UInt8])] = [:]
     /// Upload side: how often each chunk was served, and how many chunks were served at least once.
     var served: [UInt16] = []
-    var servedOnce = 0
+    /// Every chunk has been served at least this many times; `atRound` chunks exactly that many.
+    var servedRound = 0
+    var atRound = 0
+    var serveCursor = 0
+    /// Seeding: what each requester said it holds (its `have` and `haveMore` to this node).
+    var peerHave: [NodeID: Bitfield] = [:]
+    /// The node held the whole blob before fetching any of it: it serves in rounds.
+    var seeding = false
+    /// Chunks gained but not yet announced, and when the first of them arrived.
+    var unannounced: [UInt32] = []
+    var unannouncedSince = Instant.zero
 
     init(started: Instant) { self.started = started }
 
@@ -497,10 +614,32 @@ final class BlobState: @unchecked Sendable {
         have = Bitfield(count: m.chunks.count)
         availability = Array(repeating: 0, count: m.chunks.count)
         served = Array(repeating: 0, count: m.chunks.count)
+        atRound = m.chunks.count
         unrequested = Array(0..<m.chunks.count)
         unrequestedPos = Dictionary(uniqueKeysWithValues: unrequested.map { ($0, $0) })
         for (peer, (n, bits)) in pendingHave { applyHave(peer, count: n, bits: bits) }
         pendingHave = [:]
+    }
+
+    /// A chunk not served yet in the current round that the requester lacks, if any.
+    /// Looks at most 512 chunks on from a round-robin cursor: a blob whose unserved chunks are
+    /// mostly ones the requester holds (a new version sharing most chunks) is left to plain serving.
+    func nextUnserved(lackedBy holdings: Bitfield?) -> Int? {
+        guard atRound > 0, !served.isEmpty, let holdings else { return nil }
+        for _ in 0..<min(served.count, 512) {
+            let i = serveCursor
+            serveCursor = (serveCursor + 1) % served.count
+            if Int(served[i]) == servedRound && !holdings[i] { return i }
+        }
+        return nil
+    }
+
+    func countServed(_ i: Int) {
+        if Int(served[i]) == servedRound {
+            atRound -= 1
+            if atRound == 0 { servedRound += 1; atRound = served.count }
+        }
+        served[i] &+= 1
     }
 
     func markHave(_ i: Int) {
@@ -526,7 +665,7 @@ final class BlobState: @unchecked Sendable {
     }
 
     func updateSource(_ peer: NodeID, count: Int, bits: [UInt8], settings: SwarmSettings, hint: PeerHint?) {
-        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        addSource(peer, settings: settings, hint: hint)
         if manifest == nil { pendingHave[peer] = (count, bits); return }
         applyHave(peer, count: count, bits: bits)
     }
@@ -540,7 +679,7 @@ final class BlobState: @unchecked Sendable {
 
     func addToSource(_ peer: NodeID, indices: [UInt32], settings: SwarmSettings, hint: PeerHint?) {
         guard let m = manifest else { return }
-        if sources[peer] == nil { sources[peer] = Source(settings: settings, hint: hint) }
+        addSource(peer, settings: settings, hint: hint)
         if sources[peer]!.have == nil { sources[peer]!.have = Bitfield(count: m.chunks.count) }
         for i in indices.map(Int.init) where i < m.chunks.count && !sources[peer]!.have![i] {
             sources[peer]!.have!.insert(i)
@@ -548,11 +687,23 @@ final class BlobState: @unchecked Sendable {
         }
     }
 
+    func addSource(_ peer: NodeID, settings: SwarmSettings, hint: PeerHint?) {
+        guard sources[peer] == nil else { return }
+        sources[peer] = Source(settings: settings, hint: hint)
+        sourceOrder.insert(peer)
+    }
+
+    func removeAllSources() {
+        sources = [:]
+        sourceOrder = PeerList()
+    }
+
     /// Removes a source; returns true if it had requests in flight (now re-queued).
     func dropSource(_ peer: NodeID) -> Bool {
         guard let s = sources.removeValue(forKey: peer) else { return false }
+        sourceOrder.remove(peer)
         if let h = s.have { for i in 0..<h.count where h[i] && availability[i] > 0 { availability[i] -= 1 } }
-        for i in s.inflight.keys { forget(i, peer) }
+        for i in s.inflight.keys.sorted() { forget(i, peer) }
         return !s.inflight.isEmpty
     }
 
@@ -568,10 +719,19 @@ final class BlobState: @unchecked Sendable {
 
     func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant) {
         guard var s = sources[peer], let sent = s.inflight[i] else { return }
-        let since = max(sent, s.lastDelivery ?? sent)
-        let dt = max((now - since).seconds, 1e-6)
-        let sample = Double(bytes) / dt
-        s.throughput = s.deliveries == 0 ? sample : 0.75 * s.throughput + 0.25 * sample
+        // Rate over a window of at least 100 ms (and two deliveries): single inter-arrival gaps
+        // say nothing when pieces from a shared queue arrive in bursts.
+        s.windowBytes += bytes
+        s.windowCount += 1
+        let span = (now - s.windowStart).seconds
+        if span >= 0.1 && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
+            let sample = Double(s.windowBytes) / max(span, 1e-6)
+            s.throughput = s.rated ? 0.7 * s.throughput + 0.3 * sample : sample
+            s.rated = true
+            s.windowStart = now
+            s.windowBytes = 0
+            s.windowCount = 0
+        }
         s.deliveries += 1
         let rttSample = now - sent
         if s.deliveries == 1 || rttSample < s.rtt { s.rtt = max(rttSample, .microseconds(100)) }
@@ -580,16 +740,17 @@ final class BlobState: @unchecked Sendable {
         sources[peer] = s
     }
 
-    /// Abandons requests that are overdue; returns how many.
-    func expireRequests(now: Instant, settings: SwarmSettings) -> Int {
-        var expired = 0
-        for (peer, s) in sources {
+    /// Abandons requests that are overdue; returns them (to cancel at their sources).
+    func expireRequests(now: Instant, settings: SwarmSettings) -> [(NodeID, Int)] {
+        var expired: [(NodeID, Int)] = []
+        for peer in sourceOrder {
+            let s = sources[peer]!
             let timeout = max(settings.requestTimeoutFloor,
                               s.rtt * 4 + .seconds(3 * Double(s.inflightBytes) / max(s.throughput, 1)))
-            for (i, sent) in s.inflight where now - sent > timeout {
+            for (i, sent) in s.inflight.sorted(by: { $0.key < $1.key }) where now - sent > timeout {
                 sources[peer]!.throughput /= 2
                 requestFailed(i, from: peer, now: now)
-                expired += 1
+                expired.append((peer, i))
             }
         }
         return expired
@@ -613,6 +774,11 @@ struct Source: Sendable {
     var rtt: Duration
     var lastDelivery: Instant?
     var deliveries = 0
+    /// Bytes delivered since `windowStart` (restarted when the source goes from idle to busy).
+    var windowStart = Instant.zero
+    var windowBytes = 0
+    var windowCount = 0
+    var rated = false
     var badPieces = 0
     /// Chunks this source said it is too busy to serve, until when.
     var avoid: [Int: Instant] = [:]
@@ -625,6 +791,11 @@ struct Source: Sendable {
     }
 
     mutating func request(_ i: Int, size: Int, now: Instant) {
+        if inflight.isEmpty {
+            windowStart = now
+            windowBytes = 0
+            windowCount = 0
+        }
         inflight[i] = now
         sizes[i] = size
         inflightBytes += size
@@ -642,5 +813,54 @@ struct Source: Sendable {
         var copy = Bitfield(count: have!.count)
         for j in 0..<have!.count where have![j] && j != i { copy.insert(j) }
         have = copy
+    }
+}
+
+/// Peers in the order they were added: membership by hash, iteration by array, so walking it never
+/// depends on a hash seed. Removal moves the last peer into the gap (deterministic, O(1)).
+struct PeerList: Sequence, Sendable {
+    private(set) var items: [NodeID] = []
+    private var position: [NodeID: Int] = [:]
+
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+    func contains(_ peer: NodeID) -> Bool { position[peer] != nil }
+
+    @discardableResult
+    mutating func insert(_ peer: NodeID) -> Bool {
+        guard position[peer] == nil else { return false }
+        position[peer] = items.count
+        items.append(peer)
+        return true
+    }
+
+    mutating func remove(_ peer: NodeID) {
+        guard let i = position.removeValue(forKey: peer) else { return }
+        let last = items.removeLast()
+        if i < items.count {
+            items[i] = last
+            position[last] = i
+        }
+    }
+
+    func makeIterator() -> IndexingIterator<[NodeID]> { items.makeIterator() }
+}
+
+extension SwarmCore {
+    /// A one-screen account of a transfer for diagnosis (`GQUIC_SWARM_TIMELINE=1 gquic-sim run …`):
+    /// the missing chunks, who is asked for each, and what each source has in flight.
+    public func debugDescription(of blob: Digest) -> String {
+        guard let b = blobs[blob], let have = b.have else { return "no state" }
+        var lines: [String] = []
+        let missing = (0..<have.count).filter { !have[$0] }
+        lines.append("  missing \(missing.count): " + missing.prefix(12).map { i in
+            "\(i)[avail \(b.availability[i]), asked \(b.requested[i]?.count ?? 0), unreq \(b.unrequestedPos[i] != nil)]"
+        }.joined(separator: " "))
+        for p in b.sourceOrder {
+            let s = b.sources[p]!
+            lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
+        }
+        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it")
+        return lines.joined(separator: "\n")
     }
 }

@@ -1,6 +1,7 @@
 import MeshCore
 import MeshSimulator
 import Membership
+import Swarm
 
 /// The cores this build of gquic-sim can host, by the name scenarios use (`core NAME`).
 ///
@@ -9,13 +10,16 @@ import Membership
 /// simulator drives the very same core the daemon runs; the adapters below only add what the
 /// simulator measures (`SimObservableCore`). A scenario that names a core missing here fails before
 /// running, naming the core.
-func simCoreRegistry() -> SimCoreRegistry {
+func simCoreRegistry(swarmLedger: SwarmSimLedger = SwarmSimLedger()) -> SimCoreRegistry {
     var r = SimCoreRegistry.builtIn
     r.register("membership", summary: "SWIM + Lifeguard membership (Membership, issue 6)") { ctx in
         MembershipSimCore(core: MembershipCore(
             me: ctx.nodeID, address: ctx.address,
             generation: UInt64(ctx.incarnation + 1),   // grows across restarts, disk or not
             seeds: ctx.seeds, random: ctx.random))
+    }
+    r.register("swarm", summary: "swarm download planner with a synthetic chunk store (Swarm, issue 8)") { ctx in
+        try SwarmSimCore(context: ctx, ledger: swarmLedger)
     }
     return r
 }

@@ -118,8 +118,9 @@ struct Run: ParsableCommand {
     func run() throws {
         let (sc, _) = try loadScenario(scenario)
         var world: SimWorld
+        let swarmLedger = SwarmSimLedger()
         do {
-            world = try SimWorld(scenario: sc, seed: seed, registry: simCoreRegistry())
+            world = try SimWorld(scenario: sc, seed: seed, registry: simCoreRegistry(swarmLedger: swarmLedger))
         } catch {
             throw CLIError(error.description)
         }
@@ -160,11 +161,27 @@ struct Run: ParsableCommand {
         let report = SimReport(world: world, wallSeconds: wall, peakRSSBytes: peakRSS(), cpuSeconds: cpu)
         let dir = out ?? "simulations/results/tmp/\(sc.name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try report.jsonDocument().write(toFile: dir + "/report.json", atomically: true, encoding: .utf8)
+        let swarm = SwarmSummary(ledger: swarmLedger, scenario: sc)
+        var json = report.jsonDocument()
+        if !swarm.entries.isEmpty, json.hasSuffix("\n}\n") {
+            json = String(json.dropLast(3)) + ",\n  " + swarm.json() + "\n}\n"
+        }
+        try json.write(toFile: dir + "/report.json", atomically: true, encoding: .utf8)
         for (name, svg) in report.plots() {
             try svg.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8)
         }
         print(report.table())
+        if !swarm.entries.isEmpty { print(swarm.table()) }
+        if ProcessInfo.processInfo.environment["GQUIC_SWARM_TIMELINE"] != nil {
+            for i in 0..<sc.nodes {
+                if i == 0, let c = world.core(of: i) as? SwarmSimCore, let d = swarmLedger.blobs.values.first?.manifest.blob { print("node 0:\n" + c.core.debugDescription(of: d)) }
+                guard let c = world.core(of: i) as? SwarmSimCore else { continue }
+                for t in c.core.transfers {
+                    print("node \(i): \(t.bytesDone)/\(t.bytesTotal) bytes, \(t.sources) sources")
+                    print(c.core.debugDescription(of: t.blob))
+                }
+            }
+        }
         print("report".padding(toLength: 6, withPad: " ", startingAt: 0) + "  \(dir)/report.json, cdf.svg, convergence.svg, bytes.svg")
         print("trace-hash: \(world.traceHash?.hex ?? "")")
     }
