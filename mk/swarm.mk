@@ -4,11 +4,15 @@
 # SWARM_SIM_SIZE sets the blob: the shipped scenario says 1GiB, which takes ~16× the wall time of the
 # 64MiB default here (every piece is really SHA-256 verified; see docs/benchmarks.md#swarm).
 BENCH_AREAS += swarm
-.PHONY: bench-swarm
+.PHONY: bench-swarm bench-swarm-sim
 SWARM_SIM_SIZE ?= 64MiB
 SWARM_SIM_SEED ?= 1
 
-bench-swarm:
+# Then the real-daemon part (mk/peer.mk): 1 seed + 4 and + 8 daemons in namespaces under tc tbf
+# against aria2c + opentracker (root).
+bench-swarm: bench-swarm-sim bench-swarm-netns
+
+bench-swarm-sim:
 	$(SWIFT) build $(RELEASE) --product gquic-sim $(SWIFT_FLAGS)
 	@mkdir -p .build/bench-swarm
 	sed -e 's/size=1GiB/size=$(SWARM_SIM_SIZE)/' -e 's/^name swarm-1k/name swarm-1k-$(SWARM_SIM_SIZE)/' \
