@@ -57,6 +57,8 @@ public final class MembershipWorld {
     public static let packetOverhead = 56
 
     private var rng: SeededRandom
+    /// One directory for all hosted cores (IDs and addresses stored once, not once per observer).
+    private let directory = MemberDirectory()
     private var heap: [Scheduled] = []
     private var payloads: [Int: Event] = [:]
     private var freeSlots: [Int] = []
@@ -92,7 +94,8 @@ public final class MembershipWorld {
         if !keepGeneration || hosts[i].generation == 0 { hosts[i].generation += 1 }
         let seeds = seedHosts.filter { $0 != i }.map { hosts[$0].address }
         var core = MembershipCore(me: hosts[i].id, address: hosts[i].address,
-                                  generation: hosts[i].generation, seeds: seeds, settings: settings, random: rng.fork())
+                                  generation: hosts[i].generation, seeds: seeds, settings: settings, random: rng.fork(),
+                                  directory: directory)
         let out = core.start(now: now)
         hosts[i].core = core
         carryOut(out, from: i)

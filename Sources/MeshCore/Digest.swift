@@ -77,9 +77,10 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
     public var bytes: [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(32)
-        for w in [w0, w1, w2, w3] {
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(shift))) }
-        }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w0 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w1 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w2 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w3 >> UInt64(shift))) }
         return out
     }
 
@@ -109,9 +110,22 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
 }
 
 extension Digest: WireCodable {
-    public func encode(to writer: inout WireWriter) { writer.raw(bytes) }
+    // Four big-endian words: the same 32 bytes as `bytes`, without building an array (membership
+    // messages carry a dozen node IDs each; this is on the simulator's hottest path).
+    public func encode(to writer: inout WireWriter) {
+        writer.fixed(w0); writer.fixed(w1); writer.fixed(w2); writer.fixed(w3)
+    }
     public init(from reader: inout WireReader) throws(WireError) {
-        self.init(unchecked: try reader.raw(count: 32))
+        w0 = try reader.fixed(UInt64.self)
+        w1 = try reader.fixed(UInt64.self)
+        w2 = try reader.fixed(UInt64.self)
+        w3 = try reader.fixed(UInt64.self)
+    }
+
+    /// The all-zero digest (a placeholder value that costs nothing to make).
+    public static let zero = Digest(words: 0, 0, 0, 0)
+    private init(words w0: UInt64, _ w1: UInt64, _ w2: UInt64, _ w3: UInt64) {
+        self.w0 = w0; self.w1 = w1; self.w2 = w2; self.w3 = w3
     }
 }
 
