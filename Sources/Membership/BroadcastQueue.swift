@@ -62,20 +62,21 @@ struct BroadcastQueue: Sendable {
             let n = size(f, item.from)
             if n <= byteBudget { chosen.append((f, item.from, item.transmits)); used = n; live[f]!.token = 0; stale += 1 }
         }
-        // The smallest update is ~45 bytes; stop looking once not even that fits.
-        var scanned = 0
+        // The smallest update is ~45 bytes; stop looking once not even that fits, or after a few
+        // that did not fit (a message is full; scanning on for a smaller update costs more than
+        // the few bytes it would fill).
+        var misses = 0
         var t = 0
-        while t < buckets.count && chosen.count < maxCount && byteBudget - used >= 40 && scanned < maxCount * 8 {
+        while t < buckets.count && chosen.count < maxCount && byteBudget - used >= 40 && misses < 4 {
             var j = buckets[t].count
             var kept: [Entry] = []
-            while j > 0 && chosen.count < maxCount && byteBudget - used >= 40 && scanned < maxCount * 8 {
+            while j > 0 && chosen.count < maxCount && byteBudget - used >= 40 && misses < 4 {
                 j -= 1
                 let e = buckets[t][j]
                 guard let item = live[e.slot], item.token == e.token else { stale -= 1; continue }
-                scanned += 1
                 if t >= limit { live[e.slot] = nil; continue }
                 let n = size(e.slot, item.from)
-                if used + n > byteBudget { kept.append(e); continue }
+                if used + n > byteBudget { kept.append(e); misses += 1; continue }
                 used += n
                 chosen.append((e.slot, item.from, item.transmits))
                 live[e.slot]!.token = 0 // moved below

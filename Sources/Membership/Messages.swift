@@ -41,7 +41,7 @@ public struct MemberVersion: Hashable, Comparable, Sendable, CustomStringConvert
 /// One piece of gossip (and one row of a push-pull state): node X is `status` at `version`,
 /// reachable at `address`; `from` names who suspected or declared it, for suspicion confirmations.
 public struct MemberUpdate: Hashable, Sendable, WireFields {
-    public var node: NodeID = NodeID(digest: Digest(unchecked: [UInt8](repeating: 0, count: 32)))
+    public var node: NodeID = NodeID(digest: .zero)
     public var address = PeerAddress()
     public var version = MemberVersion(generation: 0, incarnation: 0)
     public var status: MemberStatus = .alive
@@ -137,7 +137,7 @@ public enum MembershipMessage: Hashable, Sendable {
     /// the same fields, told apart by the frame type.
     public struct Probe: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0
-        public var target = MemberUpdate().node
+        public var target = NodeID(digest: .zero)
         public var updates: [MemberUpdate] = []
         public init() {}
         public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
@@ -150,7 +150,7 @@ public enum MembershipMessage: Hashable, Sendable {
     public struct Ack: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0
         /// The node that answered (the target, also when relayed).
-        public var responder = MemberUpdate().node
+        public var responder = NodeID(digest: .zero)
         public var coordinate: Coordinate? = nil
         public var updates: [MemberUpdate] = []
         public init() {}

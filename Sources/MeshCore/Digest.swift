@@ -12,6 +12,17 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
     /// Wraps 32 bytes that are already a SHA-256 output. Traps on any other length.
     public init(unchecked bytes: some Collection<UInt8>) {
         precondition(bytes.count == 32, "a SHA-256 digest is 32 bytes, got \(bytes.count)")
+        // Contiguous bytes (arrays, slices): four unaligned big-endian loads instead of 32 steps.
+        if let words = bytes.withContiguousStorageIfAvailable({ b in
+            let raw = UnsafeRawBufferPointer(b)
+            return (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+        }) {
+            (w0, w1, w2, w3) = words
+            return
+        }
         var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         var i = 0
         for b in bytes {
