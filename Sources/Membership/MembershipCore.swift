@@ -264,7 +264,16 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
         // Everything but a join request must come from a member: a node outside the cluster cannot
         // inject members or suspicions, whatever it says.
-        guard let sender = slot(of: from), table.status(sender) != .left else { throw .notAMember(from) }
+        guard let sender = slot(of: from) else { throw .notAMember(from) }
+        if table.status(sender) == .left {
+            // A member we hold as left may still speak for itself, and only that: a newer alive
+            // of its own refutes a `left` another member forged (records are not signed; see
+            // docs/protocol.md). A node that really left never sends one in the same generation.
+            let own = decoded.updates.filter { $0.node == from && $0.status == .alive }
+            guard !own.isEmpty else { throw .notAMember(from) }
+            apply(own, from: from, now: now)
+            return
+        }
         switch decoded {
         case .ping(let ping):
             apply(ping.updates, from: from, now: now)

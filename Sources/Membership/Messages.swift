@@ -221,6 +221,17 @@ public enum MembershipMessage: Hashable, Sendable {
         }
     }
 
+    /// The member updates the message carries (piggybacked, gossiped or the push-pull state).
+    public var updates: [MemberUpdate] {
+        switch self {
+        case .ping(let m), .pingReq(let m): m.updates
+        case .ack(let m): m.updates
+        case .nack: []
+        case .gossip(let m): m.updates
+        case .pushPull(let m): m.members
+        }
+    }
+
     /// Decodes a frame; every failure is a typed `MembershipError`.
     public init(frame: Frame, maxPushPullBytes: Int = 8 << 20) throws(MembershipError) {
         do {

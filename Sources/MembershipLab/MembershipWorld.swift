@@ -132,6 +132,13 @@ public final class MembershipWorld {
     /// Delays every message to and from host `i` by `delay` (a slow but live node).
     public func slow(_ i: Int, by delay: Duration) { hosts[i].extraDelay = delay }
 
+    /// Delivers `message` to host `to` now, as if host `from` had sent it over their authenticated
+    /// link: what a misbehaving member could send (tests of forged gossip).
+    public func inject(_ message: MembershipMessage, from: Int, to: Int) {
+        let msg = PeerMessage(peer: hosts[to].id, traffic: .control, frame: message.frame, unreliable: true)
+        schedule(.deliver(msg, from: from, to: to), at: now)
+    }
+
     // MARK: - Queries
 
     /// How host `observer` sees host `subject` (nil if unknown or the observer is down).
