@@ -16,26 +16,47 @@ struct BroadcastQueue: Sendable {
 
     private struct Entry: Sendable {
         var slot: Int32
-        var token: UInt64
+        var token: UInt32
     }
     private struct Live: Sendable {
-        var token: UInt64
-        var transmits: Int
+        var token: UInt32
+        var transmits: UInt16
         /// Node number + 1 of the suspector (0: none).
         var from: UInt32
     }
     private var buckets: [[Entry]] = []
     private var live: [Int32: Live] = [:]
-    private var counter: UInt64 = 0
+    /// Tokens tell a bucket entry from a stale one; they wrap after 2^32 placements, and an entry
+    /// would have to sit unread through all of them to be mistaken.
+    private var counter: UInt32 = 0
     private var stale = 0
+    /// Most updates held; see `enqueue`.
+    let capacity: Int
+
+    init(capacity: Int = 4_096) { self.capacity = capacity }
 
     var count: Int { live.count }
     var isEmpty: Bool { live.isEmpty }
 
     /// Queues (or replaces) the update about `slot`, with `from` the suspector's node number + 1.
+    /// When `capacity` updates are held, the one sent most often (newest among those) is dropped:
+    /// it has done most of its share, every node that got it passes it on, and push-pull repairs
+    /// what gossip misses. (While 10,000 nodes join, updates arrive faster than λ·log N transmissions
+    /// can drain them, and an unbounded queue held ~8,000 updates per node.)
     mutating func enqueue(_ slot: Int32, from: UInt32 = 0) {
-        if live[slot] != nil { stale += 1 }
+        if live[slot] != nil { stale += 1 } else if live.count >= capacity { evictOne() }
         place(slot, transmits: 0, from: from)
+    }
+
+    private mutating func evictOne() {
+        var t = buckets.count - 1
+        while t >= 0 {
+            while let e = buckets[t].popLast() {
+                if let item = live[e.slot], item.token == e.token { live[e.slot] = nil; return }
+                stale -= 1
+            }
+            t -= 1
+        }
     }
 
     mutating func remove(_ slot: Int32) {
@@ -43,8 +64,9 @@ struct BroadcastQueue: Sendable {
     }
 
     private mutating func place(_ slot: Int32, transmits: Int, from: UInt32) {
-        counter += 1
-        live[slot] = Live(token: counter, transmits: transmits, from: from)
+        counter &+= 1
+        if counter == 0 { counter = 1 } // 0 marks an item being moved
+        live[slot] = Live(token: counter, transmits: UInt16(clamping: transmits), from: from)
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
     }
@@ -57,10 +79,11 @@ struct BroadcastQueue: Sendable {
                        size: (Int32, UInt32) -> Int) -> [(slot: Int32, from: UInt32)] {
         guard !live.isEmpty, byteBudget > 0, maxCount > 0 else { return [] }
         var chosen: [(slot: Int32, from: UInt32, transmits: Int)] = []
+        chosen.reserveCapacity(16)
         var used = 0
         if let f = first, let item = live[f] {
             let n = size(f, item.from)
-            if n <= byteBudget { chosen.append((f, item.from, item.transmits)); used = n; live[f]!.token = 0; stale += 1 }
+            if n <= byteBudget { chosen.append((f, item.from, Int(item.transmits))); used = n; live[f]!.token = 0; stale += 1 }
         }
         // The smallest update is ~45 bytes; stop looking once not even that fits, or after a few
         // that did not fit (a message is full; scanning on for a smaller update costs more than
@@ -78,7 +101,7 @@ struct BroadcastQueue: Sendable {
                 let n = size(e.slot, item.from)
                 if used + n > byteBudget { kept.append(e); misses += 1; continue }
                 used += n
-                chosen.append((e.slot, item.from, item.transmits))
+                chosen.append((e.slot, item.from, Int(item.transmits)))
                 live[e.slot]!.token = 0 // moved below
             }
             buckets[t].removeSubrange(j...)

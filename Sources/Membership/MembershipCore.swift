@@ -99,7 +99,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var coordinateOrder: [Int32] = []
     private var coordinateNext = 0
     static let maxCoordinates = 256
-    private var broadcasts = BroadcastQueue()
+    private var broadcasts: BroadcastQueue
     /// Lifeguard's local health multiplier (0...settings.lifeguard.maxMultiplier).
     public private(set) var localHealth = 0
 
@@ -151,6 +151,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         self.rng = random
         self.sequence = rng.next() >> 34
         self.vivaldi = VivaldiState(settings: settings.vivaldi)
+        self.broadcasts = BroadcastQueue(capacity: max(1, settings.gossip.maxQueuedUpdates))
     }
 
     // MARK: - Public view
