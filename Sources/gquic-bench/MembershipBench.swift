@@ -41,6 +41,8 @@ struct MembershipBench: ParsableCommand {
     var seed: UInt64 = 1
     @Flag(help: "Run only the false-positive measurement.")
     var onlyFalsePositives = false
+    @Flag(help: "Skip the false-positive measurement.")
+    var noFalsePositives = false
 
     func run() throws {
         var report = BenchReport(area: "membership")
@@ -64,7 +66,7 @@ struct MembershipBench: ParsableCommand {
             }
         }
         // The false-positive run may reuse a formed cluster (its crashed nodes stay down and dead).
-        falsePositives(reusable[fpNodes] ?? formed(n: fpNodes, settings: MembershipSettings(), extra: 0), n: fpNodes, report: &report)
+        if !noFalsePositives { falsePositives(reusable[fpNodes] ?? formed(n: fpNodes, settings: MembershipSettings(), extra: 0), n: fpNodes, report: &report) }
         try report.write()
     }
 
