@@ -141,3 +141,31 @@ struct MemberTable {
         if a.count == a.capacity { a.reserveCapacity(a.count + a.count / 4 + 16) }
     }
 }
+
+/// A dictionary that keeps at most `limit` keys, forgetting the earliest inserted first (per-peer
+/// state that only matters for peers seen recently: Vivaldi filters, member coordinates).
+struct RecentMap<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    private(set) var values: [Key: Value] = [:]
+    private var order: [Key] = []
+    private var next = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    subscript(key: Key) -> Value? {
+        get { values[key] }
+        set {
+            guard let v = newValue else { values[key] = nil; return }
+            if values.updateValue(v, forKey: key) == nil {
+                if order.count >= limit {
+                    // The ring slot may name a key removed meanwhile; removing it again is harmless.
+                    if order[next] != key { values[order[next]] = nil }
+                    order[next] = key
+                    next = (next + 1) % limit
+                } else {
+                    order.append(key)
+                }
+            }
+        }
+    }
+}

@@ -95,10 +95,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Per-member RTT, microseconds: smoothed and last sample, from acks (late ones too).
     private var rtts: [Int32: (smoothed: UInt32, last: UInt32)] = [:]
     /// Vivaldi coordinates of the members that acked us most recently (bounded).
-    private var coordinates: [Int32: Coordinate] = [:]
-    private var coordinateOrder: [Int32] = []
-    private var coordinateNext = 0
-    static let maxCoordinates = 256
+    private var coordinates = RecentMap<Int32, Coordinate>(limit: 256)
     private var broadcasts: BroadcastQueue
     /// Lifeguard's local health multiplier (0...settings.lifeguard.maxMultiplier).
     public private(set) var localHealth = 0
@@ -189,7 +186,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Live members ordered by estimated RTT from here (Vivaldi), nearest first.
     public func nearestMembers(_ count: Int) -> [Member] {
         let mine = vivaldi.coordinate
-        return coordinates.keys.sorted().filter { table.status($0) == .alive }.map { memberAt($0) }
+        return coordinates.values.keys.sorted().filter { table.status($0) == .alive }.map { memberAt($0) }
             .filter { $0.coordinate != nil }
             .sorted { mine.distance(to: $0.coordinate!) < mine.distance(to: $1.coordinate!) }
             .prefix(count).map { $0 }
@@ -637,17 +634,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                             status: status ?? table.status(slot) ?? .dead, from: from)
     }
 
-    private mutating func setCoordinate(_ c: Coordinate, at slot: Int32) {
-        if coordinates.updateValue(c, forKey: slot) == nil {
-            if coordinateOrder.count >= Self.maxCoordinates {
-                coordinates[coordinateOrder[coordinateNext]] = nil
-                coordinateOrder[coordinateNext] = slot
-                coordinateNext = (coordinateNext + 1) % Self.maxCoordinates
-            } else {
-                coordinateOrder.append(slot)
-            }
-        }
-    }
+    private mutating func setCoordinate(_ c: Coordinate, at slot: Int32) { coordinates[slot] = c }
 
     /// The endpoint number of (node, generation, address); nil if the directory is full.
     private func endpoint(_ node: UInt32, _ u: MemberUpdate) -> UInt32? {
