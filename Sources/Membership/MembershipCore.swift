@@ -418,7 +418,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // Suspicions that ran out.
         // The last-chance probe starts one probe period before the deadline, so that its verdict
         // lands on the deadline itself.
-        let lead = scaled(settings.probe.interval)
+        let lead = lastChanceLead
         for slot in suspicions.keys.sorted() {
             guard let timer = suspicions[slot], !timer.finalProbe, now >= timer.deadline - lead else { continue }
             guard table.status(slot) == .suspect else { suspicions[slot] = nil; continue }
@@ -508,7 +508,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // The indirect phase gets the same allowance: its path also runs through the slow member.
         let direct = max(timeout, expected)
         probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + direct,
-                                   periodEndAt: now + direct + max(period - timeout, expected), final: final,
+                                   periodEndAt: now + max(direct + max(period - timeout, expected), final ? lastChanceLead : .zero),
+                                   final: final,
                                    version: version(at: slot))
         var ping = MembershipMessage.Ping()
         ping.sequence = seq
@@ -517,6 +518,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         send(.ping(ping), to: t, now: now, &out)
         stats.probesSent += 1
     }
+
+    /// How long before a suspicion's deadline its last-chance probe starts, and so how long that
+    /// probe may wait for an ack: its verdict lands on the deadline itself.
+    private var lastChanceLead: Duration { max(scaled(settings.probe.interval), settings.probe.lastChanceWait) }
 
     /// Twice the member's recent RTT, capped by `probe.maxAdaptiveWait`; zero if never measured.
     private func expectedRTTWait(_ slot: Int32) -> Duration {
@@ -1028,7 +1033,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
         for p in probes.values { next = min(next, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
         for r in relays.values { next = min(next, r.nacked ? r.expiresAt : r.nackAt) }
-        let lead = scaled(settings.probe.interval)
+        let lead = lastChanceLead
         for s in suspicions.values where !s.finalProbe { next = min(next, s.deadline - lead) }
         out.wake(at: next)
     }
