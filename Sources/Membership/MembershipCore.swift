@@ -77,7 +77,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         /// The target's version when the probe started.
         var version = MemberVersion(generation: 0, incarnation: 0)
     }
-    private var probes: [UInt64: PendingProbe] = [:]
+    private var probes: [UInt64: PendingProbe] = [:] { didSet { timersDirty = true } }
 
     private struct Relay: Sendable {
         var requester: NodeID
@@ -87,9 +87,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var nacked = false
         var expiresAt: Instant
     }
-    private var relays: [UInt64: Relay] = [:]
+    private var relays: [UInt64: Relay] = [:] { didSet { timersDirty = true } }
 
-    private var suspicions: [Int32: SuspicionTimer] = [:]
+    private var suspicions: [Int32: SuspicionTimer] = [:] { didSet { timersDirty = true } }
+    /// The earliest probe, relay or suspicion deadline, recomputed only after those change (a
+    /// 10,000-member node can hold hundreds of suspicions while a cluster forms, and every input
+    /// asks for the next wake-up).
+    private var timersNext: Instant = .distantFuture
+    private var timersDirty = false
     /// Probes that ended without an ack, kept a while so a late ack still teaches us the RTT.
     private var lateProbes: [UInt64: (target: NodeID, sentAt: Instant)] = [:]
     /// Per-member RTT, microseconds: smoothed and last sample, from acks (late ones too).
@@ -581,6 +586,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     private mutating func adjustHealth(_ delta: Int) {
+        timersDirty = true // the last-chance lead scales with local health
         localHealth = min(max(0, localHealth + delta), settings.lifeguard.maxMultiplier)
     }
 
@@ -1026,16 +1032,21 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         return out
     }
 
-    private func scheduleWake(_ out: inout Outbox) {
+    private mutating func scheduleWake(_ out: inout Outbox) {
         guard started else { return }
         // Gossip rounds wake the node only while there is something to gossip (a round with an
         // empty queue sends nothing; at 10,000 simulated nodes those wake-ups were a third of all events).
-        var next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
-        for p in probes.values { next = min(next, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
-        for r in relays.values { next = min(next, r.nacked ? r.expiresAt : r.nackAt) }
-        let lead = lastChanceLead
-        for s in suspicions.values where !s.finalProbe { next = min(next, s.deadline - lead) }
-        out.wake(at: next)
+        let next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
+        if timersDirty {
+            var t = Instant.distantFuture
+            for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
+            for r in relays.values { t = min(t, r.nacked ? r.expiresAt : r.nackAt) }
+            let lead = lastChanceLead
+            for s in suspicions.values where !s.finalProbe { t = min(t, s.deadline - lead) }
+            timersNext = t
+            timersDirty = false
+        }
+        out.wake(at: min(next, timersNext))
     }
 }
 
