@@ -98,7 +98,9 @@ public struct MembershipSettings: Sendable {
         /// Each update is sent `retransmitMultiplier · ceil(log10(N + 1))` times (SWIM's λ·log N;
         /// memberlist `RetransmitMult` = 4).
         public var retransmitMultiplier: Int = 4
-        /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms).
+        /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms), while updates are
+        /// queued. A node with an empty queue does not wake for gossip, and its first round after an
+        /// update arrives runs at once (a GQUIC change: joins and deaths spread in a few hops).
         public var interval: Duration = .milliseconds(200)
         /// Members gossiped to per round (memberlist LAN `GossipNodes` = 3).
         public var fanout: Int = 3
