@@ -41,7 +41,7 @@ public struct MemberVersion: Hashable, Comparable, Sendable, CustomStringConvert
 /// One piece of gossip (and one row of a push-pull state): node X is `status` at `version`,
 /// reachable at `address`; `from` names who suspected or declared it, for suspicion confirmations.
 public struct MemberUpdate: Hashable, Sendable, WireFields {
-    public var node: NodeID = NodeID(digest: Digest(unchecked: [UInt8](repeating: 0, count: 32)))
+    public var node: NodeID = NodeID(digest: .zero)
     public var address = PeerAddress()
     public var version = MemberVersion(generation: 0, incarnation: 0)
     public var status: MemberStatus = .alive
@@ -63,6 +63,34 @@ public struct MemberUpdate: Hashable, Sendable, WireFields {
         guard let s = MemberStatus(rawValue: raw) else { throw .malformed("member status \(raw) is not 0...3", at: at) }
         status = s
         try c.optional(&from)
+    }
+
+    // The same bytes as `wireFields`, written out by hand: a message carries a dozen updates and
+    // this is the simulator's hottest path (ProtocolTests checks the two agree).
+    public func encode(to w: inout WireWriter) {
+        node.encode(to: &w)
+        w.string(address.host)
+        w.varint(UInt64(address.port))
+        w.varint(version.generation)
+        w.varint(version.incarnation)
+        w.varint(UInt64(status.rawValue))
+        if let f = from { w.u8(1); f.encode(to: &w) } else { w.u8(0) }
+    }
+
+    public init(from r: inout WireReader) throws(WireError) {
+        node = try NodeID(from: &r)
+        address = PeerAddress(host: try r.string(maxLength: 255), port: try r.varint(as: UInt16.self))
+        version = MemberVersion(generation: try r.varint(), incarnation: try r.varint())
+        let at = r.position
+        let raw = try r.varint(as: UInt8.self)
+        guard let s = MemberStatus(rawValue: raw) else { throw .malformed("member status \(raw) is not 0...3", at: at) }
+        status = s
+        let tagAt = r.position
+        switch try r.u8() {
+        case 0: from = nil
+        case 1: from = try NodeID(from: &r)
+        case let b: throw .malformed("optional tag must be 0 or 1, got \(b)", at: tagAt)
+        }
     }
 }
 
@@ -137,7 +165,7 @@ public enum MembershipMessage: Hashable, Sendable {
     /// the same fields, told apart by the frame type.
     public struct Probe: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0
-        public var target = MemberUpdate().node
+        public var target = NodeID(digest: .zero)
         public var updates: [MemberUpdate] = []
         public init() {}
         public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
@@ -150,7 +178,7 @@ public enum MembershipMessage: Hashable, Sendable {
     public struct Ack: Hashable, Sendable, WireFields {
         public var sequence: UInt64 = 0
         /// The node that answered (the target, also when relayed).
-        public var responder = MemberUpdate().node
+        public var responder = NodeID(digest: .zero)
         public var coordinate: Coordinate? = nil
         public var updates: [MemberUpdate] = []
         public init() {}
@@ -190,6 +218,17 @@ public enum MembershipMessage: Hashable, Sendable {
         case .nack(let m): Frame(type: FrameType.nack, message: m)
         case .gossip(let m): Frame(type: FrameType.gossip, message: m)
         case .pushPull(let m): Frame(type: FrameType.pushPull, message: m)
+        }
+    }
+
+    /// The member updates the message carries (piggybacked, gossiped or the push-pull state).
+    public var updates: [MemberUpdate] {
+        switch self {
+        case .ping(let m), .pingReq(let m): m.updates
+        case .ack(let m): m.updates
+        case .nack: []
+        case .gossip(let m): m.updates
+        case .pushPull(let m): m.members
         }
     }
 

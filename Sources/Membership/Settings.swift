@@ -49,6 +49,14 @@ public struct MembershipSettings: Sendable {
         /// and memberlist wait one fixed period, so a live node slower than that is suspected on
         /// every probe.
         public var maxAdaptiveWait: Duration = .seconds(2)
+        /// How long the last-chance probe of a suspect waits for an ack. It starts this long before
+        /// the suspicion's deadline (its verdict lands on the deadline, so a crash is not detected
+        /// later), and it may take that long because the observer usually has never measured the
+        /// suspect's RTT: at N = 1,000 a member probes a given member once per ~500 s round, so a
+        /// live member with a 600 ms RTT under 10% loss failed the one-period last chance and was
+        /// declared dead (2 false deaths in a simulated minute with α = 1.5). Default 1.5 s (three
+        /// periods; covers RTTs to ~1.4 s). A GQUIC addition; memberlist has no last-chance probe.
+        public var lastChanceWait: Duration = .milliseconds(1_500)
         public init() {}
     }
 
@@ -59,9 +67,13 @@ public struct MembershipSettings: Sendable {
     /// `min = minMultiplier · max(1, log10(N)) · probe.interval` (memberlist's `suspicionTimeout`),
     /// `max = maxMultiplier · min`.
     public struct Suspicion: Sendable {
-        /// Lifeguard's α. memberlist LAN `SuspicionMult` = 4 (with a 1 s period: 12 s at N = 1,000).
-        /// Default 1: with the 500 ms period, min = 1.5 s at N = 1,000. A false suspicion gets no
-        /// independent confirmations and so runs for close to `max` (9 s), ample time to refute.
+        /// Lifeguard's α. memberlist LAN `SuspicionMult` = 4 (with its 1 s period: 12 s at N = 1,000).
+        /// Default 2: with the 500 ms period, min = 2 · 3 · 0.5 s = 3 s at N = 1,000 (4 s at 10,000).
+        /// A false suspicion gets no independent confirmations and so runs for close to `max` (18 s),
+        /// ample time to refute. α = 1.5 was tried for detection under 5 s at p99: it brought p50 from
+        /// 4.3 to 3.9 s (p99 stayed ~5.5–6 s) and, like α = 2, let a slowed member be declared dead
+        /// once or twice in 10 simulated minutes at N = 1,000 with 10% loss (docs/benchmarks.md);
+        /// the default stays at the more conservative 2.
         public var minMultiplier: Double = 2
         /// Lifeguard's β. memberlist `SuspicionMaxTimeoutMult` = 6; the paper evaluates β = 6.
         public var maxMultiplier: Double = 6
@@ -84,7 +96,9 @@ public struct MembershipSettings: Sendable {
         /// Each update is sent `retransmitMultiplier · ceil(log10(N + 1))` times (SWIM's λ·log N;
         /// memberlist `RetransmitMult` = 4).
         public var retransmitMultiplier: Int = 4
-        /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms).
+        /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms), while updates are
+        /// queued. A node with an empty queue does not wake for gossip, and its first round after an
+        /// update arrives runs at once (a GQUIC change: joins and deaths spread in a few hops).
         public var interval: Duration = .milliseconds(200)
         /// Members gossiped to per round (memberlist LAN `GossipNodes` = 3).
         public var fanout: Int = 3
@@ -94,6 +108,12 @@ public struct MembershipSettings: Sendable {
         /// Bytes of piggybacked updates per message: a QUIC DATAGRAM must fit a 1,200-byte packet
         /// with its headers (memberlist's `UDPBufferSize` is 1,400 for raw UDP).
         public var maxPiggybackBytes: Int = 1_000
+        /// Most updates waiting to be gossiped; beyond it the update sent most often is dropped
+        /// (push-pull repairs what gossip then misses). memberlist's queue is unbounded; while
+        /// 10,000 nodes join within two minutes, updates arrive faster than λ·log N transmissions
+        /// drain them and an unbounded queue held ~8,000 per node (~0.5 MB each, 5 GB across a
+        /// simulated cluster). Default 2,048: ~60 KB per node.
+        public var maxQueuedUpdates: Int = 2_048
         public init() {}
     }
 

@@ -8,7 +8,7 @@ public struct VivaldiState: Sendable {
     private let settings: MembershipSettings.Vivaldi
     private var adjustmentSamples: [Double]
     private var adjustmentIndex = 0
-    private var latencyFilters: [NodeID: [Double]] = [:]
+    private var latencyFilters = RecentMap<NodeID, [Double]>(limit: 256)
     /// Samples applied so far (for reports and tests).
     public private(set) var updates = 0
 
@@ -26,7 +26,9 @@ public struct VivaldiState: Sendable {
         var rttSeconds = rtt.seconds
         guard rttSeconds >= 0, rttSeconds < 10 else { return }
         // Median of the last few samples per peer: one delayed ack does not move the coordinate.
-        var window = latencyFilters[node, default: []]
+        // Bounded: filters of the peers sampled longest ago are dropped (a 10,000-member node
+        // probes thousands of peers; a filter only matters while its peer is sampled again soon).
+        var window = latencyFilters[node] ?? []
         window.append(rttSeconds)
         if window.count > settings.latencyFilterSize { window.removeFirst(window.count - settings.latencyFilterSize) }
         latencyFilters[node] = window

@@ -57,6 +57,8 @@ public final class MembershipWorld {
     public static let packetOverhead = 56
 
     private var rng: SeededRandom
+    /// One directory for all hosted cores (IDs and addresses stored once, not once per observer).
+    private let directory = MemberDirectory()
     private var heap: [Scheduled] = []
     private var payloads: [Int: Event] = [:]
     private var freeSlots: [Int] = []
@@ -92,7 +94,8 @@ public final class MembershipWorld {
         if !keepGeneration || hosts[i].generation == 0 { hosts[i].generation += 1 }
         let seeds = seedHosts.filter { $0 != i }.map { hosts[$0].address }
         var core = MembershipCore(me: hosts[i].id, address: hosts[i].address,
-                                  generation: hosts[i].generation, seeds: seeds, settings: settings, random: rng.fork())
+                                  generation: hosts[i].generation, seeds: seeds, settings: settings, random: rng.fork(),
+                                  directory: directory)
         let out = core.start(now: now)
         hosts[i].core = core
         carryOut(out, from: i)
@@ -128,6 +131,13 @@ public final class MembershipWorld {
 
     /// Delays every message to and from host `i` by `delay` (a slow but live node).
     public func slow(_ i: Int, by delay: Duration) { hosts[i].extraDelay = delay }
+
+    /// Delivers `message` to host `to` now, as if host `from` had sent it over their authenticated
+    /// link: what a misbehaving member could send (tests of forged gossip).
+    public func inject(_ message: MembershipMessage, from: Int, to: Int) {
+        let msg = PeerMessage(peer: hosts[to].id, traffic: .control, frame: message.frame, unreliable: true)
+        schedule(.deliver(msg, from: from, to: to), at: now)
+    }
 
     // MARK: - Queries
 

@@ -12,6 +12,17 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
     /// Wraps 32 bytes that are already a SHA-256 output. Traps on any other length.
     public init(unchecked bytes: some Collection<UInt8>) {
         precondition(bytes.count == 32, "a SHA-256 digest is 32 bytes, got \(bytes.count)")
+        // Contiguous bytes (arrays, slices): four unaligned big-endian loads instead of 32 steps.
+        if let words = bytes.withContiguousStorageIfAvailable({ b in
+            let raw = UnsafeRawBufferPointer(b)
+            return (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+        }) {
+            (w0, w1, w2, w3) = words
+            return
+        }
         var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         var i = 0
         for b in bytes {
@@ -77,9 +88,10 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
     public var bytes: [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(32)
-        for w in [w0, w1, w2, w3] {
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(shift))) }
-        }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w0 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w1 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w2 >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w3 >> UInt64(shift))) }
         return out
     }
 
@@ -109,9 +121,22 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
 }
 
 extension Digest: WireCodable {
-    public func encode(to writer: inout WireWriter) { writer.raw(bytes) }
+    // Four big-endian words: the same 32 bytes as `bytes`, without building an array (membership
+    // messages carry a dozen node IDs each; this is on the simulator's hottest path).
+    public func encode(to writer: inout WireWriter) {
+        writer.fixed(w0); writer.fixed(w1); writer.fixed(w2); writer.fixed(w3)
+    }
     public init(from reader: inout WireReader) throws(WireError) {
-        self.init(unchecked: try reader.raw(count: 32))
+        w0 = try reader.fixed(UInt64.self)
+        w1 = try reader.fixed(UInt64.self)
+        w2 = try reader.fixed(UInt64.self)
+        w3 = try reader.fixed(UInt64.self)
+    }
+
+    /// The all-zero digest (a placeholder value that costs nothing to make).
+    public static let zero = Digest(words: 0, 0, 0, 0)
+    private init(words w0: UInt64, _ w1: UInt64, _ w2: UInt64, _ w3: UInt64) {
+        self.w0 = w0; self.w1 = w1; self.w2 = w2; self.w3 = w3
     }
 }
 

@@ -68,7 +68,10 @@ public struct WireWriter: Sendable {
         bytes.append(contentsOf: data)
     }
 
-    public mutating func string(_ s: String) { lengthPrefixed(Array(s.utf8)) }
+    public mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { utf8 in varint(UInt64(utf8.count)); bytes.append(contentsOf: utf8) }
+    }
 
     public mutating func value<T: WireCodable>(_ v: T) { v.encode(to: &self) }
 }
@@ -157,8 +160,8 @@ public struct WireReader: Sendable {
 
     public mutating func string(maxLength: Int) throws(WireError) -> String {
         let at = offset
-        let bytes = try lengthPrefixed(maxLength: maxLength)
-        guard let s = String(validating: bytes, as: UTF8.self) else { throw .malformed("string is not valid UTF-8", at: at) }
+        let range = try lengthPrefixedRange(maxLength: maxLength)
+        guard let s = String(validating: buffer[range], as: UTF8.self) else { throw .malformed("string is not valid UTF-8", at: at) }
         return s
     }
 

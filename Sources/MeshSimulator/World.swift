@@ -366,7 +366,8 @@ public struct SimWorld {
 
     /// The global instant at which node `i`'s clock reads `local`.
     private func globalTime(_ i: Int, _ local: Instant) -> UInt64 {
-        if nodes[i].skewOffset == 0 && nodes[i].skewPPM == 0 { return local.nanoseconds }
+        // A wake-up already due fires now: virtual time never runs backwards.
+        if nodes[i].skewOffset == 0 && nodes[i].skewPPM == 0 { return max(local.nanoseconds, now) }
         if local == .distantFuture { return .max }
         let g = (Double(local.nanoseconds) - Double(nodes[i].skewOffset)) / (1 + nodes[i].skewPPM / 1e6)
         return g <= Double(now) ? now : UInt64(min(g.rounded(.up), 1.8e19))

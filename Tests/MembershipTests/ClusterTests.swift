@@ -22,6 +22,35 @@ import MembershipLab
         for i in w.hosts.indices { #expect(w.core(i)?.liveMemberCount == 23) }
     }
 
+    @Test func aMemberForgingAnotherMembersRecordIsRefuted() throws {
+        // Records are not signed (docs/protocol.md says why): a member can claim a live member is
+        // dead, has left, or moved — at a higher incarnation than the subject's own. The subject hears
+        // it, refutes with a still higher incarnation from its own (TLS-proven) links, and every view
+        // ends with it alive at its real address.
+        let w = converged(10, seed: 21)
+        let victim = 3, liar = 1
+        let real = try #require(w.core(0)?.member(w.hosts[victim].id))
+        func forged(_ status: MemberStatus, _ bump: UInt64, address: PeerAddress? = nil) -> MemberUpdate {
+            MemberUpdate(node: w.hosts[victim].id, address: address ?? real.address,
+                         version: MemberVersion(generation: real.version.generation, incarnation: real.version.incarnation + bump),
+                         status: status, from: w.hosts[liar].id)
+        }
+        let lies = [forged(.dead, 5), forged(.alive, 10, address: PeerAddress(host: "10.66.66.66", port: 1)), forged(.left, 20)]
+        var g = MembershipMessage.Gossip()
+        g.updates = lies
+        for to in w.runningHosts where to != liar && to != victim { w.inject(.gossip(g), from: liar, to: to) }
+        w.run(for: .milliseconds(1))
+        #expect(w.status(of: victim, at: 0) == .left, "the forged records were applied (they are not signed)")
+        let healed = w.run(until: {
+            w.runningHosts.allSatisfy { o in
+                o == victim || (w.status(of: victim, at: o) == .alive && w.core(o)?.member(w.hosts[victim].id)?.address == real.address)
+            }
+        }, limit: .seconds(15))
+        #expect(healed != nil, "the victim's refutation did not reach every member")
+        #expect((w.core(victim)?.stats.refutations ?? 0) > 0)
+        #expect((w.core(0)?.member(w.hosts[victim].id)?.version.incarnation ?? 0) > real.version.incarnation + 20)
+    }
+
     @Test func crashedNodeIsDetectedByEveryMember() {
         let w = converged(20, seed: 2)
         w.crash(7)

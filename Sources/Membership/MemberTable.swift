@@ -1,0 +1,171 @@
+import MeshCore
+import Synchronization
+
+/// Interns node IDs and member endpoints (node, restart generation, address) as 32-bit numbers, so a
+/// core's member table holds small integers instead of 32-byte IDs and address strings.
+///
+/// A daemon's core gets a directory of its own. Cores hosted together (the simulator, MembershipLab)
+/// share one, so 10,000 cores that each know 10,000 members store every ID and address once instead
+/// of 10^8 times. Nothing a core decides depends on the numbers handed out (only on its own member
+/// order), so sharing does not change a run. Thread-safe (one mutex); entries are never freed, and a
+/// directory holds at most `limit` node IDs (a member whose ID does not fit is not learned).
+public final class MemberDirectory: Sendable {
+    struct Endpoint: Hashable {
+        var node: UInt32
+        var generation: UInt64
+        var address: PeerAddress
+    }
+    private struct State {
+        var ids: [NodeID] = []
+        var idIndex: [NodeID: UInt32] = [:]
+        var endpoints: [Endpoint] = []
+        var endpointIndex: [Endpoint: UInt32] = [:]
+    }
+    private let state = Mutex(State())
+    /// Most node IDs (and, separately, endpoints) this directory will intern.
+    public let limit: Int
+
+    /// - Parameter limit: most distinct node IDs (default 1 Mi, ~100 MB when full).
+    public init(limit: Int = 1 << 20) { self.limit = limit }
+
+    /// Node IDs interned so far.
+    public var count: Int { state.withLock { $0.ids.count } }
+
+    func intern(_ id: NodeID) -> UInt32? {
+        state.withLock { s in
+            if let n = s.idIndex[id] { return n }
+            guard s.ids.count < limit else { return nil }
+            let n = UInt32(s.ids.count)
+            s.ids.append(id)
+            s.idIndex[id] = n
+            return n
+        }
+    }
+
+    func existing(_ id: NodeID) -> UInt32? { state.withLock { $0.idIndex[id] } }
+
+    func id(_ n: UInt32) -> NodeID { state.withLock { $0.ids[Int(n)] } }
+
+    func intern(_ e: Endpoint) -> UInt32? {
+        state.withLock { s in
+            if let n = s.endpointIndex[e] { return n }
+            guard s.endpoints.count < limit * 4 else { return nil }
+            let n = UInt32(s.endpoints.count)
+            s.endpoints.append(e)
+            s.endpointIndex[e] = n
+            return n
+        }
+    }
+
+    func endpoint(_ n: UInt32) -> Endpoint { state.withLock { $0.endpoints[Int(n)] } }
+
+    /// The ID, generation and address of an endpoint, in one lock.
+    func resolve(_ n: UInt32) -> (id: NodeID, endpoint: Endpoint) {
+        state.withLock { s in
+            let e = s.endpoints[Int(n)]
+            return (s.ids[Int(e.node)], e)
+        }
+    }
+}
+
+/// One core's members: a slot per member, structure of arrays, ~25 bytes a member.
+///
+/// Slot fields: the interned endpoint (node, generation, address), the incarnation, the status, and
+/// when the status last changed (deciseconds since the core started). A node number → slot map is a
+/// dense array over the directory's numbers. Freed slots are reused; iteration is in slot order, so it
+/// depends only on what this core saw, never on the shared directory.
+struct MemberTable {
+    static let free: UInt8 = 0xff
+    private(set) var endpoints: [UInt32] = []
+    private(set) var incarnations: [UInt64] = []
+    private(set) var statuses: [UInt8] = []
+    private(set) var since: [UInt32] = []
+    /// Node number → slot + 1 (0: not a member).
+    private var slotOf: [UInt32] = []
+    private var freeSlots: [Int32] = []
+    private(set) var count = 0
+
+    var capacity: Int { endpoints.count }
+
+    @inline(__always) func slot(ofNode n: UInt32) -> Int32? {
+        let i = Int(n)
+        guard i < slotOf.count, slotOf[i] != 0 else { return nil }
+        return Int32(slotOf[i] - 1)
+    }
+
+    @inline(__always) func status(_ s: Int32) -> MemberStatus? { MemberStatus(rawValue: statuses[Int(s)]) }
+    @inline(__always) func isUsed(_ s: Int32) -> Bool { statuses[Int(s)] != Self.free }
+
+    mutating func insert(node: UInt32, endpoint: UInt32, incarnation: UInt64, status: MemberStatus, since t: UInt32) -> Int32 {
+        let s: Int32
+        if let f = freeSlots.popLast() {
+            s = f
+            endpoints[Int(s)] = endpoint
+            incarnations[Int(s)] = incarnation
+            statuses[Int(s)] = status.rawValue
+            since[Int(s)] = t
+        } else {
+            s = Int32(endpoints.count)
+            Self.grow(&endpoints); endpoints.append(endpoint)
+            Self.grow(&incarnations); incarnations.append(incarnation)
+            Self.grow(&statuses); statuses.append(status.rawValue)
+            Self.grow(&since); since.append(t)
+        }
+        let i = Int(node)
+        if i >= slotOf.count {
+            slotOf.reserveCapacity(Swift.max(i + 1, slotOf.count + slotOf.count / 4 + 16))
+            slotOf.append(contentsOf: repeatElement(0, count: i + 1 - slotOf.count))
+        }
+        slotOf[i] = UInt32(s) + 1
+        count += 1
+        return s
+    }
+
+    mutating func remove(_ s: Int32, node: UInt32) {
+        statuses[Int(s)] = Self.free
+        slotOf[Int(node)] = 0
+        freeSlots.append(s)
+        count -= 1
+    }
+
+    mutating func set(_ s: Int32, endpoint: UInt32) { endpoints[Int(s)] = endpoint }
+    mutating func set(_ s: Int32, incarnation: UInt64) { incarnations[Int(s)] = incarnation }
+    mutating func set(_ s: Int32, status: MemberStatus, since t: UInt32) {
+        statuses[Int(s)] = status.rawValue
+        since[Int(s)] = t
+    }
+
+    /// Grows by a quarter instead of doubling: at 10^8 records in one process, doubling's slack
+    /// alone would be gigabytes.
+    @inline(__always) private static func grow<T>(_ a: inout [T]) {
+        if a.count == a.capacity { a.reserveCapacity(a.count + a.count / 4 + 16) }
+    }
+}
+
+/// A dictionary that keeps at most `limit` keys, forgetting the earliest inserted first (per-peer
+/// state that only matters for peers seen recently: Vivaldi filters, member coordinates).
+struct RecentMap<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    private(set) var values: [Key: Value] = [:]
+    private var order: [Key] = []
+    private var next = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    subscript(key: Key) -> Value? {
+        get { values[key] }
+        set {
+            guard let v = newValue else { values[key] = nil; return }
+            if values.updateValue(v, forKey: key) == nil {
+                if order.count >= limit {
+                    // The ring slot may name a key removed meanwhile; removing it again is harmless.
+                    if order[next] != key { values[order[next]] = nil }
+                    order[next] = key
+                    next = (next + 1) % limit
+                } else {
+                    order.append(key)
+                }
+            }
+        }
+    }
+}
