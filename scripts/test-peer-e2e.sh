@@ -58,6 +58,7 @@ check "pull of an unknown name exits 75 and says how to list names" sh -c "[ $rc
 
 curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metrics.txt"
 check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
+check "/metrics carries the transport's counters" grep -q '^gquic_quic_packets_lost_total' "$WORK/metrics.txt"
 check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
 
 # Join-token admission: t1 requires a token; t2 (no token) is refused, t3 (the token) joins.

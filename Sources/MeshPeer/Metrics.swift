@@ -1,6 +1,8 @@
 import CoreMetrics
 import Prometheus
 import MeshCore
+import QUICTransport
+import Synchronization
 
 /// The daemon's metrics, exposed in Prometheus text format on `/metrics`.
 ///
@@ -19,6 +21,9 @@ public final class PeerMetrics: Sendable {
     public let startTime: Prometheus.Gauge
     private let bytesSent: [TrafficClass: Prometheus.Counter]
     private let bytesReceived: [TrafficClass: Prometheus.Counter]
+    /// The transport's process-wide counters, copied into Prometheus counters at each scrape.
+    private let transport: [(exported: Prometheus.Counter, source: QUICMetrics.Counter)]
+    private let transportSeen: Mutex<[Int]>
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -39,6 +44,17 @@ public final class PeerMetrics: Sendable {
         }
         bytesSent = sent
         bytesReceived = received
+        let q = QUICMetrics.shared
+        transport = [
+            (registry.makeCounter(name: "gquic_peers_refused_total", help: "Peers refused at the handshake: bad or unadmitted identity."), q.peersRefused),
+            (registry.makeCounter(name: "gquic_join_refused_total", help: "Links closed for a missing or wrong join token."), q.joinRefused),
+            (registry.makeCounter(name: "gquic_quic_packets_lost_total", help: "QUIC packets carrying stream data declared lost, all connections."), q.packetsLost),
+            (registry.makeCounter(name: "gquic_quic_sessions_resumed_total", help: "Handshakes resumed from a session ticket (server side)."), q.sessionsResumed),
+            (registry.makeCounter(name: "gquic_quic_datagrams_dropped_total", help: "UDP datagrams that matched no connection and started none."), q.datagramsDropped),
+            (registry.makeCounter(name: "gquic_quic_stateless_resets_sent_total", help: "Stateless resets sent."), q.statelessResetsSent),
+            (registry.makeCounter(name: "gquic_quic_invalid_tokens_total", help: "Client Initials refused for a bad address-validation token."), q.invalidTokens),
+        ]
+        transportSeen = Mutex(Array(repeating: 0, count: transport.count))
     }
 
     public func sent(_ bytes: Int, on c: TrafficClass) { bytesSent[c]?.increment(by: Int64(bytes)) }
@@ -50,5 +66,13 @@ public final class PeerMetrics: Sendable {
     }
 
     /// The Prometheus text exposition (version 0.0.4).
-    public func exposition() -> String { registry.emitToString() }
+    public func exposition() -> String {
+        transportSeen.withLock { seen in
+            for (i, t) in transport.enumerated() {
+                let now = t.source.current
+                if now > seen[i] { t.exported.increment(by: Int64(now - seen[i])); seen[i] = now }
+            }
+        }
+        return registry.emitToString()
+    }
 }
