@@ -46,8 +46,19 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     func receive(_ message: PeerMessage, now: Instant) -> Outbox { settle(swarm.receive(message, now: now), now: now) }
     func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(swarm.linkChanged(event, now: now), now: now) }
+    /// The earliest wake-up the swarm itself asked for. The shell also wakes to write a partial
+    /// chunk batch; the swarm is ticked only when its own time has come (a tick before it would
+    /// answer with no wake-up, and the host would forget the swarm's timers).
+    private var swarmWake: Instant?
+
     func tick(now: Instant) -> Outbox {
         flushChunks()
+        guard let due = swarmWake, due <= now else {
+            var out = Outbox()
+            if let due = swarmWake { out.wake(at: due) }
+            return out
+        }
+        swarmWake = nil
         return settle(swarm.tick(now: now), now: now)
     }
 
@@ -72,6 +83,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private func settle(_ out: Outbox, now: Instant) -> Outbox {
         var out = out
         out.merge(drain(now: now))
+        if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
         if pendingBytes >= SwarmShell.batchBytes { flushChunks() }
         if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
         return out

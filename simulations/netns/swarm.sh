@@ -139,7 +139,14 @@ if [ "$MODE" = test ]; then
     res=$(run_gquic 4)
     echo "$res" | sed 's/^/swarm: peer /'
     bad=$(echo "$res" | grep -vc ' ok$' || true)
-    [ "$bad" = 0 ] || fail "$bad of 4 copies missing or corrupt"
+    if [ "$bad" != 0 ]; then
+        for i in $(echo "$res" | awk '$3 != "ok" { print $1 }'); do
+            echo "swarm: peer $i: gquic-fetch said: $(cat "$WORK/g$i.get.err" 2>/dev/null | tail -3)"
+            echo "swarm: peer $i: daemon log tail:"; tail -n 15 "$WORK/g$i.log" | sed 's/^/    /'
+        done
+        echo "swarm: seed log tail:"; tail -n 15 "$WORK/g1.log" | sed 's/^/    /'
+        fail "$bad of 4 copies missing or corrupt"
+    fi
     echo "swarm: 1 seed + 4 peers fetched $MIB MiB in namespaces; all copies verify"
     exit 0
 fi
