@@ -92,7 +92,9 @@ import MeshCore
     }
 
     @Test func initCreatesIdentityAndConfigOnce() throws {
-        let d = DataDirectory(path: tempDir() + "/node")
+        let root = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let d = DataDirectory(path: root + "/node")
         let id = try d.initialise()
         #expect(try d.loadIdentity().nodeID == id.nodeID)
         #expect(FileManager.default.fileExists(atPath: d.configPath))
@@ -103,7 +105,9 @@ import MeshCore
     }
 
     @Test func secondLockIsRefusedWithThePid() throws {
-        let d = DataDirectory(path: tempDir())
+        let root = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let d = DataDirectory(path: root)
         try d.initialise()
         let held = try d.lock()
         #expect(d.runningPid() == getpid())
@@ -116,7 +120,9 @@ import MeshCore
     }
 
     @Test func missingIdentityTellsWhatToRun() {
-        let d = DataDirectory(path: tempDir() + "/empty")
+        let root = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let d = DataDirectory(path: root + "/empty")
         do { _ = try d.loadIdentity(); Issue.record("loaded nothing") } catch {
             #expect(error.description.contains("gquic-peer init --data"))
         }
@@ -126,6 +132,7 @@ import MeshCore
 @Suite struct ControlAPITests {
     @Test func requestResponseOverUnixSocket() throws {
         let dir = DataDirectoryTests().tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let server = ControlServer { req in
             if req.path == "/v1/echo" { return ControlResponse(body: req.body + Array((req.query["x"] ?? "").utf8)) }
             return .error(404, "no route \(req.path)")
@@ -140,7 +147,9 @@ import MeshCore
     }
 
     @Test func stoppedDaemonIsReportedClearly() {
-        let client = ControlClient(socketPath: DataDirectoryTests().tempDir() + "/none.sock")
+        let dir = DataDirectoryTests().tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let client = ControlClient(socketPath: dir + "/none.sock")
         do { _ = try client.request("GET", "/v1/status"); Issue.record("reached nothing") } catch {
             #expect(error.isDaemonUnreachable)
             #expect(error.description.contains("gquic-peer run"))
