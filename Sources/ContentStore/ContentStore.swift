@@ -299,20 +299,7 @@ public final class ContentStore: @unchecked Sendable {
     /// returns (pack and index fdatasync'ed). Returns false if the store already had it.
     @discardableResult
     public func putChunk(_ bytes: [UInt8], digest: Digest) throws -> Bool {
-        guard bytes.count > 0, bytes.count <= ChunkingParameters.largestAllowedChunk else {
-            throw ContentStoreError.invalidArgument("a chunk must be 1…\(ChunkingParameters.largestAllowedChunk) bytes, got \(bytes.count)")
-        }
-        let actual = Digest.of(bytes)
-        guard actual == digest else { throw ContentStoreError.digestMismatch("chunk", expected: digest, actual: actual) }
-        markPut(digest)
-        if hasChunk(digest) { return false }
-        let c = compressors.take()
-        defer { compressors.give(c) }
-        var scratch = [UInt8]()
-        let session = PackSession(store: self)
-        return try withSession(session) {
-            try bytes.withUnsafeBytes { try storeChunk($0, digest: digest, compressor: c, scratch: &scratch, session: session) } > 0
-        }
+        try putChunks([(digest: digest, bytes: bytes)]) > 0
     }
 
     /// Stores a chunk frame as read by a peer's `readChunkFrame`, after decoding and verifying it.
