@@ -39,7 +39,11 @@ public final class MeshNode: @unchecked Sendable {
         let admission: AdmissionPolicy = if let joinToken { .joinTokens([joinToken]) }
             else if config.allow.isEmpty { .anyNode } else { .allowList(config.allow + [identity.nodeID]) }
         var quic = QUICSettings()
-        if config.scavenger { quic.bulkScavenger = ScavengerSettings() }
+        if config.scavenger {
+            var scavenger = ScavengerSettings()
+            scavenger.target = config.scavengerTarget
+            quic.bulkScavenger = scavenger
+        }
         if config.bulkRate > 0 { quic.classRateLimits[.bulk] = Double(config.bulkRate) }
         quic.dscpMarking = config.dscp
         transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, joinToken: joinToken,
@@ -57,7 +61,7 @@ public final class MeshNode: @unchecked Sendable {
         }
         let events = EventRelay()
         swarmShell = SwarmShell(swarm: SwarmCore(me: me, settings: MeshNode.swarmSettings, seed: rng.next()), store: store) { events.forward($0) }
-        host = CoreHost(cores: [membership, sync, swarmShell], transport: transport)
+        host = CoreHost(cores: [membership, sync, swarmShell, LinkEcho()], transport: transport)
         events.target = self
     }
 
@@ -328,6 +332,30 @@ public final class MeshNode: @unchecked Sendable {
     func refreshStoreMetrics() {
         metrics.storeBytes.set(Double(store.usedBytes))
         metrics.storeBlobs.set(Double((try? store.blobs().count) ?? 0))
+    }
+
+    // MARK: Control round trips (ping)
+
+    /// Starts a probe run: control-class round trips to `probe.peer` (see `LinkEcho`).
+    public func startProbe(_ probe: LinkEcho.Probe) {
+        _ = host.withCore(LinkEcho.self) { core, now in ((), core.begin(probe, now: now)) }
+    }
+
+    /// What the current (or last) probe run measured; `stop` ends it first.
+    public func probeReport(stop: Bool = false) -> LinkEcho.Report? {
+        host.withCore(LinkEcho.self) { core, _ in
+            if stop { core.end() }
+            return (core.report, Outbox())
+        } ?? nil
+    }
+
+    /// A member named by its full NodeID or a unique prefix of its short form.
+    public func member(named text: String) -> NodeID? {
+        if let id = NodeID(text) { return id }
+        let matches = host.withCore(MembershipCore.self) { core, _ in
+            (core.view.map(\.node).filter { $0.short.hasPrefix(text) || $0.description.hasPrefix(text) }, Outbox())
+        } ?? []
+        return matches.count == 1 ? matches[0] : nil
     }
 
     // MARK: Status

@@ -23,9 +23,12 @@ public struct PeerConfig: Sendable, Equatable {
     /// The cluster's join token (`gqjoin1-…`, from `gquic-peer token`); empty for none. When set, a
     /// node is admitted only if it proves it holds the token, and this node presents it when dialling.
     public var joinToken = ""
-    /// Bulk traffic (chunk transfers) backs off when it raises the path's queueing delay above 5 ms
-    /// (LEDBAT-style scavenger), so control and game traffic on the same link keep their latency.
+    /// Bulk traffic (chunk transfers) backs off when it raises the path's queueing delay above
+    /// `scavengerTarget` (LEDBAT-style scavenger), so control and game traffic on the same link keep
+    /// their latency.
     public var scavenger = false
+    /// The queueing delay the scavenger lets bulk add (default 1 ms).
+    public var scavengerTarget: Duration = ScavengerSettings().target
     /// Cap on bulk bytes per second per link; 0: none.
     public var bulkRate: UInt64 = 0
     /// Mark packets with DSCP by class (EF for control, CS1 for bulk).
@@ -87,8 +90,11 @@ public struct PeerConfig: Sendable, Equatable {
             }
             c.joinToken = s
         },
-        Key(name: "transfer.scavenger", defaultText: "false", help: "Bulk transfers yield when they add more than 5 ms of queueing delay (LEDBAT-style); turn on where games share the link.") { c, v throws(KeyProblem) in
+        Key(name: "transfer.scavenger", defaultText: "false", help: "Bulk transfers yield when they add more than transfer.scavenger_target of queueing delay (LEDBAT-style); turn on where games share the link.") { c, v throws(KeyProblem) in
             c.scavenger = try bool(v)
+        },
+        Key(name: "transfer.scavenger_target", defaultText: "\"1ms\"", help: "Queueing delay the scavenger lets bulk add at the bottleneck (e.g. \"1ms\", \"500us\"; 100us…100ms). Lower keeps control latency lower; higher keeps more throughput on a jittery path.") { c, v throws(KeyProblem) in
+            c.scavengerTarget = try duration(v, in: .microseconds(100)...(.milliseconds(100)))
         },
         Key(name: "transfer.bulk_rate", defaultText: "\"0\"", help: "Cap on bulk bytes per second per link (e.g. \"40MiB\"); 0 means no cap.") { c, v throws(KeyProblem) in
             c.bulkRate = try byteSize(v)
@@ -196,6 +202,19 @@ public struct PeerConfig: Sendable, Equatable {
     static func addresses(_ v: ConfigFile.Value) throws(KeyProblem) -> [PeerAddress] {
         guard case .strings(let items) = v else { throw KeyProblem(why: "expected an array of \"HOST:PORT\" strings") }
         return try items.map { s throws(KeyProblem) in try address(.string(s)) }
+    }
+
+    /// "1ms", "500us", "0.5s" within `range`.
+    static func duration(_ v: ConfigFile.Value, in range: ClosedRange<Duration>) throws(KeyProblem) -> Duration {
+        let s = try string(v).trimmingWhitespace()
+        let units: [(String, Double)] = [("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1)]
+        for (suffix, scale) in units where s.hasSuffix(suffix) {
+            guard let n = Double(s.dropLast(suffix.count).trimmingWhitespace()), n.isFinite else { break }
+            let d = Duration.nanoseconds(Int64((n * scale * 1e9).rounded()))
+            guard range.contains(d) else { throw KeyProblem(why: "\"\(s)\" is outside \(range.lowerBound)…\(range.upperBound)") }
+            return d
+        }
+        throw KeyProblem(why: "\"\(s)\" is not a duration like \"1ms\" or \"500us\"")
     }
 
     /// "50GiB", "512MiB", "1000000", "10G" (powers of 1024 for binary units, 1000 for SI).

@@ -91,6 +91,8 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         case ("GET", "/v1/blob"): return blobDetail(req)
         case ("GET", "/v1/refs"): return .json(node?.imageRefs().map { ImageRef(name: $0.name, digest: $0.digest) } ?? [])
         case ("GET", "/v1/resolve"): return resolve(req)
+        case ("POST", "/v1/ping"): return startPing(req)
+        case ("GET", "/v1/ping"), ("DELETE", "/v1/ping"): return pingReport(req, stop: req.method == "DELETE")
         default: return .error(404, "no such endpoint \(req.method) \(req.path); see docs/operations.md#control-api")
         }
     }
@@ -222,6 +224,55 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         } catch {
             return .error(500, "\(error)")
         }
+    }
+}
+
+extension PeerDaemon {
+    /// `/v1/ping` answers: a probe run's round trips (milliseconds) and, with `?samples=1`, every
+    /// sample as [ms after the run started, round trip ms].
+    public struct PingReport: Codable, Sendable {
+        public var peer: String
+        public var interval_ms: Double
+        public var size: Int
+        public var sent: Int
+        public var received: Int
+        public var lost: Int
+        public var running: Bool
+        public var rtt_ms: [String: Double]
+        public var samples: [[Double]]?
+    }
+
+    func startPing(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let name = req.query["peer"], let peer = n.member(named: name) else {
+            return .error(400, "give ?peer=NODE (a node id, or a unique prefix of a member's short id from `gquic-peer status`)")
+        }
+        guard peer != identity.nodeID else { return .error(400, "\(peer.short) is this node; ping another member") }
+        let interval = Double(req.query["interval_ms"] ?? "10") ?? -1
+        let size = Int(req.query["size"] ?? "64") ?? -1
+        let count = req.query["count"].map { Int($0) ?? -1 }
+        guard interval >= 1, interval <= 60_000 else { return .error(400, "interval_ms must be 1…60000") }
+        guard LinkEcho.sizeRange.contains(size) else { return .error(400, "size must be \(LinkEcho.sizeRange.lowerBound)…\(LinkEcho.sizeRange.upperBound) bytes") }
+        if let count, count < 1 { return .error(400, "count must be a positive number (leave it out to ping until DELETE /v1/ping)") }
+        n.startProbe(LinkEcho.Probe(peer: peer, interval: .microseconds(Int64(interval * 1000)), size: size, count: count))
+        return pingReport(req, stop: false)
+    }
+
+    func pingReport(_ req: ControlRequest, stop: Bool) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let r = n.probeReport(stop: stop) else { return .error(404, "no ping has run; start one with POST /v1/ping?peer=NODE") }
+        let ms = { (d: Duration) in d.seconds * 1000 }
+        let rtts = r.samples.map { ms($0.roundTrip) }.sorted()
+        var q: [String: Double] = [:]
+        if !rtts.isEmpty {
+            q["min"] = rtts[0]; q["max"] = rtts[rtts.count - 1]
+            for (name, p) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)] {
+                q[name] = rtts[min(rtts.count - 1, Int((Double(rtts.count) * p).rounded(.up)) - 1)]
+            }
+        }
+        let samples = req.query["samples"] == "1" ? r.samples.map { [ms($0.sentAfter), ms($0.roundTrip)] } : nil
+        return .json(PingReport(peer: r.probe.peer.description, interval_ms: ms(r.probe.interval), size: r.probe.size, sent: r.sent,
+                                received: r.samples.count, lost: r.lost, running: r.running, rtt_ms: q, samples: samples))
     }
 }
 

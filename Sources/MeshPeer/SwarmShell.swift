@@ -2,6 +2,7 @@ import ContentStore
 import Foundation
 import MeshCore
 import Swarm
+import Synchronization
 
 /// Hosts the sans-IO `SwarmCore` next to the real content store: carries out its effects (serve a
 /// chunk, store a verified chunk, commit a finished blob) and reports progress. To `CoreHost` it is
@@ -26,6 +27,14 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private var pendingBytes = 0
     static let batchBytes = 8 << 20
     static let batchDelay: Duration = .milliseconds(20)
+    /// Full batches are written (hashed again, appended, fdatasynced) on a writer thread, not under
+    /// the host's lock: a flush took tens of milliseconds on a busy disk, and every core — a
+    /// membership probe, a control round trip — waited for it. Until a batch is on disk its chunks
+    /// are served and counted from here. A commit waits for the writer (chunks durable before the
+    /// manifest that names them), and so does a flush with `maxWritingBytes` already queued.
+    private let writer = DispatchQueue(label: "gquic-swarm-chunk-writer")
+    private let writing = WriteBacklog()
+    static let maxWritingBytes = 64 << 20
 
     init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
@@ -52,7 +61,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private var swarmWake: Instant?
 
     func tick(now: Instant) -> Outbox {
-        flushChunks()
+        flushChunks(waiting: false)
         guard let due = swarmWake, due <= now else {
             var out = Outbox()
             if let due = swarmWake { out.wake(at: due) }
@@ -84,27 +93,52 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         var out = out
         out.merge(drain(now: now))
         if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
-        if pendingBytes >= SwarmShell.batchBytes { flushChunks() }
+        if pendingBytes >= SwarmShell.batchBytes { flushChunks(waiting: false) }
         if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
         return out
     }
 
-    /// Writes the pending chunks in one batch. On failure every blob with a chunk in the batch fails.
-    private func flushChunks() {
-        guard !pending.isEmpty else { return }
-        let batch = pending
+    /// Writes the pending chunks in one batch: on the writer thread, or (`waiting`) here, after
+    /// everything queued before it. On failure every blob with a chunk in the batch fails.
+    private func flushChunks(waiting: Bool) {
+        guard !pending.isEmpty else {
+            if waiting { writer.sync {} }
+            return
+        }
+        let batch = pending.map { (digest: $0.digest, bytes: $0.bytes) }
+        let blobs = pending.map(\.blob)
+        let backlog = writing.state.withLock { w in
+            for c in batch { w.chunks[c.digest] = c.bytes }
+            w.bytes += pendingBytes
+            return w.bytes
+        }
+        let bytes = pendingBytes
         pending = []
         pendingIndex = [:]
         pendingBytes = 0
-        do { try store.putChunks(batch.map { (digest: $0.digest, bytes: $0.bytes) }) } catch {
-            var seen = Set<Digest>()
-            for c in batch where seen.insert(c.blob).inserted { onEvent(.failed(c.blob, "storing chunks: \(error)")) }
+        let store = store, onEvent = onEvent, writing = writing
+        let write: @Sendable () -> Void = {
+            do { try store.putChunks(batch) } catch {
+                var seen = Set<Digest>()
+                for b in blobs where seen.insert(b).inserted { onEvent(.failed(b, "storing chunks: \(error)")) }
+            }
+            writing.state.withLock { w in
+                for c in batch { w.chunks[c.digest] = nil }
+                w.bytes -= bytes
+            }
         }
+        if waiting || backlog > SwarmShell.maxWritingBytes { writer.sync(execute: write) } else { writer.async(execute: write) }
+    }
+
+    /// A chunk verified and on its way to the store (pending or being written).
+    private func inFlight(_ digest: Digest) -> Bool {
+        pendingIndex[digest] != nil || writing.state.withLock { $0.chunks[digest] != nil }
     }
 
     /// A chunk's bytes: from the batch not yet written, or from the store.
     private func chunkBytes(_ digest: Digest) -> [UInt8]? {
         if let i = pendingIndex[digest] { return pending[i].bytes }
+        if let bytes = writing.state.withLock({ $0.chunks[digest] }) { return bytes }
         return try? store.readChunk(digest)
     }
 
@@ -128,14 +162,14 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     }
                 case .store(let blob, let index, let data):
                     // Verified by the swarm; the store checks the digest again when it writes.
-                    if let digest = chunkDigest(blob, index), pendingIndex[digest] == nil, !store.hasChunk(digest) {
+                    if let digest = chunkDigest(blob, index), !inFlight(digest), !store.hasChunk(digest) {
                         pendingIndex[digest] = pending.count
                         pending.append((blob, digest, data))
                         pendingBytes += data.count
                     }
                 case .checkLocal(let blob, let m):
                     var have = Bitfield(count: m.chunks.count)
-                    for (i, c) in m.chunks.enumerated() where pendingIndex[c.digest] != nil || store.hasChunk(c.digest) { have.insert(i) }
+                    for (i, c) in m.chunks.enumerated() where inFlight(c.digest) || store.hasChunk(c.digest) { have.insert(i) }
                     manifests[blob] = m
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
@@ -173,7 +207,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Commits a transferred blob to the store, then any blob that was waiting only for it.
     private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
         let blob = manifest.digest
-        flushChunks()   // every chunk durable before the manifest that names it
+        flushChunks(waiting: true)   // every chunk durable before the manifest that names it
         do {
             if !store.hasBlob(blob) { try store.commitBlob(manifest) }
         } catch {
@@ -209,6 +243,11 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         guard let m = manifests[blob], Int(index) < m.chunks.count else { return nil }
         return m.chunks[Int(index)].digest
     }
+}
+
+/// Chunks handed to the writer thread and not yet on disk, and their bytes.
+final class WriteBacklog: Sendable {
+    let state = Mutex<(chunks: [Digest: [UInt8]], bytes: Int)>(([:], 0))
 }
 
 enum SwarmShellEvent: Sendable {

@@ -1,20 +1,28 @@
 import MeshCore
 
 /// Settings for the bulk class's scavenger mode (LEDBAT-style, RFC 6817 in spirit): bulk data gets
-/// its own window on top of the congestion controller's, driven by queuing delay — the connection's
-/// latest RTT sample minus its minimum RTT. Below `target` the window grows (up to doubling per
-/// round trip, scaled by how far below target); above it, it is cut multiplicatively, at most once
-/// per round trip. So bulk fills an idle path but backs off as soon as it builds a queue at a
-/// shared bottleneck, leaving room for control traffic (ours, or anyone's).
+/// its own window on top of the congestion controller's, driven by queuing delay — the smallest of
+/// the connection's last few RTT samples minus its minimum RTT (the base delay). Below `target` the
+/// window grows (doubling per round trip until the first time the queue passes the target, then by
+/// at most an eighth per round trip, scaled by how far below target); above it, it is cut
+/// multiplicatively, at most once per round trip (halved at twice the target). So bulk fills an
+/// idle path but keeps the queue it builds at a shared bottleneck near `target`, leaving room for
+/// control traffic (ours, or anyone's).
 public struct ScavengerSettings: Sendable {
-    /// Queuing delay bulk may add. Default 5 ms (LEDBAT says ≤ 100 ms; a mesh wants control RTTs low).
-    public var target: Duration = .milliseconds(5)
+    /// Queuing delay bulk may add. Default 1 ms: the bottleneck's queue is every other flow's delay
+    /// (LEDBAT allows up to 100 ms; a mesh that carries game and control traffic wants little).
+    /// Measured through daemons at 100 Mbit/s (docs/benchmarks.md, priority): 5 ms left the p99
+    /// control round trip ~13 ms above idle; 1 ms keeps it within the 5 ms goal.
+    public var target: Duration = .milliseconds(1)
     /// Smallest bulk window in bytes, so bulk always progresses. Default 4 × 1452.
     public var minWindow: Int = 4 * 1452
     /// Largest bulk window in bytes. Default 64 MiB (the congestion controller limits first).
     public var maxWindow: Int = 64 << 20
     /// Bulk window at start. Default 64 KiB.
     public var initialWindow: Int = 64 << 10
+    /// RTT samples whose minimum is the current delay (LEDBAT's CURRENT_FILTER): one late
+    /// acknowledgement (a descheduled receiver) is not a queue. Default 4.
+    public var currentFilter: Int = 4
     public init() {}
 }
 
@@ -32,6 +40,11 @@ struct ClassLimiter {
     private(set) var bulkWindow: Int
     private(set) var bulkUnacked = 0
     private var lastDecrease = Instant.zero
+    /// The latest RTT samples (a ring of `currentFilter`), for the current delay.
+    private var recentRTT: [Duration] = []
+    private var recentNext = 0
+    /// Until the queue first passes the target the window doubles per round trip (slow start).
+    private var slowStart = true
 
     init(rates: [TrafficClass: Double], scavenger: ScavengerSettings?, now: Instant) {
         for (c, r) in rates where r > 0 {
@@ -78,17 +91,25 @@ struct ClassLimiter {
     mutating func bulkAcked(_ count: Int, latestRTT: Duration, minRTT: Duration, smoothedRTT: Duration, now: Instant) {
         bulkUnacked = max(0, bulkUnacked - count)
         guard let s = scavenger, count > 0, minRTT > .zero else { return }
-        let queuing = Double((latestRTT - minRTT).nanosecondsClamped)
+        if recentRTT.count < max(1, s.currentFilter) { recentRTT.append(latestRTT) } else { recentRTT[recentNext] = latestRTT }
+        recentNext = (recentNext + 1) % max(1, s.currentFilter)
+        let current = recentRTT.min() ?? latestRTT
+        let queuing = Double((current - minRTT).nanosecondsClamped)
         let target = Double(s.target.nanosecondsClamped)
         if queuing > target {
             // Multiplicative decrease, at most once per round trip: halve at 2 × target and beyond.
+            slowStart = false
             guard now - lastDecrease >= smoothedRTT else { return }
             lastDecrease = now
             let factor = 1 - 0.5 * min(1, (queuing - target) / target)
             bulkWindow = max(s.minWindow, Int(Double(bulkWindow) * factor))
         } else {
             let offTarget = (target - queuing) / target // 0…1
-            bulkWindow = min(s.maxWindow, bulkWindow + Int(Double(count) * offTarget))
+            // Per round trip about a window is acknowledged: slow start doubles it, then it grows by
+            // an eighth (at least a packet), so it probes back up without overshooting the target
+            // by much before the delay signal, one round trip late, stops it.
+            let step = slowStart ? Double(count) : Double(count) * Double(max(1452, bulkWindow / 8)) / Double(max(bulkWindow, 1))
+            bulkWindow = min(s.maxWindow, bulkWindow + max(1, Int(step * offTarget)))
         }
     }
 }

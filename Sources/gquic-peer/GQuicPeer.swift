@@ -24,7 +24,7 @@ struct GQuicPeer: AsyncParsableCommand {
         then flags. `gquic-peer config` prints every key with its default.
         """,
         version: GQUICVersion.string,
-        subcommands: [Init.self, Run.self, Status.self, Config.self, Token.self, Serve.self]
+        subcommands: [Init.self, Run.self, Status.self, Ping.self, Config.self, Token.self, Serve.self]
     )
 }
 
@@ -126,6 +126,61 @@ extension GQuicPeer {
                 let report = try JSONDecoder().decode(StatusReport.self, from: Data(r.body))
                 print(report.rendered(), terminator: "")
             }
+        }
+    }
+
+    struct Ping: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure control-class round trips from a running node to another member.",
+            discussion: """
+            The node sends a SIZE-byte message on the mesh's control class every INTERVAL milliseconds
+            over its QUIC link to PEER (the same connection that carries chunk transfers), the peer
+            answers at once, and the round trips are reported (min, p50, p90, p99, max, lost).
+            Use it to see how much a running transfer adds to control latency, e.g. with
+            transfer.scavenger on and off.
+              gquic-peer ping --data /var/lib/gquic 7KQ2M --count 500
+            Scripts: POST /v1/ping?peer=ID&interval_ms=10&size=64 starts an open-ended run on the control
+            socket, DELETE /v1/ping?samples=1 stops it and returns every sample.
+            """)
+        @OptionGroup var data: DataOption
+        @Option(help: ArgumentHelp("The control socket (default: DATA/control.sock).", valueName: "PATH"))
+        var control: String?
+        @Argument(help: ArgumentHelp("The member to ping: its node id, or a unique prefix of its short id (gquic-peer status).", valueName: "PEER"))
+        var peer: String
+        @Option(help: "Round trips to measure.")
+        var count = 100
+        @Option(name: .customLong("interval-ms"), help: "Milliseconds between requests.")
+        var intervalMs = 10.0
+        @Option(help: "Message size in bytes, as framed on the control stream (16…1024).")
+        var size = 64
+        @Flag(help: "Print the JSON report (with every sample) instead of a summary.")
+        var json = false
+
+        func run() throws {
+            let dir = DataDirectory(path: data.data)
+            let socket = control ?? dir.resolve((try? dir.loadConfig(environment: ProcessInfo.processInfo.environment))?.controlSocket ?? "control.sock")
+            let client = ControlClient(socketPath: socket)
+            guard count > 0 else { throw ValidationError("--count must be positive") }
+            let start = try client.request("POST", "/v1/ping?peer=\(peer)&interval_ms=\(intervalMs)&size=\(size)&count=\(count)")
+            guard start.status == 200 else { throw PeerError.protocolError(String(decoding: start.body, as: UTF8.self)) }
+            var report: PeerDaemon.PingReport
+            repeat {
+                Thread.sleep(forTimeInterval: min(1, max(0.05, intervalMs * Double(count) / 1000 / 10)))
+                let r = try client.request("GET", "/v1/ping\(json ? "?samples=1" : "")")
+                guard r.status == 200 else { throw PeerError.protocolError(String(decoding: r.body, as: UTF8.self)) }
+                report = try JSONDecoder().decode(PeerDaemon.PingReport.self, from: Data(r.body))
+                if !json { FileHandle.standardError.write(Data("\r\(report.received)/\(count) round trips".utf8)) }
+            } while report.running
+            if json {
+                let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+                print(String(decoding: try enc.encode(report), as: UTF8.self))
+                return
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            let f = { (k: String) in report.rtt_ms[k].map { String(format: "%.3f", $0) } ?? "-" }
+            print("\(report.size)-byte control round trips to \(report.peer.prefix(16))…, every \(report.interval_ms) ms")
+            print("sent \(report.sent)  received \(report.received)  lost \(report.lost)")
+            print("rtt ms  min \(f("min"))  p50 \(f("p50"))  p90 \(f("p90"))  p99 \(f("p99"))  max \(f("max"))")
         }
     }
 

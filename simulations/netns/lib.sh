@@ -42,9 +42,11 @@ netns_up() {
     GQ_NETNS_NODES=$k
 }
 
-# netns_rate I RATE: caps node I's upload (egress of its eth0) with a token bucket, e.g. 100mbit.
+# netns_rate I RATE [BURST [LATENCY]]: caps node I's upload (egress of its eth0) with a token bucket,
+# e.g. 100mbit. BURST is the bucket (default 256kb), LATENCY the longest a packet may queue, which
+# sets the queue limit to RATE × LATENCY + BURST (default 100ms).
 netns_rate() {
-    ip netns exec "$(netns_node "$1")" tc qdisc replace dev eth0 root tbf rate "$2" burst 256kb latency 100ms
+    ip netns exec "$(netns_node "$1")" tc qdisc replace dev eth0 root tbf rate "$2" burst "${3:-256kb}" latency "${4:-100ms}"
 }
 
 # netns_loss I PERCENT: drops PERCENT% of node I's outgoing packets (nftables; the kernel has no netem).
