@@ -26,6 +26,9 @@ public final class MeshNode: @unchecked Sendable {
     private var waiters: [Digest: [CheckedContinuation<Result<Void, PeerError>, Never>]] = [:]
     /// Blobs fetched along with a blob that references them.
     private var references: [Digest: [Digest]] = [:]
+    /// When each fetch started, and how long finished ones took (start to committed, or failed).
+    private var fetchStarted: [Digest: Instant] = [:]
+    private var fetchTook: [Digest: Duration] = [:]
 
     public init(identity: NodeIdentity, config: PeerConfig, data: DataDirectory, logger: Logger, metrics: PeerMetrics) throws {
         self.identity = identity
@@ -200,7 +203,11 @@ public final class MeshNode: @unchecked Sendable {
             finish(digest, .success(()))
             return
         }
-        lock.withLock { finished[digest] = nil }
+        lock.withLock {
+            finished[digest] = nil
+            fetchStarted[digest] = SystemClock().now()
+            fetchTook[digest] = nil
+        }
         let me = identity.nodeID
         let holders: [(NodeID, PeerHint)] = clusterRead { r in
             r.holders(of: digest).filter { $0 != me }.map { ($0, MeshNode.hint(for: $0, in: r)) }
@@ -293,6 +300,15 @@ public final class MeshNode: @unchecked Sendable {
         }
     }
 
+    /// How long the fetch of `digest` took, from `fetch` to the blob committed (or failed); until now
+    /// while it runs. Nil if this node never fetched it.
+    public func fetchDuration(_ digest: Digest) -> Duration? {
+        lock.withLock {
+            if let d = fetchTook[digest] { return d }
+            return fetchStarted[digest].map { SystemClock().now() - $0 }
+        }
+    }
+
     /// Why the last fetch of `digest` failed, if it did.
     public func failure(_ digest: Digest) -> String? {
         lock.withLock { if case .failure(let e) = finished[digest] { e.description } else { nil } }
@@ -323,6 +339,7 @@ public final class MeshNode: @unchecked Sendable {
     private func finish(_ d: Digest, _ r: Result<Void, PeerError>) {
         let ws = lock.withLock { () -> [CheckedContinuation<Result<Void, PeerError>, Never>] in
             finished[d] = r
+            if let t0 = fetchStarted[d], fetchTook[d] == nil { fetchTook[d] = SystemClock().now() - t0 }
             if let p = progress[d], case .success = r { var q = p; q.done = true; q.bytesDone = q.bytesTotal; progress[d] = q }
             return waiters.removeValue(forKey: d) ?? []
         }

@@ -132,6 +132,8 @@ public final class PeerDaemon: Service, @unchecked Sendable {
     struct TransferInfo: Codable {
         var digest: String; var bytes_done: UInt64; var bytes_total: UInt64; var rate_bytes_per_second: Double
         var sources: Int; var done: Bool; var error: String?
+        /// Seconds from the fetch's start to the blob committed (so far, while running).
+        var seconds: Double?
     }
 
     func blobList() -> ControlResponse {
@@ -204,7 +206,7 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         let total = p?.bytesTotal ?? (have ? ((try? n.store.manifest(for: d).size) ?? 0) : 0)
         return .json(TransferInfo(digest: d.description, bytes_done: have ? total : (p?.bytesDone ?? 0), bytes_total: total,
                                   rate_bytes_per_second: p?.rate ?? 0, sources: p?.sources ?? 0, done: have,
-                                  error: n.failure(d)))
+                                  error: n.failure(d), seconds: n.fetchDuration(d)?.seconds))
     }
 
     func export(_ req: ControlRequest) -> ControlResponse {

@@ -56,6 +56,8 @@ struct BlobInfo: Codable { var digest: String; var size: UInt64; var chunks: Int
 struct TransferInfo: Codable {
     var digest: String; var bytes_done: UInt64; var bytes_total: UInt64; var rate_bytes_per_second: Double
     var sources: Int; var done: Bool; var error: String?
+    /// The daemon's own measure: fetch start to blob committed (older daemons leave it out).
+    var seconds: Double?
 }
 
 func percentEncode(_ s: String) -> String {
@@ -105,7 +107,8 @@ func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bo
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         print(String(decoding: try enc.encode(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
-                                                 "seconds": String(format: "%.3f", secs)]), as: UTF8.self))
+                                                 "seconds": String(format: "%.3f", secs),
+                                                 "transfer_seconds": t.seconds.map { String(format: "%.3f", $0) } ?? ""]), as: UTF8.self))
     } else {
         print("\(output): \(t.bytes_total) bytes, \(label ?? digest.description), \(String(format: "%.2f", secs)) s")
     }

@@ -109,6 +109,76 @@ import Testing
     }
 }
 
+/// The scavenger's controller alone, against a drop-tail bottleneck in virtual time: bulk fills the
+/// link but keeps the queue it builds (what a control packet waits behind) near the target.
+@Suite struct ScavengerControllerTests {
+    /// One bulk flow, window-limited by the scavenger, through a FIFO bottleneck of `rate` bytes/s
+    /// with `base` seconds of round trip beyond it. Returns the queue a control packet would have met
+    /// at each acknowledgement (seconds) after the first second, and the link's utilisation then.
+    static func run(target: Duration, rate: Double = 12.5e6, base: Double = 0.0005, seconds: Double = 4) -> (queue: [Double], utilisation: Double) {
+        var settings = ScavengerSettings()
+        settings.target = target
+        var limiter = ClassLimiter(rates: [:], scavenger: settings, now: .zero)
+        let mss = 1452.0
+        var t = 0.0, linkFree = 0.0, minRTT = Double.infinity, srtt = 0.0
+        var flight: [(sent: Double, ack: Double)] = [], head = 0
+        var queue: [Double] = []
+        var delivered = 0.0
+        let instant = { (s: Double) in Instant(nanoseconds: UInt64(s * 1e9)) }
+        while t < seconds {
+            while limiter.allows(.bulk, now: instant(t)) {
+                limiter.sent(.bulk, count: Int(mss))
+                linkFree = max(t, linkFree) + mss / rate
+                flight.append((t, linkFree + base))
+            }
+            let p = flight[head]; head += 1
+            t = p.ack
+            let rtt = p.ack - p.sent
+            minRTT = min(minRTT, rtt)
+            srtt = srtt == 0 ? rtt : srtt * 7 / 8 + rtt / 8
+            limiter.bulkAcked(Int(mss), latestRTT: .nanoseconds(Int64(rtt * 1e9)), minRTT: .nanoseconds(Int64(minRTT * 1e9)),
+                              smoothedRTT: .nanoseconds(Int64(srtt * 1e9)), now: instant(t))
+            if t > 1 {
+                queue.append(max(0, linkFree - t))
+                delivered += mss
+            }
+        }
+        return (queue.sorted(), delivered / (rate * (seconds - 1)))
+    }
+
+    @Test func keepsTheBottleneckQueueNearTheTargetAndTheLinkBusy() {
+        let q = Self.run(target: .milliseconds(1))
+        let p50 = q.queue[q.queue.count / 2], p99 = q.queue[q.queue.count * 99 / 100]
+        #expect(p99 < 0.0025, "queue p99 \(p99 * 1e3) ms with a 1 ms target")
+        #expect(q.utilisation > 0.95, "utilisation \(q.utilisation)")
+        // The target is what sets the queue: five times the target, about five times the queue.
+        let loose = Self.run(target: .milliseconds(5))
+        #expect(loose.queue[loose.queue.count / 2] > 3 * p50, "5 ms target p50 \(loose.queue[loose.queue.count / 2] * 1e3) ms vs \(p50 * 1e3) ms")
+        #expect(loose.utilisation > 0.95)
+    }
+
+    @Test func oneLateAcknowledgementIsNotAQueue() {
+        var settings = ScavengerSettings()
+        settings.target = .milliseconds(1)
+        var limiter = ClassLimiter(rates: [:], scavenger: settings, now: .zero)
+        let window = limiter.bulkWindow
+        // A descheduled receiver: one sample 20 ms late among prompt ones does not cut the window.
+        for (i, rtt) in [0.5, 0.5, 20.5, 0.5].enumerated() {
+            limiter.sent(.bulk, count: 1452)
+            limiter.bulkAcked(1452, latestRTT: .microseconds(Int64(rtt * 1000)), minRTT: .microseconds(500),
+                              smoothedRTT: .microseconds(600), now: Instant(nanoseconds: UInt64(i + 1) * 1_000_000))
+        }
+        #expect(limiter.bulkWindow >= window)
+        // A standing queue (every sample late) does.
+        for i in 0..<8 {
+            limiter.sent(.bulk, count: 1452)
+            limiter.bulkAcked(1452, latestRTT: .microseconds(4500), minRTT: .microseconds(500),
+                              smoothedRTT: .microseconds(600), now: Instant(nanoseconds: UInt64(i + 10) * 1_000_000))
+        }
+        #expect(limiter.bulkWindow < window)
+    }
+}
+
 final class Flag: Sendable {
     let set = Atomic<Bool>(false)
     let count = Atomic<Int>(0)

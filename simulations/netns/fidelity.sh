@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Simulator fidelity (issue 5): the same swarm in gquic-sim and with real daemons in namespaces.
+#
+#   fidelity.sh [N]     1 seed + N peers (default 8) fetch one 256 MiB blob at once, every node's upload
+#                       capped at 100 Mbit/s with tc tbf. Runs simulations/scenarios/fidelity-8.sim in
+#                       gquic-sim, then the real daemons, and prints both completion times side by side
+#                       with their ratio and met/missed against ±15% — plus what the real run measured
+#                       that the simulator's model rests on: daemon CPU-seconds per GiB moved, bytes
+#                       on the wire per payload byte, the tbf queues, and the load average.
+#
+# Compared: the last peer's completion, fetch start to a verified, committed blob (the daemon's own
+# `seconds` in /v1/transfer; the simulator's completion is the same instant). `gquic-fetch get`'s
+# wall time, which adds writing the 256 MiB out of the store (-o), is shown next to it.
+#
+# Environment: BIN (gquic-peer, gquic-fetch, gquic-sim; default .build/release), SCENARIO (default
+# simulations/scenarios/fidelity-8.sim), MIB (256), RATE (100mbit; tbf burst 256kb latency 100ms as
+# swarm.sh), JSON (default simulations/results/bench-fidelity.json). Needs root. Everything it
+# starts lives in namespaces it creates and is removed at the end.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+N=${1:-8}
+BIN=${BIN:-.build/release}; MIB=${MIB:-256}; RATE=${RATE:-100mbit}
+SCENARIO=${SCENARIO:-simulations/scenarios/fidelity-8.sim}
+JSON=${JSON:-simulations/results/bench-fidelity.json}
+TOLERANCE=0.15
+BIN=$(cd "$BIN" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gquic-fidelity.XXXXXX")
+PORT=7400
+
+fail() { echo "fidelity: FAIL: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
+for b in gquic-peer gquic-fetch gquic-sim; do [ -x "$BIN/$b" ] || fail "no $BIN/$b; build first (swift build -c release)"; done
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; netns_down; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+now() { date +%s.%N; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+py() { python3 -c "$1"; }
+
+# --- The simulator ---------------------------------------------------------------------------------
+echo "fidelity: gquic-sim run $SCENARIO (load average $(load))"
+"$BIN/gquic-sim" run "$SCENARIO" --quiet --out "$WORK/sim" >"$WORK/sim.txt" 2>&1 || fail "gquic-sim: $(tail -3 "$WORK/sim.txt")"
+read -r SIM_P50 SIM_MAX < <(py "import json; s=json.load(open('$WORK/sim/report.json'))['swarm']; e=list(s.values())[0]; print(e['p50_s'], e['max_s'])")
+echo "fidelity: simulated: p50 ${SIM_P50} s, last ${SIM_MAX} s"
+
+# --- Real daemons -----------------------------------------------------------------------------------
+head -c $((MIB << 20)) /dev/urandom > "$WORK/blob.bin"
+SUM=$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
+netns_up $((N + 1))
+for i in $(seq 1 $((N + 1))); do netns_rate "$i" "$RATE"; done
+LOAD0=$(load)
+echo "fidelity: $((N + 1)) namespaces up, upload $RATE per node; load average $LOAD0"
+for i in $(seq 1 $((N + 1))); do
+    "$BIN/gquic-peer" init --data "$WORK/g$i" >/dev/null
+    seeds=(); [ "$i" -gt 1 ] && seeds=(--seed "$(netns_ip 1):$PORT")
+    ip netns exec "$(netns_node "$i")" "$BIN/gquic-peer" run --data "$WORK/g$i" --listen "$(netns_ip "$i"):$PORT" \
+        --no-mdns --log-level warning "${seeds[@]}" 2>"$WORK/g$i.log" &
+    PIDS+=($!)
+done
+for i in $(seq 1 $((N + 1))); do
+    for _ in $(seq 100); do [ -S "$WORK/g$i/control.sock" ] && break; sleep 0.1; done
+    [ -S "$WORK/g$i/control.sock" ] || fail "gquic-peer $i did not start: $(tail -3 "$WORK/g$i.log")"
+done
+D=$("$BIN/gquic-fetch" add --data "$WORK/g1" "$WORK/blob.bin")
+[ "$D" = "sha256:$SUM" ] || fail "add printed $D"
+for _ in $(seq 150); do
+    all=1
+    for i in $(seq 1 $((N + 1))); do
+        [ "$("$BIN/gquic-peer" status --data "$WORK/g$i" --json | py 'import json,sys; print(sum(1 for m in json.load(sys.stdin)["members"] if m["state"].startswith("alive")))')" = $((N + 1)) ] || all=0
+    done
+    [ $all = 1 ] && break; sleep 0.2
+done
+sleep 1
+
+# CPU ticks (utime + stime) of every daemon, and what each node's tbf has sent (bytes, packets).
+ticks() { local p; for p in "${PIDS[@]}"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | paste -sd' '; }
+wire() { local i; for i in $(seq 1 $((N + 1))); do ip netns exec "$(netns_node "$i")" tc -s qdisc show dev eth0 | awk '/Sent/ { print $2, $4 }'; done | paste -sd' '; }
+CPU0=$(ticks); WIRE0=$(wire)
+# Every node's tbf backlog, sampled every 50 ms during the transfer.
+( while :; do for i in $(seq 1 $((N + 1))); do
+      echo "$i $(ip netns exec "$(netns_node "$i")" tc -s qdisc show dev eth0 | awk '/backlog/ { print $2 }')"; done; sleep 0.05; done ) >"$WORK/backlog" 2>/dev/null &
+SAMPLER=$!
+T0=$(now)
+FETCHES=()
+for i in $(seq 2 $((N + 1))); do
+    ( "$BIN/gquic-fetch" get --data "$WORK/g$i" "$D" -o "$WORK/g$i.out" --json >"$WORK/g$i.get" 2>"$WORK/g$i.get.err"
+      echo "$? $(now)" > "$WORK/g$i.done" ) &
+    FETCHES+=($!)
+done
+wait "${FETCHES[@]}"
+CPU1=$(ticks); WIRE1=$(wire)
+kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+LOAD1=$(load)
+# Payload (mesh frame) bytes each node sent and received, by class, from the daemons themselves.
+for i in $(seq 1 $((N + 1))); do "$BIN/gquic-peer" status --data "$WORK/g$i" --json > "$WORK/g$i.status"; done
+RESULTS=""
+for i in $(seq 2 $((N + 1))); do
+    read -r rc t < "$WORK/g$i.done"
+    verdict=BAD
+    [ "$rc" = 0 ] && [ "$(sha256sum "$WORK/g$i.out" | cut -d' ' -f1)" = "$SUM" ] && verdict=ok
+    transfer=$(py "import json; print(json.load(open('$WORK/g$i.get')).get('transfer_seconds') or 'nan')" 2>/dev/null || echo nan)
+    RESULTS+="$i $transfer $(awk -v a="$T0" -v b="$t" 'BEGIN { printf "%.2f", b - a }') $verdict"$'\n'
+    rm -f "$WORK/g$i.out"
+done
+echo "$RESULTS" | grep -q BAD && fail "a copy is missing or corrupt: $(echo "$RESULTS" | grep BAD)"
+
+# --- Report -----------------------------------------------------------------------------------------
+export WORK N MIB SIM_P50 SIM_MAX TOLERANCE JSON CPU0 CPU1 WIRE0 WIRE1 LOAD0 LOAD1 RESULTS RATE
+python3 - <<'PY'
+import json, os
+W = os.environ["WORK"]; n = int(os.environ["N"]); mib = int(os.environ["MIB"])
+rows = [l.split() for l in os.environ["RESULTS"].strip().splitlines()]
+transfer = sorted(float(r[1]) for r in rows); get = sorted(float(r[2]) for r in rows)
+def med(v): return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+sim_p50, sim_max = float(os.environ["SIM_P50"]), float(os.environ["SIM_MAX"])
+tol = float(os.environ["TOLERANCE"])
+cpu0 = [int(x) for x in os.environ["CPU0"].split()]; cpu1 = [int(x) for x in os.environ["CPU1"].split()]
+cpu = [(b - a) / os.sysconf("SC_CLK_TCK") for a, b in zip(cpu0, cpu1)]
+w0 = [int(x) for x in os.environ["WIRE0"].split()]; w1 = [int(x) for x in os.environ["WIRE1"].split()]
+wire_bytes = [w1[2 * i] - w0[2 * i] for i in range(n + 1)]; wire_pkts = [w1[2 * i + 1] - w0[2 * i + 1] for i in range(n + 1)]
+sent = []; recv = []
+for i in range(1, n + 2):
+    st = json.load(open(f"{W}/g{i}.status"))
+    sent.append(sum(sum(l["sent_bytes"].values()) for l in st["links"]))
+    recv.append(sum(sum(l["received_bytes"].values()) for l in st["links"]))
+bulk_sent = sum(sum(l["sent_bytes"].get("bulk", 0) for l in json.load(open(f"{W}/g{i}.status"))["links"]) for i in range(1, n + 2))
+moved_gib = [(s + r) / 2**30 for s, r in zip(sent, recv)]
+wall = max(transfer)
+# tbf backlog: per node, p50 / p99 in milliseconds at the configured rate.
+rate = float(os.environ["RATE"].replace("mbit", "")) * 1e6 / 8 if os.environ["RATE"].endswith("mbit") else 12.5e6
+def size(t):
+    t = t.strip()
+    for s, m in (("Mb", 2**20), ("Kb", 2**10), ("b", 1)):
+        if t.endswith(s): return float(t[: -len(s)]) * m
+    return float(t or 0)
+qs = {}
+for line in open(f"{W}/backlog"):
+    p = line.split()
+    if len(p) == 2: qs.setdefault(int(p[0]), []).append(size(p[1]) / rate * 1000)
+def q(v, p): v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))] if v else 0
+ratio = wall / sim_max
+met = abs(ratio - 1) <= tol
+print()
+print(f"{'':28}{'simulated':>12}{'real':>12}{'real/sim':>10}")
+print(f"{'last peer done (s)':28}{sim_max:12.2f}{wall:12.2f}{ratio:10.2f}   {'met' if met else 'missed'} (goal: within ±{tol:.0%})")
+print(f"{'median peer done (s)':28}{sim_p50:12.2f}{med(transfer):12.2f}{med(transfer) / sim_p50:10.2f}")
+print(f"{'gquic-fetch get, last (s)':28}{'':12}{max(get):12.2f}{'':10}   (adds writing the blob out with -o)")
+print()
+print("what the real run measured (the model's inputs):")
+print(f"  daemon CPU: {sum(cpu):.1f} CPU-s over {wall:.1f} s = {sum(cpu) / wall:.2f} cores busy of {os.cpu_count()}; "
+      f"seed {cpu[0]:.1f} s, peers {min(cpu[1:]):.1f}–{max(cpu[1:]):.1f} s")
+per_gib = sum(cpu) / sum(moved_gib)
+print(f"  CPU per GiB moved (mean of sent and received mesh bytes): {per_gib:.2f} CPU-s  "
+      f"(seed: {cpu[0] / moved_gib[0]:.2f}, peers: {sum(cpu[1:]) / sum(moved_gib[1:]):.2f})")
+tw, tp = sum(wire_bytes), sum(wire_pkts)
+print(f"  wire: {tw / bulk_sent:.4f} bytes on the wire per bulk payload byte sent, {tw / max(tp, 1):.0f} bytes per packet "
+      f"({tp} packets; tbf counts IP + UDP + QUIC headers, AEAD tag, ACK-only packets)")
+print("  tbf queue p50 / p99 (ms): " + ", ".join(f"n{i}: {q(qs.get(i, []), .5):.1f}/{q(qs.get(i, []), .99):.1f}" for i in range(1, n + 2)))
+print(f"  load average before {os.environ['LOAD0']}, after {os.environ['LOAD1']}")
+out = {"sim": {"p50_s": sim_p50, "max_s": sim_max}, "real": {"transfer_s": transfer, "get_s": get, "max_s": wall},
+       "ratio": ratio, "met": met, "tolerance": tol,
+       "cpu_seconds": cpu, "cpu_s_per_gib_moved": per_gib, "mesh_sent_bytes": sent, "mesh_received_bytes": recv,
+       "wire_bytes": wire_bytes, "wire_packets": wire_pkts, "wire_per_bulk_byte": tw / bulk_sent,
+       "tbf_queue_ms": {f"n{i}": {"p50": q(v, .5), "p99": q(v, .99)} for i, v in qs.items()},
+       "load_average": {"before": os.environ["LOAD0"], "after": os.environ["LOAD1"]}}
+json.dump(out, open(os.environ["JSON"], "w"), indent=1)
+print(f"wrote {os.environ['JSON']}")
+PY
