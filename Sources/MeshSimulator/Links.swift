@@ -84,6 +84,9 @@ public struct MessageLevelLinks: SimLinkLayer {
     private let baseDown: [Double]
     private let jitterNs: UInt64
     private let reorderNs: UInt64
+    /// The hosts' CPUs, when the scenario models them (`cpu` line): a message's send work must be
+    /// done before its last byte leaves, its receive work before the receiver's core sees it.
+    public private(set) var cpu: SimCPU?
 
     /// - Parameters:
     ///   - regionOf: each node's region index.
@@ -101,6 +104,7 @@ public struct MessageLevelLinks: SimLinkLayer {
         ports = regionOf.indices.map { Port(nsPerByteUp: up[$0], nsPerByteDown: down[$0], region: regionOf[$0]) }
         jitterNs = UInt64(max(0, settings.jitter.nanosecondsClamped))
         reorderNs = UInt64(max(0, settings.reorderDelay.nanosecondsClamped))
+        cpu = settings.cpu.map { SimCPU(settings: $0, nodes: regionOf.count) }
     }
 
     /// Bytes on the wire for `bytes` of frame: each packet of up to `mtu` bytes adds `overhead`.
@@ -131,7 +135,12 @@ public struct MessageLevelLinks: SimLinkLayer {
         var sendStart = t.notBefore
         for j in 0...k { sendStart = max(sendStart, up.upFree[j]) }
         let serialise = UInt64((Double(wire) * up.nsPerByteUp).rounded(.up))
-        let upDone = sendStart + serialise
+        var upDone = sendStart + serialise
+        if cpu != nil {
+            // Packets are built as the link takes them: the last byte leaves once both are done.
+            let done = cpu!.run(node: t.from, cost: Double(wire) * cpu!.settings.sendNsPerByte, ready: sendStart, now: t.notBefore)
+            upDone = max(upDone, done)
+        }
         up.upFree[k] = upDone
         if k < 3 {
             for j in (k + 1)...3 {
@@ -161,7 +170,12 @@ public struct MessageLevelLinks: SimLinkLayer {
         var recvStart = sendStart + lat
         for j in 0...k { recvStart = max(recvStart, down[j]) }
         let take = UInt64((Double(wire) * ports[t.to].nsPerByteDown).rounded(.up))
-        let recvDone = max(recvStart + take, upDone + lat)
+        var recvDone = max(recvStart + take, upDone + lat)
+        if cpu != nil {
+            // Decrypted and verified as its packets arrive: whole once the receiver's CPU is done too.
+            let done = cpu!.run(node: t.to, cost: Double(wire) * cpu!.settings.recvNsPerByte, ready: max(recvStart, sendStart + lat), now: t.notBefore)
+            recvDone = max(recvDone, done)
+        }
         down[k] = recvDone
         if k < 3 {
             for j in (k + 1)...3 {

@@ -141,6 +141,8 @@ public struct LinkSettings: Sendable, Hashable {
     public var idleTimeout: Duration = .seconds(30)
     /// A dial to an unreachable address fails after this long.
     public var dialTimeout: Duration = .seconds(5)
+    /// The hosts' CPUs (the `cpu` line); nil: CPU is free and infinite.
+    public var cpu: CPUSettings? = nil
     public init() {}
 }
 

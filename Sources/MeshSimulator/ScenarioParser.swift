@@ -65,6 +65,17 @@ extension Scenario {
                 if let v = line.take("link-timeout") { link.linkTimeout = try line.duration(v) }
                 if let v = line.take("idle-timeout") { link.idleTimeout = try line.duration(v) }
                 if let v = line.take("dial-timeout") { link.dialTimeout = try line.duration(v) }
+            case "cpu":
+                var c = CPUSettings()
+                if let v = line.take("cores") { c.cores = try line.int(v, 1...1024) }
+                if let v = line.take("machines") { c.machines = try line.int(v, 1...1_000_000) }
+                if let v = line.take("send") { c.sendNsPerByte = try line.nsPerByte(v) }
+                if let v = line.take("recv") { c.recvNsPerByte = try line.nsPerByte(v) }
+                if let v = line.take("slot") {
+                    c.slot = try line.duration(v)
+                    guard c.slot >= .microseconds(1), c.slot <= .milliseconds(10) else { throw .invalid(lineNo, "slot must be 1us…10ms") }
+                }
+                link.cpu = c
             case "join":
                 let at = try line.duration(try line.required("at"))
                 let set = try NodeSet.parse(line.take("nodes") ?? "all", line: lineNo)
@@ -204,6 +215,16 @@ struct Line {
         let negative = s.hasPrefix("-")
         let d = try duration(negative || s.hasPrefix("+") ? String(s.dropFirst()) : s)
         return negative ? .zero - d : d
+    }
+
+    /// CPU cost per byte: "8.3ns" or "8.3ns/B" (nanoseconds per wire byte), 0…1,000,000.
+    func nsPerByte(_ s: String) throws(ScenarioError) -> Double {
+        var t = Substring(s)
+        if t.hasSuffix("/B") { t = t.dropLast(2) }
+        guard t.hasSuffix("ns"), let v = Double(t.dropLast(2)), v >= 0, v <= 1_000_000 else {
+            throw .invalid(number, "expected CPU nanoseconds per byte such as 8.3ns, got \"\(s)\"")
+        }
+        return v
     }
 
     func rate(_ s: String) throws(ScenarioError) -> Double {

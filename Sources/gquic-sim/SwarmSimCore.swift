@@ -51,8 +51,13 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         try count("per-source") { settings.maxRequestsPerSource = $0 }
         try count("have-batch") { settings.haveBatch = $0 }
         try count("random-first") { settings.randomFirst = $0 }
+        if let v = p.removeValue(forKey: "unique-first") {
+            // The daemon ships with it off (MeshNode.swarmSettings); fidelity runs match it.
+            guard v == "on" || v == "off" else { throw SimRunError("core swarm: unique-first= is on or off, got \"\(v)\"") }
+            settings.uniqueFirstServing = v == "on"
+        }
         guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, have-batch, random-first")
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, have-batch, random-first, unique-first")
         }
         core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }

@@ -83,6 +83,10 @@ CPU0=$(ticks); WIRE0=$(wire)
 ( while :; do for i in $(seq 1 $((N + 1))); do
       echo "$i $(ip netns exec "$(netns_node "$i")" tc -s qdisc show dev eth0 | awk '/backlog/ { print $2 }')"; done; sleep 0.05; done ) >"$WORK/backlog" 2>/dev/null &
 SAMPLER=$!
+# A control-class round trip every 10 ms from peer 2 to the seed, for the whole transfer: the
+# latency a request sees through two busy daemons and the seed's queue.
+SEED_ID=$("$BIN/gquic-peer" status --data "$WORK/g1" --json | py 'import json,sys; print(json.load(sys.stdin)["node"]["id"])')
+curl -sf --unix-socket "$WORK/g2/control.sock" -X POST "http://x/v1/ping?peer=$SEED_ID&interval_ms=10&size=64" >/dev/null || true
 T0=$(now)
 FETCHES=()
 for i in $(seq 2 $((N + 1))); do
@@ -92,6 +96,7 @@ for i in $(seq 2 $((N + 1))); do
 done
 wait "${FETCHES[@]}"
 CPU1=$(ticks); WIRE1=$(wire)
+curl -sf --unix-socket "$WORK/g2/control.sock" -X DELETE "http://x/v1/ping" > "$WORK/ping.json" || echo '{"rtt_ms": {}}' > "$WORK/ping.json"
 kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
 LOAD1=$(load)
 # Payload (mesh frame) bytes each node sent and received, by class, from the daemons themselves.
@@ -159,12 +164,14 @@ tw, tp = sum(wire_bytes), sum(wire_pkts)
 print(f"  wire: {tw / bulk_sent:.4f} bytes on the wire per bulk payload byte sent, {tw / max(tp, 1):.0f} bytes per packet "
       f"({tp} packets; tbf counts IP + UDP + QUIC headers, AEAD tag, ACK-only packets)")
 print("  tbf queue p50 / p99 (ms): " + ", ".join(f"n{i}: {q(qs.get(i, []), .5):.1f}/{q(qs.get(i, []), .99):.1f}" for i in range(1, n + 2)))
+ping = json.load(open(f"{W}/ping.json")).get("rtt_ms", {})
+if ping: print(f"  control round trip peer 2 → seed during the transfer: p50 {ping['p50']:.1f} ms, p99 {ping['p99']:.1f} ms (the simulator's: ~0.2 ms + queues)")
 print(f"  load average before {os.environ['LOAD0']}, after {os.environ['LOAD1']}")
 out = {"sim": {"p50_s": sim_p50, "max_s": sim_max}, "real": {"transfer_s": transfer, "get_s": get, "max_s": wall},
        "ratio": ratio, "met": met, "tolerance": tol,
        "cpu_seconds": cpu, "cpu_s_per_gib_moved": per_gib, "mesh_sent_bytes": sent, "mesh_received_bytes": recv,
        "wire_bytes": wire_bytes, "wire_packets": wire_pkts, "wire_per_bulk_byte": tw / bulk_sent,
-       "tbf_queue_ms": {f"n{i}": {"p50": q(v, .5), "p99": q(v, .99)} for i, v in qs.items()},
+       "control_rtt_ms": ping, "tbf_queue_ms": {f"n{i}": {"p50": q(v, .5), "p99": q(v, .99)} for i, v in qs.items()},
        "load_average": {"before": os.environ["LOAD0"], "after": os.environ["LOAD1"]}}
 json.dump(out, open(os.environ["JSON"], "w"), indent=1)
 print(f"wrote {os.environ['JSON']}")
