@@ -7,9 +7,11 @@
 /// machine has `cores` cores, shared by its nodes. CPU is fluid, in time slots: a job placed at
 /// time t takes the capacity left in the slots from t on, at most one core's worth per slot (one
 /// message is one thread's work), so a job may use a gap before work placed earlier for a later
-/// time. The scenario line: `cpu cores=2 send=8.3ns recv=12.8ns [machines=1] [slot=50us]`.
+/// time. The scenario line: `cpu cores=2 send=7.7ns recv=11.7ns [machines=1] [slot=50us]`; `cores`
+/// may be fractional (1.3: what a machine busy with other work leaves the nodes).
 public struct CPUSettings: Sendable, Hashable {
-    public var cores: Int = 2
+    /// Cores the machine gives its nodes (fractional: what other work on the machine leaves).
+    public var cores: Double = 2
     /// CPU nanoseconds per wire byte sent and received.
     public var sendNsPerByte: Double = 0
     public var recvNsPerByte: Double = 0
@@ -38,7 +40,7 @@ public struct SimCPU: Sendable {
         let m = max(1, min(settings.machines, max(nodes, 1)))
         machineOf = (0..<nodes).map { Int32($0 * m / max(nodes, 1)) }
         slotNs = UInt64(max(1_000, settings.slot.nanosecondsClamped))
-        capacityPerSlot = Double(slotNs) * Double(max(1, settings.cores))
+        capacityPerSlot = Double(slotNs) * max(0.01, settings.cores)
         used = Array(repeating: [], count: m)
         base = Array(repeating: 0, count: m)
         floor = Array(repeating: 0, count: m)

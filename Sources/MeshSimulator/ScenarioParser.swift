@@ -67,7 +67,10 @@ extension Scenario {
                 if let v = line.take("dial-timeout") { link.dialTimeout = try line.duration(v) }
             case "cpu":
                 var c = CPUSettings()
-                if let v = line.take("cores") { c.cores = try line.int(v, 1...1024) }
+                if let v = line.take("cores") {
+                    guard let n = Double(v), n >= 0.01, n <= 1024 else { throw .invalid(lineNo, "cores= is a number of cores, 0.01…1024 (fractional for a shared machine), got \"\(v)\"") }
+                    c.cores = n
+                }
                 if let v = line.take("machines") { c.machines = try line.int(v, 1...1_000_000) }
                 if let v = line.take("send") { c.sendNsPerByte = try line.nsPerByte(v) }
                 if let v = line.take("recv") { c.recvNsPerByte = try line.nsPerByte(v) }

@@ -83,7 +83,7 @@ run() {
     curl -sf --unix-socket "$c" -X POST "http://x/v1/ping?peer=$seed_id&interval_ms=10&size=64" >/dev/null || fail "could not start the ping"
     # The seed's tbf queue, sampled every 20 ms during the transfer: how much of the round trip is the
     # network's queue (the rest is the hosts: scheduling, the daemons' own work).
-    ( while :; do ip netns exec "$(netns_node 1)" tc -s qdisc show dev eth0 | awk '/backlog/ { print $2 }'; sleep 0.02; done ) > "$WORK/backlog" 2>/dev/null &
+    ( while :; do tc -n "$(netns_node 1)" -s qdisc show dev eth0 | awk '/backlog/ { print $2 }'; sleep 0.02; done ) > "$WORK/backlog" 2>/dev/null &
     local sampler=$!
     local t0 t1; t0=$(now)
     "$BIN/gquic-fetch" get --data "$WORK/g2" "$d" -o "$WORK/out.bin" --json >/dev/null 2>"$WORK/get.err" \
