@@ -4,7 +4,7 @@ import MeshCore
 
 /// The `cpu` line: daemons sharing a machine's cores, CPU cost per byte sent and received.
 @Suite struct CPUModelTests {
-    func cpu(cores: Int, machines: Int = 1, nodes: Int = 4) -> SimCPU {
+    func cpu(cores: Double, machines: Int = 1, nodes: Int = 4) -> SimCPU {
         var s = CPUSettings()
         s.cores = cores
         s.machines = machines
