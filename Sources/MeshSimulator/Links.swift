@@ -58,6 +58,9 @@ public protocol SimLinkLayer {
 /// messages are sent (per class, with the same priority rule), not the order they arrive — an
 /// approximation that keeps one event per message.
 ///
+/// With `fifo` > 0 the priority stops at the kernel: a message also waits for lower-class backlog,
+/// up to `fifo` of it (the bytes QUIC already handed to the qdisc queue, e.g. tc tbf's backlog).
+///
 /// Loss is per packet (`ceil(bytes / mtu)` packets). An unreliable message with a lost packet is
 /// dropped. A reliable one is delayed by one probe timeout (2 × latency + 1 ms) per round in which a
 /// packet of it was lost (as QUIC retransmits), and dropped after 16 rounds; retransmitted bytes do not
@@ -84,6 +87,7 @@ public struct MessageLevelLinks: SimLinkLayer {
     private let baseDown: [Double]
     private let jitterNs: UInt64
     private let reorderNs: UInt64
+    private let fifoNs: UInt64
     /// The hosts' CPUs, when the scenario models them (`cpu` line): a message's send work must be
     /// done before its last byte leaves, its receive work before the receiver's core sees it.
     public private(set) var cpu: SimCPU?
@@ -104,6 +108,7 @@ public struct MessageLevelLinks: SimLinkLayer {
         ports = regionOf.indices.map { Port(nsPerByteUp: up[$0], nsPerByteDown: down[$0], region: regionOf[$0]) }
         jitterNs = UInt64(max(0, settings.jitter.nanosecondsClamped))
         reorderNs = UInt64(max(0, settings.reorderDelay.nanosecondsClamped))
+        fifoNs = UInt64(max(0, settings.fifo.nanosecondsClamped))
         cpu = settings.cpu.map { SimCPU(settings: $0, nodes: regionOf.count) }
     }
 
@@ -134,6 +139,11 @@ public struct MessageLevelLinks: SimLinkLayer {
         var up = ports[t.from]
         var sendStart = t.notBefore
         for j in 0...k { sendStart = max(sendStart, up.upFree[j]) }
+        if fifoNs > 0, k < 3 {
+            // The kernel's queue: lower-class bytes already handed to it (up to `fifo` of them) go
+            // first, whatever the class of what comes next.
+            for j in (k + 1)...3 where up.upFree[j] > t.notBefore { sendStart = max(sendStart, min(up.upFree[j], t.notBefore + fifoNs)) }
+        }
         let serialise = UInt64((Double(wire) * up.nsPerByteUp).rounded(.up))
         var upDone = sendStart + serialise
         if cpu != nil {

@@ -141,6 +141,9 @@ public struct LinkSettings: Sendable, Hashable {
     public var idleTimeout: Duration = .seconds(30)
     /// A dial to an unreachable address fails after this long.
     public var dialTimeout: Duration = .seconds(5)
+    /// Lower-class backlog (as time at the uplink's rate) that every message waits behind: the part
+    /// already in the kernel's queue, where classes no longer count. Default 0 (strict priority).
+    public var fifo: Duration = .zero
     /// The hosts' CPUs (the `cpu` line); nil: CPU is free and infinite.
     public var cpu: CPUSettings? = nil
     public init() {}

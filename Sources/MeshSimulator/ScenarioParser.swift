@@ -65,6 +65,7 @@ extension Scenario {
                 if let v = line.take("link-timeout") { link.linkTimeout = try line.duration(v) }
                 if let v = line.take("idle-timeout") { link.idleTimeout = try line.duration(v) }
                 if let v = line.take("dial-timeout") { link.dialTimeout = try line.duration(v) }
+                if let v = line.take("fifo") { link.fifo = try line.duration(v) }
             case "cpu":
                 var c = CPUSettings()
                 if let v = line.take("cores") {

@@ -58,6 +58,24 @@ import MeshCore
         #expect(Double(fast) < cpuNs * 0.9)
     }
 
+    /// `link fifo=`: priority ends at the kernel's queue; a control message waits behind up to that
+    /// much queued bulk, not all of it, and not at all without it.
+    @Test func controlWaitsBehindTheKernelsShareOfTheBulkBacklog() {
+        func controlArrival(fifo: Duration) -> UInt64 {
+            var s = LinkSettings()
+            s.up = 1_000_000; s.down = 1e9; s.fifo = fifo
+            var model = MessageLevelLinks(settings: s, regionOf: [0, 0], latency: [[.microseconds(100)]], capacity: [(nil, nil)])
+            var rng = SeededRandom(seed: 1)
+            _ = model.transmit(SimTransmission(from: 0, to: 1, bytes: 100_000, unreliable: false, traffic: .bulk, notBefore: 0), random: &rng)
+            guard case .deliver(let at, _) = model.transmit(SimTransmission(from: 0, to: 1, bytes: 64, unreliable: false, traffic: .control,
+                                                                            notBefore: 0), random: &rng) else { return 0 }
+            return at
+        }
+        let strict = controlArrival(fifo: .zero), kernel = controlArrival(fifo: .milliseconds(5))
+        #expect(strict < 1_000_000)                                   // jumps the 100 ms of bulk
+        #expect(kernel >= 5_000_000 && kernel < 6_000_000, "\(kernel)") // waits 5 ms of it
+    }
+
     @Test func theScenarioLineParses() throws {
         let text = """
         name t
