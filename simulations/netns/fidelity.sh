@@ -26,16 +26,10 @@ BIN=${BIN:-.build/release}; MIB=${MIB:-256}; RATE=${RATE:-100mbit}
 SCENARIO=${SCENARIO:-simulations/scenarios/fidelity-8.sim}
 JSON=${JSON:-simulations/results/bench-fidelity.json}
 TOLERANCE=0.15
+netns_preflight fidelity "$BIN" gquic-peer gquic-fetch gquic-sim
 BIN=$(cd "$BIN" && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gquic-fidelity.XXXXXX")
+netns_bench_begin fidelity
 PORT=7400
-
-fail() { echo "fidelity: FAIL: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
-for b in gquic-peer gquic-fetch gquic-sim; do [ -x "$BIN/$b" ] || fail "no $BIN/$b; build first (swift build -c release)"; done
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; netns_down; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
 now() { date +%s.%N; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 py() { python3 -c "$1"; }

@@ -103,6 +103,34 @@ CONF
     echo "unix:path=/proc/$holder/root/run/dbus/system_bus_socket"
 }
 
+# netns_preflight NAME BIN PROGRAM…: exits with "NAME: FAIL: …" unless we are root and every PROGRAM
+# is built in BIN (benchmark scripts call it first).
+netns_preflight() {
+    local name=$1 bin=$2 b
+    shift 2
+    [ "$(id -u)" = 0 ] || { echo "$name: FAIL: needs root (network namespaces)" >&2; exit 1; }
+    for b in "$@"; do
+        [ -x "$bin/$b" ] || { echo "$name: FAIL: no $bin/$b; build first (swift build -c release)" >&2; exit 1; }
+    done
+}
+
+# netns_bench_begin NAME: for benchmark scripts — a work directory in $WORK (under $TMPDIR), $PIDS
+# for the processes the script starts, `fail MESSAGE` (prints "NAME: FAIL: MESSAGE", exits 1), and a
+# trap that on any exit stops those processes, removes our namespaces and the work directory.
+netns_bench_begin() {
+    GQ_BENCH_NAME=$1
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/gquic-$1.XXXXXX")
+    PIDS=()
+    fail() { echo "$GQ_BENCH_NAME: FAIL: $*" >&2; exit 1; }
+    trap netns_bench_end EXIT INT TERM
+}
+netns_bench_end() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    netns_down
+    rm -rf "$WORK"
+}
+
 # netns_exec I CMD…: runs a command in node I's namespace.
 netns_exec() { local i=$1; shift; ip netns exec "$(netns_node "$i")" "$@"; }
 

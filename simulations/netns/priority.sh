@@ -34,16 +34,10 @@ BIN=${BIN:-.build/release}; RATE=${RATE:-100mbit}; BURST=${BURST:-32kb}; QUEUE=$
 if [ "$MODE" = check ]; then MIB=${MIB:-32}; MODES=${MODES:-on}; else MIB=${MIB:-256}; MODES=${MODES:-off on}; fi
 JSON=${JSON:-simulations/results/bench-priority.json}
 GOAL_MS=5
+netns_preflight priority "$BIN" gquic-peer gquic-fetch
 BIN=$(cd "$BIN" && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gquic-prio.XXXXXX")
+netns_bench_begin priority
 PORT=7400
-
-fail() { echo "priority: FAIL: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
-for b in gquic-peer gquic-fetch; do [ -x "$BIN/$b" ] || fail "no $BIN/$b; build first (swift build -c release)"; done
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; netns_down; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
 
 now() { date +%s.%N; }
 json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
