@@ -2,7 +2,8 @@ import MeshCore
 
 /// Settings for the bulk class's scavenger mode (LEDBAT-style, RFC 6817 in spirit): bulk data gets
 /// its own window on top of the congestion controller's, driven by queuing delay — the smallest of
-/// the connection's last few RTT samples minus its minimum RTT (the base delay). Below `target` the
+/// the connection's last few RTT samples minus the base delay (the smallest RTT of the last ten
+/// minutes). Below `target` the
 /// window grows (doubling per round trip until the first time the queue passes the target, then by
 /// at most an eighth per round trip, scaled by how far below target); above it, it is cut
 /// multiplicatively, at most once per round trip (halved at twice the target). So bulk fills an
@@ -23,6 +24,10 @@ public struct ScavengerSettings: Sendable {
     /// RTT samples whose minimum is the current delay (LEDBAT's CURRENT_FILTER): one late
     /// acknowledgement (a descheduled receiver) is not a queue. Default 4.
     public var currentFilter: Int = 4
+    /// The base delay is the smallest RTT seen over this long (LEDBAT's BASE_HISTORY), kept as ten
+    /// minima of a tenth each: when a path gets longer, bulk is throttled for at most this long
+    /// instead of for the rest of the connection. Default 10 minutes.
+    public var baseHistory: Duration = .seconds(600)
     public init() {}
 }
 
@@ -45,6 +50,9 @@ struct ClassLimiter {
     private var recentNext = 0
     /// Until the queue first passes the target the window doubles per round trip (slow start).
     private var slowStart = true
+    /// Minimum RTT per tenth of `baseHistory`, newest last.
+    private var baseBuckets: [Duration] = []
+    private var bucketStart = Instant.zero
 
     init(rates: [TrafficClass: Double], scavenger: ScavengerSettings?, now: Instant) {
         for (c, r) in rates where r > 0 {
@@ -94,7 +102,17 @@ struct ClassLimiter {
         if recentRTT.count < max(1, s.currentFilter) { recentRTT.append(latestRTT) } else { recentRTT[recentNext] = latestRTT }
         recentNext = (recentNext + 1) % max(1, s.currentFilter)
         let current = recentRTT.min() ?? latestRTT
-        let queuing = Double((current - minRTT).nanosecondsClamped)
+        // The base: the connection's min RTT if it was seen within the history, else the windowed one.
+        let bucketLength = s.baseHistory / 10
+        if baseBuckets.isEmpty || now - bucketStart >= bucketLength {
+            baseBuckets.append(latestRTT)
+            if baseBuckets.count > 10 { baseBuckets.removeFirst(baseBuckets.count - 10) }
+            bucketStart = now
+        } else {
+            baseBuckets[baseBuckets.count - 1] = min(baseBuckets[baseBuckets.count - 1], latestRTT)
+        }
+        let base = max(minRTT, baseBuckets.min() ?? minRTT)
+        let queuing = Double((current - base).nanosecondsClamped)
         let target = Double(s.target.nanosecondsClamped)
         if queuing > target {
             // Multiplicative decrease, at most once per round trip: halve at 2 × target and beyond.

@@ -157,6 +157,28 @@ import Testing
         #expect(loose.utilisation > 0.95)
     }
 
+    /// A path that got longer for good (a new route): after the base history the longer RTT is the
+    /// new base, and bulk grows again instead of sitting at its minimum window for ever.
+    @Test func aLongerPathBecomesTheNewBaseAfterTheHistory() {
+        var settings = ScavengerSettings()
+        settings.target = .milliseconds(1)
+        settings.baseHistory = .seconds(10)
+        var limiter = ClassLimiter(rates: [:], scavenger: settings, now: .zero)
+        var t = Instant(nanoseconds: 1_000_000)
+        func ack(_ rttMs: Double, minMs: Double) {
+            limiter.sent(.bulk, count: 1452)
+            limiter.bulkAcked(1452, latestRTT: .microseconds(Int64(rttMs * 1000)), minRTT: .microseconds(Int64(minMs * 1000)),
+                              smoothedRTT: .microseconds(Int64(rttMs * 1000)), now: t)
+            t = t + .milliseconds(25)
+        }
+        for _ in 0..<40 { ack(0.5, minMs: 0.5) }   // 1 s on the short path
+        // The route changes: 20 ms. ngtcp2's min RTT stays 0.5 ms for the rest of the connection.
+        for _ in 0..<200 { ack(20, minMs: 0.5) }   // 5 s: looks like 19.5 ms of queue, bulk backs off
+        #expect(limiter.bulkWindow == settings.minWindow)
+        for _ in 0..<600 { ack(20, minMs: 0.5) }   // 15 s more: the short path left the history
+        #expect(limiter.bulkWindow > 8 * settings.minWindow, "window \(limiter.bulkWindow)")
+    }
+
     @Test func oneLateAcknowledgementIsNotAQueue() {
         var settings = ScavengerSettings()
         settings.target = .milliseconds(1)
