@@ -283,6 +283,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
                 blobs[d]!.peerHave[peer] = nil
+                blobs[d]!.leftToPeers[peer] = nil
                 if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
             }
         case .dialFailed: break
@@ -316,7 +317,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
-            b.interested.insert(peer)
+            addInterested(peer, blob, b, &out)
             b.updateSource(peer, count: Int(n), bits: bits, settings: settings, hint: hints[peer])
             if b.manifest == nil, b.manifestAskedAt == nil || now > b.manifestAskedAt! + settings.requestTimeoutFloor {
                 b.manifestAskedAt = now
@@ -335,6 +336,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            // A peer announcing what it gains is fetching the blob too: it hears of this node's
+            // chunks as well (its `interested` may have come before this node knew the blob).
+            addInterested(peer, blob, b, &out)
             if b.manifest == nil {
                 // It asked before it had anything; now it has: ask again for its whole holdings
                 // (the answer brings the manifest request along).
@@ -362,22 +366,29 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             let i = Int(index)
-            if settings.uniqueFirstServing && b.seeding && b.servedRound == 0 && b.served[i] > 0,
+            // A busy reject is advice (others have it), never a refusal: a requester that comes back
+            // for the same chunk found no one else to ask (it may not be linked to the peers that
+            // have it, or not know of them), and gets it.
+            let leaveToPeers = settings.uniqueFirstServing && b.seeding && !b.wasLeftToPeers(i, by: peer)
+            if leaveToPeers && b.servedRound == 0 && b.served[i] > 0,
                let fresh = b.nextUnserved(lackedBy: b.peerHave[peer]) {
                 // Chunk i is already out there: leave it to the peers that have it, and send a
                 // chunk that has not left this node yet in its place (the requester takes it:
                 // nobody can have it yet).
                 substitutes[Substitute(peer: peer, blob: blob, index: UInt32(fresh))] = index
+                b.leftToPeers[peer, default: []].insert(i)
                 b.countServed(fresh)
                 effects.append(.serve(peer: peer, blob: blob, index: UInt32(fresh)))
                 return out
             }
-            if settings.uniqueFirstServing && b.seeding && Int(b.served[i]) > b.servedRound {
+            if leaveToPeers && Int(b.served[i]) > b.servedRound {
                 // Later rounds: some chunk has gone out fewer times; leave this one to peers.
+                b.leftToPeers[peer, default: []].insert(i)
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
             b.countServed(i)
+            b.leftToPeers[peer]?.remove(i)
             effects.append(.serve(peer: peer, blob: blob, index: index))
         case .cancel:
             // Pieces are produced as soon as the store answers; a cancel that arrives later has
@@ -412,7 +423,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             for (peer, index) in b.expireRequests(now: now, settings: settings) {
                 out.send(to: peer, .interactive, SwarmMessage.cancel(blob: d, index: UInt32(index)).frame)
             }
-            if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil) {
+            // Ask again who holds the blob when nothing is in flight: with no sources or no
+            // manifest, and also when every known source is idle (the chunks still missing may be
+            // held by peers whose announcements this node never got).
+            if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil || b.sources.values.allSatisfy { $0.inflight.isEmpty }) {
                 for peer in links where !b.bad.contains(peer) {
                     out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
                 }
@@ -482,6 +496,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         }
         blobs[blob] = b
         if b.downloading { schedule(blob, now: now, &out, only: peer) }
+    }
+
+    /// Records that `peer` wants `blob`; a peer new to the list is told what this node holds.
+    private func addInterested(_ peer: NodeID, _ blob: Digest, _ b: BlobState, _ out: inout Outbox) {
+        guard b.interested.insert(peer), let have = b.have, have.setCount > 0, links.contains(peer) else { return }
+        out.send(to: peer, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
     }
 
     /// Sends the pending batch of gained chunks to every interested peer.
@@ -600,6 +620,11 @@ final class BlobState: @unchecked Sendable {
     var serveCursor = 0
     /// Seeding: what each requester said it holds (its `have` and `haveMore` to this node).
     var peerHave: [NodeID: Bitfield] = [:]
+    /// Seeding: chunks each requester was told to fetch from peers (a busy reject) and has not
+    /// been served since. Asked again, the chunk is served.
+    var leftToPeers: [NodeID: Set<Int>] = [:]
+
+    func wasLeftToPeers(_ i: Int, by peer: NodeID) -> Bool { leftToPeers[peer]?.contains(i) ?? false }
     /// The node held the whole blob before fetching any of it: it serves in rounds.
     var seeding = false
     /// Chunks gained but not yet announced, and when the first of them arrived.
@@ -860,7 +885,15 @@ extension SwarmCore {
             let s = b.sources[p]!
             lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
         }
-        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it")
+        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count)")
+        for p in b.interested {
+            lines.append("  peer \(p.description.prefix(8)): peerHave \(b.peerHave[p]?.setCount ?? -1), link \(links.contains(p))")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// `debugDescription(of:)` for every blob this core knows.
+    public var debugDescription: String {
+        blobOrder.map { "blob \($0.description.prefix(16)):\n" + debugDescription(of: $0) }.joined(separator: "\n")
     }
 }

@@ -52,8 +52,15 @@ final class TestSwarmNet {
     var trace = WireWriter()
     var traceDigest: Digest { Digest.of(trace.bytes) }
 
+    /// Messages sent, by sender, receiver and frame type.
+    var sentBetween: [[Int]: Int] = [:]
+    /// When each sender first sent each receiver each frame type.
+    var firstSent: [[Int]: Instant] = [:]
+
     func apply(_ i: Int, _ out: Outbox) {
         for m in out.messages {
+            sentBetween[[i, index(of: m.peer), Int(m.frame.type)], default: 0] += 1
+            if firstSent[[i, index(of: m.peer), Int(m.frame.type)]] == nil { firstSent[[i, index(of: m.peer), Int(m.frame.type)]] = now }
             sentByType[m.frame.type, default: (0, 0)].count += 1
             sentByType[m.frame.type, default: (0, 0)].bytes += m.frame.payload.count
             let j = index(of: m.peer)
@@ -110,8 +117,8 @@ final class TestSwarmNet {
     /// Runs until the queue empties or `until` passes.
     func run(until limit: Instant, stopWhen done: () -> Bool = { false }) {
         while !queue.isEmpty && !done() {
-            let (t, _, e) = queue.pop()!
-            if t > limit { return }
+            let (t, n, e) = queue.pop()!
+            if t > limit { queue.push((t, n, e)); return }   // left for the next run
             now = max(now, t)
             switch e {
             case .deliver(let m, let j):
