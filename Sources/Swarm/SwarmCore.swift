@@ -49,6 +49,19 @@ public struct SwarmSettings: Sendable {
     /// average), one 256 KiB chunk (gquic-sim swarm-1k: p99 1.96× the bound at one 256 KiB chunk
     /// per source, 2.21× at two).
     public var maxBytesPerSource = 160 << 10
+    /// A transfer with at most this many sources lifts the two caps above from a source once its
+    /// pieces have come back: its pipeline is then its measured throughput × its smallest request
+    /// round trip × `pipelineBDPs`, so one fast source is not held to two requests (`gquic-fetch get`
+    /// from one peer on loopback: 62.5 MB/s with the caps). With more sources the caps stay: a
+    /// broadcast spreads its requests over many sources, and any deeper queue on a shared uplink
+    /// costs (gquic-sim layer-broadcast: 1.71× the bound with the caps, 2.00× with measured
+    /// pipelines everywhere). Default 2; 0 keeps the caps always.
+    public var measuredPipelineSources = 2
+    /// A measured pipeline holds this much time's worth of the source's throughput on top of its
+    /// bandwidth-delay product: a source's turnaround varies with its scheduling (a busy machine,
+    /// a store read), and the smallest round trip alone leaves the pipe empty meanwhile. Default
+    /// 10 ms (LEDBAT's queueing target is of that order).
+    public var pipelineSlack: Duration = .milliseconds(10)
     /// New chunks are announced to interested peers in batches: when this many are pending, or
     /// `haveDelay` after the first of them arrived. Default 8 chunks.
     public var haveBatch = 8
@@ -537,11 +550,16 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         for peer in order where links.contains(peer) {
             while total < settings.maxRequestsPerTransfer {
                 guard let s = b.sources[peer] else { break }
-                let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
+                let measured = s.rated && b.sources.count <= settings.measuredPipelineSources
+                let bdp = s.throughput * (max(s.rtt.seconds, 0.001) * settings.pipelineBDPs + (measured ? settings.pipelineSlack.seconds : 0))
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
-                if s.inflight.count >= settings.maxRequestsPerSource { break }
-                if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
+                if !measured {
+                    // Until pieces have come back, the shallow caps: every request joins a queue
+                    // the source shares with everyone else who asks it.
+                    if s.inflight.count >= settings.maxRequestsPerSource { break }
+                    if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
+                }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1

@@ -51,8 +51,9 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         try count("per-source") { settings.maxRequestsPerSource = $0 }
         try count("have-batch") { settings.haveBatch = $0 }
         try count("random-first") { settings.randomFirst = $0 }
+        try count("measured-sources") { settings.measuredPipelineSources = $0 }
         guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, have-batch, random-first")
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, have-batch, random-first")
         }
         core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }
