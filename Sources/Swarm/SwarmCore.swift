@@ -478,7 +478,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             schedule(blob, now: now, &out)
             return
         }
-        b.delivered(index, from: peer, bytes: data.count, now: now)
+        b.delivered(index, from: peer, bytes: data.count, now: now, measured: b.sources.count <= settings.measuredPipelineSources)
         let wasHave = b.have![index]
         if !wasHave {
             b.markHave(index)
@@ -760,16 +760,21 @@ final class BlobState: @unchecked Sendable {
         if requested[i]?.isEmpty ?? false { requested[i] = nil; addUnrequested(i) }
     }
 
-    func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant) {
+    /// `measured`: the source's pipeline follows its measured throughput (few sources), so the
+    /// estimate rises as fast as the pipeline lets the throughput grow.
+    func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant, measured: Bool) {
         guard var s = sources[peer], let sent = s.inflight[i] else { return }
         // Rate over a window of at least 100 ms (and two deliveries): single inter-arrival gaps
-        // say nothing when pieces from a shared queue arrive in bursts.
+        // say nothing when pieces from a shared queue arrive in bursts. A measured pipeline uses
+        // a window of 4 round trips (at least 20 ms) and takes any higher sample at once: its
+        // throughput grows with its pipeline, and a smoothed estimate would slow the ramp.
         s.windowBytes += bytes
         s.windowCount += 1
         let span = (now - s.windowStart).seconds
-        if span >= 0.1 && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
+        let window = measured ? max(0.02, 4 * s.rtt.seconds) : 0.1
+        if span >= window && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
             let sample = Double(s.windowBytes) / max(span, 1e-6)
-            s.throughput = s.rated ? 0.7 * s.throughput + 0.3 * sample : sample
+            s.throughput = !s.rated || measured && sample > s.throughput ? sample : 0.7 * s.throughput + 0.3 * sample
             s.rated = true
             s.windowStart = now
             s.windowBytes = 0
