@@ -908,7 +908,7 @@ extension SwarmCore {
             let s = b.sources[p]!
             lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
         }
-        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count)")
+        lines.append("  links \(links.count); served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count)")
         for p in b.interested {
             lines.append("  peer \(p.description.prefix(8)): peerHave \(b.peerHave[p]?.setCount ?? -1), link \(links.contains(p))")
         }

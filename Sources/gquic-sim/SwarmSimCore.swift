@@ -27,6 +27,8 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     /// Fetches in progress: blob digest → (name, start).
     var fetching: [Digest: (name: String, started: Instant)] = [:]
     var completions: [SimCompletion] = []
+    /// Chunk bytes this node has handed to its uplink (for the upload-over-time gauge).
+    var uploaded = 0
 
     init(context ctx: SimCoreContext, ledger: SwarmSimLedger) throws {
         ledger.nodeCount = ctx.directory.count
@@ -114,7 +116,9 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         // Share of its current fetches each node has (1 when idle), for progress over time.
         let done = core.transfers.reduce((0.0, 0.0)) { ($0.0 + Double($1.bytesDone), $0.1 + Double($1.bytesTotal)) }
         return [SimGauge("fetches-in-progress", Double(fetching.count)),
-                SimGauge("fetched-fraction", done.1 > 0 ? done.0 / done.1 : 1)]
+                SimGauge("fetched-fraction", done.1 > 0 ? done.0 / done.1 : 1),
+                // Cumulative: its growth between samples is the node's upload rate (uplink use).
+                SimGauge("uploaded-mib", Double(uploaded) / 1_048_576)]
     }
     mutating func drainCompletions() -> [SimCompletion] {
         defer { completions.removeAll() }
@@ -145,7 +149,9 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
                 case .serve(let peer, let blob, let i):
                     if let id = ledger.chunkID(blob, Int(i)), holds(id) {
                         ledger.served(by: index, bytes: Int(ledger.chunkSize(id)))
-                        out.merge(core.servePiece(to: peer, blob: blob, index: i, data: ledger.content(of: id), now: now))
+                        let data = ledger.content(of: id)
+                        uploaded += data.count
+                        out.merge(core.servePiece(to: peer, blob: blob, index: i, data: data, now: now))
                     } else {
                         out.merge(core.cannotServe(peer, blob: blob, index: i))
                     }
@@ -332,8 +338,19 @@ struct SwarmSummary {
         var seedCopies: Double
     }
     var entries: [Entry] = []
+    /// Uplink use over time: per sample interval, the mean over nodes of chunk bytes uploaded
+    /// (the `swarm.uploaded-mib` gauge's growth) as a share of the scenario's uplink rate.
+    var uplinkUse: [(t: Double, share: Double)] = []
 
-    init(ledger: SwarmSimLedger, scenario: Scenario) {
+    init(ledger: SwarmSimLedger, scenario: Scenario, samples: [SimStats.Sample]) {
+        var previous: (t: Double, mib: Double)?
+        for s in samples {
+            guard let g = s.gauges["swarm.uploaded-mib"] else { continue }
+            if let p = previous, s.t > p.t, g.mean > p.mib {
+                uplinkUse.append((s.t, (g.mean - p.mib) * 1_048_576 / (s.t - p.t) / scenario.link.up))
+            }
+            previous = (s.t, g.mean)
+        }
         var up = Array(repeating: scenario.link.up, count: scenario.nodes)
         var down = Array(repeating: scenario.link.down, count: scenario.nodes)
         for (r, range) in scenario.regionRanges().enumerated() {
@@ -376,6 +393,9 @@ struct SwarmSummary {
             rows.append(("swarm \(e.label)", "\(e.done) of \(e.fetchers) done, \(Self.fmt(Double(e.bytes) / 1_048_576, 1)) MiB each; fluid bound \(Self.fmt(e.bound, 2)) s"))
             rows.append(("  completion p50 / p99 / max", "\(timeAndRatio(e.p50, e.bound)) / \(timeAndRatio(e.p99, e.bound)) / \(timeAndRatio(e.max, e.bound))"))
             rows.append(("  seed uploaded", "\(Self.fmt(e.seedCopies, 2)) copies of the missing bytes"))
+        }
+        if !uplinkUse.isEmpty {
+            rows.append(("  uplink use (mean node)", uplinkUse.map { "\(Self.fmt($0.t, 0))s \(Int(($0.share * 100).rounded()))%" }.joined(separator: " ")))
         }
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0 + String(repeating: " ", count: Swift.max(0, width - $0.0.count)) + "  " + $0.1 }.joined(separator: "\n")
