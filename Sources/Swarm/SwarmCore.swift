@@ -62,6 +62,12 @@ public struct SwarmSettings: Sendable {
     /// a store read), and the smallest round trip alone leaves the pipe empty meanwhile. Default
     /// 10 ms (LEDBAT's queueing target is of that order).
     public var pipelineSlack: Duration = .milliseconds(10)
+    /// Holder-side upload queue: at most this many bytes of pieces are in the transport at once
+    /// (the host reports each piece sent with `pieceSent`); further requests wait in per-requester
+    /// queues served in turn, so the order the uplink serves requesters is this node's choice, and
+    /// a cancelled request still queued costs nothing. 0 (the default): every request is served at
+    /// once and the transport's queue is the only one (hosts that cannot report sent pieces).
+    public var uploadWindow = 0
     /// New chunks are announced to interested peers in batches: when this many are pending, or
     /// `haveDelay` after the first of them arrived. Default 8 chunks.
     public var haveBatch = 8
@@ -142,6 +148,15 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// substitute has been handed to the transport.
     private var substitutes: [Substitute: UInt32] = [:]
     struct Substitute: Hashable, Sendable { var peer: NodeID; var blob: Digest; var index: UInt32 }
+    /// Holder-side upload queue (`SwarmSettings.uploadWindow`): requests accepted but not yet
+    /// handed to the shell, per requester, served round-robin; and the bytes handed to the
+    /// transport that it has not reported sent (`pieceSent`).
+    private var uploads: [NodeID: [Upload]] = [:]
+    private var uploaders = PeerList()
+    private var lastServed: [NodeID: UInt64] = [:]
+    private var uploadTurn: UInt64 = 0
+    private var inTransport = 0
+    struct Upload: Sendable { var blob: Digest; var index: UInt32; var size: Int }
     /// Bad pieces received, by sender, over this core's life.
     public private(set) var penalties: [NodeID: Int] = [:]
 
@@ -213,7 +228,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func servePiece(to peer: NodeID, blob: Digest, index: UInt32, data: [UInt8], now: Instant) -> Outbox {
         var out = Outbox()
         let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index))
-        guard links.contains(peer) else { return out }
+        guard links.contains(peer) else {
+            uploadFailed(blob, index)
+            return out
+        }
         out.send(to: peer, .bulk, SwarmMessage.piece(blob: blob, index: index, data: data).frame)
         if let instead {
             // Behind the piece on the same (bulk) stream: the requester's slot stays taken until
@@ -223,9 +241,55 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         return out
     }
 
+    /// The transport has sent `bytes` of a piece this node served (the host reports every piece it
+    /// was handed once it has left; needed only with `SwarmSettings.uploadWindow`).
+    public mutating func pieceSent(bytes: Int, now: Instant) -> Outbox {
+        inTransport = max(0, inTransport - bytes)
+        pumpUploads()
+        return Outbox()
+    }
+
+    /// A piece counted into the upload window was not sent after all.
+    private mutating func uploadFailed(_ blob: Digest, _ index: UInt32) {
+        guard settings.uploadWindow > 0, let m = blobs[blob]?.manifest, Int(index) < m.chunks.count else { return }
+        inTransport = max(0, inTransport - Int(m.chunks[Int(index)].size))
+        pumpUploads()
+    }
+
+    /// Serves `index` to `peer` now, or queues it when the upload window is full.
+    private mutating func queueUpload(_ peer: NodeID, _ blob: Digest, _ index: UInt32, size: Int) {
+        guard settings.uploadWindow > 0 else {
+            effects.append(.serve(peer: peer, blob: blob, index: index))
+            return
+        }
+        uploads[peer, default: []].append(Upload(blob: blob, index: index, size: size))
+        uploaders.insert(peer)
+        pumpUploads()
+    }
+
+    /// Hands queued pieces to the shell, the requester served least recently first, while fewer than
+    /// `uploadWindow` bytes are in the transport.
+    private mutating func pumpUploads() {
+        while inTransport < settings.uploadWindow && !uploaders.isEmpty {
+            // The requester served least recently (never served first; ties by arrival).
+            var peer = uploaders.items[0]
+            for p in uploaders.items.dropFirst() where lastServed[p, default: 0] < lastServed[peer, default: 0] { peer = p }
+            let u = uploads[peer]!.removeFirst()
+            if uploads[peer]!.isEmpty {
+                uploads[peer] = nil
+                uploaders.remove(peer)
+            }
+            uploadTurn += 1
+            lastServed[peer] = uploadTurn
+            inTransport += u.size
+            effects.append(.serve(peer: peer, blob: u.blob, index: u.index))
+        }
+    }
+
     /// The store could not produce a chunk it was asked to serve.
     public mutating func cannotServe(_ peer: NodeID, blob: Digest, index: UInt32) -> Outbox {
         var out = Outbox()
+        uploadFailed(blob, index)
         if let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index)) {
             out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
         }
@@ -293,6 +357,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             }
         case .down(let peer):
             links.remove(peer)
+            uploads[peer] = nil
+            uploaders.remove(peer)
+            lastServed[peer] = nil
             for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
                 blobs[d]!.peerHave[peer] = nil
@@ -391,7 +458,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 substitutes[Substitute(peer: peer, blob: blob, index: UInt32(fresh))] = index
                 b.leftToPeers[peer, default: []].insert(i)
                 b.countServed(fresh)
-                effects.append(.serve(peer: peer, blob: blob, index: UInt32(fresh)))
+                queueUpload(peer, blob, UInt32(fresh), size: Int(b.manifest!.chunks[fresh].size))
                 return out
             }
             if leaveToPeers && Int(b.served[i]) > b.servedRound {
@@ -402,11 +469,15 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             }
             b.countServed(i)
             b.leftToPeers[peer]?.remove(i)
-            effects.append(.serve(peer: peer, blob: blob, index: index))
-        case .cancel:
-            // Pieces are produced as soon as the store answers; a cancel that arrives later has
-            // nothing left to stop. Counted by the shell's metrics only.
-            break
+            queueUpload(peer, blob, index, size: Int(b.manifest!.chunks[i].size))
+        case .cancel(let blob, let index):
+            // A piece still in this node's upload queue is dropped; one already handed to the
+            // transport has nothing left to stop.
+            if let q = uploads[peer], let k = q.firstIndex(where: { $0.blob == blob && $0.index == index }),
+               substitutes[Substitute(peer: peer, blob: blob, index: index)] == nil {
+                uploads[peer]!.remove(at: k)
+                if uploads[peer]!.isEmpty { uploads[peer] = nil; uploaders.remove(peer) }
+            }
         case .reject(let blob, let index, let busy):
             guard let b = blobs[blob] else { return out }
             b.requestFailed(Int(index), from: peer, now: now)

@@ -29,6 +29,13 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     var completions: [SimCompletion] = []
     /// Chunk bytes this node has handed to its uplink (for the upload-over-time gauge).
     var uploaded = 0
+    /// With a holder-side upload queue (`upload-window=KiB uplink=Mbit`): when the modelled uplink
+    /// is free, and the pieces handed to it with when each will have left.
+    let uplinkBytesPerSecond: Double?
+    var upFree = Instant.zero
+    var unsent: [(at: Instant, bytes: Int)] = []
+    /// The core's own next wake-up.
+    var coreWake: Instant?
 
     init(context ctx: SimCoreContext, ledger: SwarmSimLedger) throws {
         ledger.nodeCount = ctx.directory.count
@@ -54,8 +61,13 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         try count("have-batch") { settings.haveBatch = $0 }
         try count("random-first") { settings.randomFirst = $0 }
         try count("measured-sources") { settings.measuredPipelineSources = $0 }
+        try count("upload-window") { settings.uploadWindow = $0 << 10 }
+        var uplink: Double?
+        try count("uplink") { uplink = Double($0) * 1e6 / 8 }
+        if settings.uploadWindow > 0 && uplink == nil { throw SimRunError("core swarm: upload-window= needs uplink=MBIT (the rate the host models its uplink at)") }
+        uplinkBytesPerSecond = uplink
         guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, have-batch, random-first")
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, upload-window, uplink, have-batch, random-first")
         }
         core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }
@@ -83,7 +95,20 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     }
 
     mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(core.linkChanged(event, now: now), now: now) }
-    mutating func tick(now: Instant) -> Outbox { settle(core.tick(now: now), now: now) }
+    mutating func tick(now: Instant) -> Outbox {
+        var out = Outbox()
+        // Pieces the modelled uplink has sent by now (upload-window): tell the core.
+        while let first = unsent.first, first.at <= now {
+            unsent.removeFirst()
+            out.merge(core.pieceSent(bytes: first.bytes, now: now))
+        }
+        // The core is ticked only when its own wake-up is due (not at every piece sent).
+        if let due = coreWake, due <= now {
+            coreWake = nil
+            out.merge(core.tick(now: now))
+        }
+        return settle(out, now: now)
+    }
 
     mutating func workload(_ event: SimWorkload, now: Instant) throws -> Outbox {
         var p = event.parameters
@@ -141,9 +166,14 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     /// Carries out the core's effects until none are left, as the daemon's SwarmShell does.
     private mutating func settle(_ first: Outbox, now: Instant) -> Outbox {
         var out = first
+        if let w = out.wakeAt { coreWake = min(coreWake ?? w, w) }
         while true {
             let effects = core.drainEffects()
-            if effects.isEmpty { return out }
+            if effects.isEmpty {
+                if let first = unsent.first { out.wake(at: first.at) }
+                if let due = coreWake { out.wake(at: due) }
+                return out
+            }
             for e in effects {
                 switch e {
                 case .serve(let peer, let blob, let i):
@@ -151,7 +181,17 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
                         ledger.served(by: index, bytes: Int(ledger.chunkSize(id)))
                         let data = ledger.content(of: id)
                         uploaded += data.count
-                        out.merge(core.servePiece(to: peer, blob: blob, index: i, data: data, now: now))
+                        let served = core.servePiece(to: peer, blob: blob, index: i, data: data, now: now)
+                        if let up = uplinkBytesPerSecond {
+                            // The uplink as the core's host sees it: pieces leave one after another.
+                            for m in served.messages where m.frame.type == 0x56 {
+                                let at = max(now, upFree) + .seconds(Double(m.frame.payload.count) / up)
+                                upFree = at
+                                unsent.append((at, data.count))
+                            }
+                        }
+                        if let w = served.wakeAt { coreWake = min(coreWake ?? w, w) }
+                        out.merge(served)
                     } else {
                         out.merge(core.cannotServe(peer, blob: blob, index: i))
                     }

@@ -103,4 +103,45 @@ import MeshCore
         let s = net.nodes[1].store[m.blob] ?? [:]
         #expect(s.count == m.chunks.count && (0..<m.chunks.count).flatMap { s[$0]! } == data)
     }
+
+    @Test func holderQueueServesRequestersInTurnAndDropsCancelledRequests() {
+        let (m, _, _) = makeBlob(size: 400_000, seed: 14)
+        var settings = SwarmSettings()
+        settings.uniqueFirstServing = false
+        settings.uploadWindow = 1   // one piece in the transport at a time
+        var s = SwarmCore(me: Self.node(0), settings: settings, seed: 1)
+        for p in 1...2 { _ = s.linkChanged(.up(peer: Self.node(p), address: PeerAddress(host: "p\(p)", port: 1)), now: .zero) }
+        _ = s.hold(m, now: .zero)
+        // Peer 1 asks for chunks 0, 1, 2, then peer 2 for 3: chunk 0 goes out, the rest wait.
+        #expect(ask(&s, from: 1, .request(blob: m.blob, index: 0)).served == [0])
+        #expect(ask(&s, from: 1, .request(blob: m.blob, index: 1)).served.isEmpty)
+        #expect(ask(&s, from: 1, .request(blob: m.blob, index: 2)).served.isEmpty)
+        #expect(ask(&s, from: 2, .request(blob: m.blob, index: 3)).served.isEmpty)
+        // Peer 1 no longer wants chunk 2.
+        #expect(ask(&s, from: 1, .cancel(blob: m.blob, index: 2)).served.isEmpty)
+        func sent(_ chunk: Int) -> [SwarmEffect] {
+            _ = s.pieceSent(bytes: Int(m.chunks[chunk].size), now: .zero)
+            return s.drainEffects()
+        }
+        // As each piece leaves, the requester served least recently gets the next: peer 2 before
+        // peer 1's second; peer 1's cancelled chunk 2 never goes.
+        #expect(sent(0) == [.serve(peer: Self.node(2), blob: m.blob, index: 3)])
+        #expect(sent(3) == [.serve(peer: Self.node(1), blob: m.blob, index: 1)])
+        #expect(sent(1).isEmpty)
+    }
+
+    @Test func swarmWithHolderQueuesDeliversEveryCopy() {
+        let (m, chunks, data) = makeBlob(size: 3 << 20, seed: 15)
+        var settings = SwarmSettings()
+        settings.uploadWindow = 256 << 10
+        let net = TestSwarmNet(count: 9, settings: settings)
+        net.nodes[0].store[m.blob] = Dictionary(uniqueKeysWithValues: chunks.enumerated().map { ($0, $1) })
+        net.apply(0, net.nodes[0].core.hold(m, now: net.now))
+        for i in 1...8 { net.apply(i, net.nodes[i].core.fetch(m.blob, now: net.now)) }
+        net.run(until: Instant(nanoseconds: 60_000_000_000)) { (1...8).allSatisfy { net.nodes[$0].completedAt != nil } }
+        for i in 1...8 {
+            let st = net.nodes[i].store[m.blob] ?? [:]
+            #expect(st.count == m.chunks.count && (0..<m.chunks.count).flatMap { st[$0]! } == data, "peer \(i)")
+        }
+    }
 }

@@ -15,7 +15,7 @@ final class TestSwarmNet {
         var completedAt: Instant?
         var wakeAt: Instant?
     }
-    enum Event { case deliver(PeerMessage, to: Int), tick(Int) }
+    enum Event { case deliver(PeerMessage, to: Int), tick(Int), sent(Int, bytes: Int) }
 
     var nodes: [Node] = []
     var ids: [NodeID] = []
@@ -25,13 +25,13 @@ final class TestSwarmNet {
     let uplinkBytesPerSecond: Double
     let latency: Duration
 
-    init(count: Int, uplinkBytesPerSecond: Double = 12_500_000, latency: Duration = .milliseconds(2)) {
+    init(count: Int, uplinkBytesPerSecond: Double = 12_500_000, latency: Duration = .milliseconds(2), settings: SwarmSettings = SwarmSettings()) {
         self.uplinkBytesPerSecond = uplinkBytesPerSecond
         self.latency = latency
         for i in 0..<count {
             let id = NodeID(digest: Digest.of(Array("node-\(i)".utf8)))
             ids.append(id)
-            nodes.append(Node(core: SwarmCore(me: id, seed: UInt64(i + 1))))
+            nodes.append(Node(core: SwarmCore(me: id, settings: settings, seed: UInt64(i + 1))))
         }
         for i in 0..<count {
             for j in 0..<count where i != j {
@@ -70,6 +70,10 @@ final class TestSwarmNet {
             if m.traffic == .bulk {
                 done = max(now, nodes[i].uplinkFreeAt) + .seconds(bytes / uplinkBytesPerSecond)
                 nodes[i].uplinkFreeAt = done
+                // The host reports each piece once it has left (for a holder-side upload queue).
+                if m.frame.type == 0x56, let msg = try? SwarmMessage(frame: m.frame), case .piece(_, _, let data) = msg {
+                    schedule(done, .sent(i, bytes: data.count))
+                }
             } else {
                 done = now + .seconds(bytes / uplinkBytesPerSecond)
                 nodes[i].uplinkFreeAt = max(nodes[i].uplinkFreeAt, now) + .seconds(bytes / uplinkBytesPerSecond)
@@ -129,6 +133,9 @@ final class TestSwarmNet {
                 trace.fixed(m.frame.type)
                 if m.frame.type == 0x56 { trace.fixed(UInt32(m.frame.payload.count)) } else { trace.raw(m.frame.payload) }
                 apply(j, nodes[j].core.receive(m, now: now))
+            case .sent(let i, let bytes):
+                guard nodes[i].alive else { continue }
+                apply(i, nodes[i].core.pieceSent(bytes: bytes, now: now))
             case .tick(let i):
                 guard nodes[i].alive, nodes[i].wakeAt == t else { continue }
                 nodes[i].wakeAt = nil
