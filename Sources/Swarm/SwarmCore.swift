@@ -49,7 +49,7 @@ public struct SwarmSettings: Sendable {
     /// average), one 256 KiB chunk (gquic-sim swarm-1k: p99 1.96× the bound at one 256 KiB chunk
     /// per source, 2.21× at two).
     public var maxBytesPerSource = 160 << 10
-    /// A transfer with at most this many sources lifts the two caps above from a source once its
+    /// A transfer with at most this many sources (and as many peers fetching the same blob) lifts the two caps above from a source once its
     /// pieces have come back: its pipeline is then its measured throughput × its smallest request
     /// round trip × `pipelineBDPs`, so one fast source is not held to two requests (`gquic-fetch get`
     /// from one peer on loopback: 62.5 MB/s with the caps). With more sources the caps stay: a
@@ -549,7 +549,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             schedule(blob, now: now, &out)
             return
         }
-        b.delivered(index, from: peer, bytes: data.count, now: now, measured: b.sources.count <= settings.measuredPipelineSources)
+        b.delivered(index, from: peer, bytes: data.count, now: now, measured: b.fewPeers(settings))
         let wasHave = b.have![index]
         if !wasHave {
             b.markHave(index)
@@ -621,7 +621,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         for peer in order where links.contains(peer) {
             while total < settings.maxRequestsPerTransfer {
                 guard let s = b.sources[peer] else { break }
-                let measured = s.rated && b.sources.count <= settings.measuredPipelineSources
+                let measured = s.rated && b.fewPeers(settings)
                 let bdp = s.throughput * (max(s.rtt.seconds, 0.001) * settings.pipelineBDPs + (measured ? settings.pipelineSlack.seconds : 0))
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
@@ -712,6 +712,13 @@ final class BlobState: @unchecked Sendable {
     /// Seeding: chunks each requester was told to fetch from peers (a busy reject) and has not
     /// been served since. Asked again, the chunk is served.
     var leftToPeers: [NodeID: Set<Int>] = [:]
+
+    /// At most `measuredPipelineSources` sources and as few peers fetching the same blob: a
+    /// transfer nobody else shares (a broadcast's first moments, when only the seed has announced
+    /// anything, count all the other fetchers).
+    func fewPeers(_ settings: SwarmSettings) -> Bool {
+        max(sources.count, interested.count) <= settings.measuredPipelineSources
+    }
 
     func wasLeftToPeers(_ i: Int, by peer: NodeID) -> Bool { leftToPeers[peer]?.contains(i) ?? false }
     /// The node held the whole blob before fetching any of it: it serves in rounds.
