@@ -449,8 +449,8 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             // A busy reject is advice (others have it), never a refusal: a requester that comes back
             // for the same chunk found no one else to ask (it may not be linked to the peers that
             // have it, or not know of them), and gets it.
-            let leaveToPeers = settings.uniqueFirstServing && b.seeding && !b.wasLeftToPeers(i, by: peer)
-            if leaveToPeers && b.servedRound == 0 && b.served[i] > 0,
+            let unique = settings.uniqueFirstServing && b.seeding
+            if unique && b.servedRound == 0 && b.served[i] > 0,
                let fresh = b.nextUnserved(lackedBy: b.peerHave[peer]) {
                 // Chunk i is already out there: leave it to the peers that have it, and send a
                 // chunk that has not left this node yet in its place (the requester takes it:
@@ -461,7 +461,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 queueUpload(peer, blob, UInt32(fresh), size: Int(b.manifest!.chunks[fresh].size))
                 return out
             }
-            if leaveToPeers && Int(b.served[i]) > b.servedRound {
+            // (In the first round a fresh chunk always comes in place of the one left to peers, so
+            // the requester progresses and the round ends; only a bare reject needs this rule.)
+            if unique && !b.wasLeftToPeers(i, by: peer) && Int(b.served[i]) > b.servedRound {
                 // Later rounds: some chunk has gone out fewer times; leave this one to peers.
                 b.leftToPeers[peer, default: []].insert(i)
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
