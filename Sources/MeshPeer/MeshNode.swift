@@ -68,16 +68,11 @@ public final class MeshNode: @unchecked Sendable {
         events.target = self
     }
 
-    /// The daemon's swarm settings. The seed's unique-first serving (a request for a chunk already
-    /// out is answered with a fresh chunk plus a busy reject) is off in the daemon: with real
-    /// timing it can leave a peer in endgame bouncing off busy rejects for a chunk only the seed
-    /// has (the namespace swarm test stalled 1 run in 3 at 90% on a quiet machine). It stays the
-    /// simulator's default, where it brought broadcasts near the bound; see docs/benchmarks.md.
-    static var swarmSettings: SwarmSettings {
-        var s = SwarmSettings()
-        s.uniqueFirstServing = false
-        return s
-    }
+    /// The daemon's swarm settings: the planner's defaults, the seed's unique-first serving on. (It
+    /// was off for a while: a peer whose `interested` reached another before that one knew the blob
+    /// never heard of its chunks, and the seed's busy rejects left it stranded; both are fixed, see
+    /// SwarmSeedingTests.)
+    static var swarmSettings: SwarmSettings { SwarmSettings() }
 
     /// The address others should dial: the bound address, or loopback when bound to "any".
     static func advertisedAddress(_ listen: PeerAddress, bound: PeerAddress) -> PeerAddress {

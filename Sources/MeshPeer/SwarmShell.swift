@@ -59,6 +59,8 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// chunk batch; the swarm is ticked only when its own time has come (a tick before it would
     /// answer with no wake-up, and the host would forget the swarm's timers).
     private var swarmWake: Instant?
+    private var lastDump = Instant.zero
+    static let debugDump = ProcessInfo.processInfo.environment["GQUIC_SWARM_DEBUG"] != nil
 
     func tick(now: Instant) -> Outbox {
         flushChunks(waiting: false)
@@ -92,6 +94,10 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private func settle(_ out: Outbox, now: Instant) -> Outbox {
         var out = out
         out.merge(drain(now: now))
+        if SwarmShell.debugDump, now >= lastDump + .seconds(2) {
+            lastDump = now
+            FileHandle.standardError.write(("swarm state at \(now):\n" + swarm.debugDescription + "\n").data(using: .utf8)!)
+        }
         if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
         if pendingBytes >= SwarmShell.batchBytes { flushChunks(waiting: false) }
         if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }

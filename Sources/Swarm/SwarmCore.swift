@@ -49,6 +49,25 @@ public struct SwarmSettings: Sendable {
     /// average), one 256 KiB chunk (gquic-sim swarm-1k: p99 1.96× the bound at one 256 KiB chunk
     /// per source, 2.21× at two).
     public var maxBytesPerSource = 160 << 10
+    /// A transfer with at most this many sources (and as many peers fetching the same blob) lifts the two caps above from a source once its
+    /// pieces have come back: its pipeline is then its measured throughput × its smallest request
+    /// round trip × `pipelineBDPs`, so one fast source is not held to two requests (`gquic-fetch get`
+    /// from one peer on loopback: 62.5 MB/s with the caps). With more sources the caps stay: a
+    /// broadcast spreads its requests over many sources, and any deeper queue on a shared uplink
+    /// costs (gquic-sim layer-broadcast: 1.71× the bound with the caps, 2.00× with measured
+    /// pipelines everywhere). Default 2; 0 keeps the caps always.
+    public var measuredPipelineSources = 2
+    /// A measured pipeline holds this much time's worth of the source's throughput on top of its
+    /// bandwidth-delay product: a source's turnaround varies with its scheduling (a busy machine,
+    /// a store read), and the smallest round trip alone leaves the pipe empty meanwhile. Default
+    /// 10 ms (LEDBAT's queueing target is of that order).
+    public var pipelineSlack: Duration = .milliseconds(10)
+    /// Holder-side upload queue: at most this many bytes of pieces are in the transport at once
+    /// (the host reports each piece sent with `pieceSent`); further requests wait in per-requester
+    /// queues served in turn, so the order the uplink serves requesters is this node's choice, and
+    /// a cancelled request still queued costs nothing. 0 (the default): every request is served at
+    /// once and the transport's queue is the only one (hosts that cannot report sent pieces).
+    public var uploadWindow = 0
     /// New chunks are announced to interested peers in batches: when this many are pending, or
     /// `haveDelay` after the first of them arrived. Default 8 chunks.
     public var haveBatch = 8
@@ -129,6 +148,15 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     /// substitute has been handed to the transport.
     private var substitutes: [Substitute: UInt32] = [:]
     struct Substitute: Hashable, Sendable { var peer: NodeID; var blob: Digest; var index: UInt32 }
+    /// Holder-side upload queue (`SwarmSettings.uploadWindow`): requests accepted but not yet
+    /// handed to the shell, per requester, served round-robin; and the bytes handed to the
+    /// transport that it has not reported sent (`pieceSent`).
+    private var uploads: [NodeID: [Upload]] = [:]
+    private var uploaders = PeerList()
+    private var lastServed: [NodeID: UInt64] = [:]
+    private var uploadTurn: UInt64 = 0
+    private var inTransport = 0
+    struct Upload: Sendable { var blob: Digest; var index: UInt32; var size: Int }
     /// Bad pieces received, by sender, over this core's life.
     public private(set) var penalties: [NodeID: Int] = [:]
 
@@ -200,7 +228,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func servePiece(to peer: NodeID, blob: Digest, index: UInt32, data: [UInt8], now: Instant) -> Outbox {
         var out = Outbox()
         let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index))
-        guard links.contains(peer) else { return out }
+        guard links.contains(peer) else {
+            uploadFailed(blob, index)
+            return out
+        }
         out.send(to: peer, .bulk, SwarmMessage.piece(blob: blob, index: index, data: data).frame)
         if let instead {
             // Behind the piece on the same (bulk) stream: the requester's slot stays taken until
@@ -210,9 +241,55 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         return out
     }
 
+    /// The transport has sent `bytes` of a piece this node served (the host reports every piece it
+    /// was handed once it has left; needed only with `SwarmSettings.uploadWindow`).
+    public mutating func pieceSent(bytes: Int, now: Instant) -> Outbox {
+        inTransport = max(0, inTransport - bytes)
+        pumpUploads()
+        return Outbox()
+    }
+
+    /// A piece counted into the upload window was not sent after all.
+    private mutating func uploadFailed(_ blob: Digest, _ index: UInt32) {
+        guard settings.uploadWindow > 0, let m = blobs[blob]?.manifest, Int(index) < m.chunks.count else { return }
+        inTransport = max(0, inTransport - Int(m.chunks[Int(index)].size))
+        pumpUploads()
+    }
+
+    /// Serves `index` to `peer` now, or queues it when the upload window is full.
+    private mutating func queueUpload(_ peer: NodeID, _ blob: Digest, _ index: UInt32, size: Int) {
+        guard settings.uploadWindow > 0 else {
+            effects.append(.serve(peer: peer, blob: blob, index: index))
+            return
+        }
+        uploads[peer, default: []].append(Upload(blob: blob, index: index, size: size))
+        uploaders.insert(peer)
+        pumpUploads()
+    }
+
+    /// Hands queued pieces to the shell, the requester served least recently first, while fewer than
+    /// `uploadWindow` bytes are in the transport.
+    private mutating func pumpUploads() {
+        while inTransport < settings.uploadWindow && !uploaders.isEmpty {
+            // The requester served least recently (never served first; ties by arrival).
+            var peer = uploaders.items[0]
+            for p in uploaders.items.dropFirst() where lastServed[p, default: 0] < lastServed[peer, default: 0] { peer = p }
+            let u = uploads[peer]!.removeFirst()
+            if uploads[peer]!.isEmpty {
+                uploads[peer] = nil
+                uploaders.remove(peer)
+            }
+            uploadTurn += 1
+            lastServed[peer] = uploadTurn
+            inTransport += u.size
+            effects.append(.serve(peer: peer, blob: u.blob, index: u.index))
+        }
+    }
+
     /// The store could not produce a chunk it was asked to serve.
     public mutating func cannotServe(_ peer: NodeID, blob: Digest, index: UInt32) -> Outbox {
         var out = Outbox()
+        uploadFailed(blob, index)
         if let instead = substitutes.removeValue(forKey: Substitute(peer: peer, blob: blob, index: index)) {
             out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: instead, busy: true).frame)
         }
@@ -280,9 +357,13 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             }
         case .down(let peer):
             links.remove(peer)
+            uploads[peer] = nil
+            uploaders.remove(peer)
+            lastServed[peer] = nil
             for d in blobOrder {
                 blobs[d]!.interested.remove(peer)
                 blobs[d]!.peerHave[peer] = nil
+                blobs[d]!.leftToPeers[peer] = nil
                 if blobs[d]!.dropSource(peer) { schedule(d, now: now, &out) }
             }
         case .dialFailed: break
@@ -316,7 +397,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
-            b.interested.insert(peer)
+            addInterested(peer, blob, b, &out)
             b.updateSource(peer, count: Int(n), bits: bits, settings: settings, hint: hints[peer])
             if b.manifest == nil, b.manifestAskedAt == nil || now > b.manifestAskedAt! + settings.requestTimeoutFloor {
                 b.manifestAskedAt = now
@@ -335,6 +416,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             guard let b = blobs[blob], b.downloading, !b.bad.contains(peer) else { return out }
+            // A peer announcing what it gains is fetching the blob too: it hears of this node's
+            // chunks as well (its `interested` may have come before this node knew the blob).
+            addInterested(peer, blob, b, &out)
             if b.manifest == nil {
                 // It asked before it had anything; now it has: ask again for its whole holdings
                 // (the answer brings the manifest request along).
@@ -362,27 +446,40 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 return out
             }
             let i = Int(index)
-            if settings.uniqueFirstServing && b.seeding && b.servedRound == 0 && b.served[i] > 0,
+            // A busy reject is advice (others have it), never a refusal: a requester that comes back
+            // for the same chunk found no one else to ask (it may not be linked to the peers that
+            // have it, or not know of them), and gets it.
+            let unique = settings.uniqueFirstServing && b.seeding
+            if unique && b.servedRound == 0 && b.served[i] > 0,
                let fresh = b.nextUnserved(lackedBy: b.peerHave[peer]) {
                 // Chunk i is already out there: leave it to the peers that have it, and send a
                 // chunk that has not left this node yet in its place (the requester takes it:
                 // nobody can have it yet).
                 substitutes[Substitute(peer: peer, blob: blob, index: UInt32(fresh))] = index
+                b.leftToPeers[peer, default: []].insert(i)
                 b.countServed(fresh)
-                effects.append(.serve(peer: peer, blob: blob, index: UInt32(fresh)))
+                queueUpload(peer, blob, UInt32(fresh), size: Int(b.manifest!.chunks[fresh].size))
                 return out
             }
-            if settings.uniqueFirstServing && b.seeding && Int(b.served[i]) > b.servedRound {
+            // (In the first round a fresh chunk always comes in place of the one left to peers, so
+            // the requester progresses and the round ends; only a bare reject needs this rule.)
+            if unique && !b.wasLeftToPeers(i, by: peer) && Int(b.served[i]) > b.servedRound {
                 // Later rounds: some chunk has gone out fewer times; leave this one to peers.
+                b.leftToPeers[peer, default: []].insert(i)
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
             b.countServed(i)
-            effects.append(.serve(peer: peer, blob: blob, index: index))
-        case .cancel:
-            // Pieces are produced as soon as the store answers; a cancel that arrives later has
-            // nothing left to stop. Counted by the shell's metrics only.
-            break
+            b.leftToPeers[peer]?.remove(i)
+            queueUpload(peer, blob, index, size: Int(b.manifest!.chunks[i].size))
+        case .cancel(let blob, let index):
+            // A piece still in this node's upload queue is dropped; one already handed to the
+            // transport has nothing left to stop.
+            if let q = uploads[peer], let k = q.firstIndex(where: { $0.blob == blob && $0.index == index }),
+               substitutes[Substitute(peer: peer, blob: blob, index: index)] == nil {
+                uploads[peer]!.remove(at: k)
+                if uploads[peer]!.isEmpty { uploads[peer] = nil; uploaders.remove(peer) }
+            }
         case .reject(let blob, let index, let busy):
             guard let b = blobs[blob] else { return out }
             b.requestFailed(Int(index), from: peer, now: now)
@@ -412,7 +509,10 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             for (peer, index) in b.expireRequests(now: now, settings: settings) {
                 out.send(to: peer, .interactive, SwarmMessage.cancel(blob: d, index: UInt32(index)).frame)
             }
-            if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil) {
+            // Ask again who holds the blob when nothing is in flight: with no sources or no
+            // manifest, and also when every known source is idle (the chunks still missing may be
+            // held by peers whose announcements this node never got).
+            if now >= b.nextRediscover && (b.sources.isEmpty || b.manifest == nil || b.sources.values.allSatisfy { $0.inflight.isEmpty }) {
                 for peer in links where !b.bad.contains(peer) {
                     out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)
                 }
@@ -451,7 +551,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             schedule(blob, now: now, &out)
             return
         }
-        b.delivered(index, from: peer, bytes: data.count, now: now)
+        b.delivered(index, from: peer, bytes: data.count, now: now, measured: b.fewPeers(settings))
         let wasHave = b.have![index]
         if !wasHave {
             b.markHave(index)
@@ -482,6 +582,12 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         }
         blobs[blob] = b
         if b.downloading { schedule(blob, now: now, &out, only: peer) }
+    }
+
+    /// Records that `peer` wants `blob`; a peer new to the list is told what this node holds.
+    private func addInterested(_ peer: NodeID, _ blob: Digest, _ b: BlobState, _ out: inout Outbox) {
+        guard b.interested.insert(peer), let have = b.have, have.setCount > 0, links.contains(peer) else { return }
+        out.send(to: peer, .interactive, SwarmMessage.have(blob: blob, chunkCount: UInt32(have.count), bits: have.bytes).frame)
     }
 
     /// Sends the pending batch of gained chunks to every interested peer.
@@ -517,11 +623,16 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         for peer in order where links.contains(peer) {
             while total < settings.maxRequestsPerTransfer {
                 guard let s = b.sources[peer] else { break }
-                let bdp = s.throughput * max(s.rtt.seconds, 0.001) * settings.pipelineBDPs
+                let measured = s.rated && b.fewPeers(settings)
+                let bdp = s.throughput * (max(s.rtt.seconds, 0.001) * settings.pipelineBDPs + (measured ? settings.pipelineSlack.seconds : 0))
                 let target = min(max(Int(bdp), settings.minPipelineChunks * avgChunk), settings.maxPipelineBytes)
                 if s.inflightBytes >= target && s.inflight.count >= settings.minPipelineChunks { break }
-                if s.inflight.count >= settings.maxRequestsPerSource { break }
-                if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
+                if !measured {
+                    // Until pieces have come back, the shallow caps: every request joins a queue
+                    // the source shares with everyone else who asks it.
+                    if s.inflight.count >= settings.maxRequestsPerSource { break }
+                    if !s.inflight.isEmpty && s.inflightBytes + avgChunk > settings.maxBytesPerSource { break }
+                }
                 guard let index = pick(b, for: peer, m, now: now) else { break }
                 b.sources[peer]!.request(index, size: Int(m.chunks[index].size), now: now)
                 total += 1
@@ -600,6 +711,18 @@ final class BlobState: @unchecked Sendable {
     var serveCursor = 0
     /// Seeding: what each requester said it holds (its `have` and `haveMore` to this node).
     var peerHave: [NodeID: Bitfield] = [:]
+    /// Seeding: chunks each requester was told to fetch from peers (a busy reject) and has not
+    /// been served since. Asked again, the chunk is served.
+    var leftToPeers: [NodeID: Set<Int>] = [:]
+
+    /// At most `measuredPipelineSources` sources and as few peers fetching the same blob: a
+    /// transfer nobody else shares (a broadcast's first moments, when only the seed has announced
+    /// anything, count all the other fetchers).
+    func fewPeers(_ settings: SwarmSettings) -> Bool {
+        max(sources.count, interested.count) <= settings.measuredPipelineSources
+    }
+
+    func wasLeftToPeers(_ i: Int, by peer: NodeID) -> Bool { leftToPeers[peer]?.contains(i) ?? false }
     /// The node held the whole blob before fetching any of it: it serves in rounds.
     var seeding = false
     /// Chunks gained but not yet announced, and when the first of them arrived.
@@ -717,16 +840,21 @@ final class BlobState: @unchecked Sendable {
         if requested[i]?.isEmpty ?? false { requested[i] = nil; addUnrequested(i) }
     }
 
-    func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant) {
+    /// `measured`: the source's pipeline follows its measured throughput (few sources), so the
+    /// estimate rises as fast as the pipeline lets the throughput grow.
+    func delivered(_ i: Int, from peer: NodeID, bytes: Int, now: Instant, measured: Bool) {
         guard var s = sources[peer], let sent = s.inflight[i] else { return }
         // Rate over a window of at least 100 ms (and two deliveries): single inter-arrival gaps
-        // say nothing when pieces from a shared queue arrive in bursts.
+        // say nothing when pieces from a shared queue arrive in bursts. A measured pipeline uses
+        // a window of 4 round trips (at least 20 ms) and takes any higher sample at once: its
+        // throughput grows with its pipeline, and a smoothed estimate would slow the ramp.
         s.windowBytes += bytes
         s.windowCount += 1
         let span = (now - s.windowStart).seconds
-        if span >= 0.1 && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
+        let window = measured ? max(0.02, 4 * s.rtt.seconds) : 0.1
+        if span >= window && s.windowCount >= 2 || s.deliveries == 0 && span > 0 {
             let sample = Double(s.windowBytes) / max(span, 1e-6)
-            s.throughput = s.rated ? 0.7 * s.throughput + 0.3 * sample : sample
+            s.throughput = !s.rated || measured && sample > s.throughput ? sample : 0.7 * s.throughput + 0.3 * sample
             s.rated = true
             s.windowStart = now
             s.windowBytes = 0
@@ -860,7 +988,15 @@ extension SwarmCore {
             let s = b.sources[p]!
             lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
         }
-        lines.append("  served round \(b.servedRound), \(b.atRound) chunks left in it")
+        lines.append("  links \(links.count); served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count)")
+        for p in b.interested {
+            lines.append("  peer \(p.description.prefix(8)): peerHave \(b.peerHave[p]?.setCount ?? -1), link \(links.contains(p))")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// `debugDescription(of:)` for every blob this core knows.
+    public var debugDescription: String {
+        blobOrder.map { "blob \($0.description.prefix(16)):\n" + debugDescription(of: $0) }.joined(separator: "\n")
     }
 }

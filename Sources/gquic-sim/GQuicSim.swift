@@ -161,7 +161,7 @@ struct Run: ParsableCommand {
         let report = SimReport(world: world, wallSeconds: wall, peakRSSBytes: peakRSS(), cpuSeconds: cpu)
         let dir = out ?? "simulations/results/tmp/\(sc.name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let swarm = SwarmSummary(ledger: swarmLedger, scenario: sc)
+        let swarm = SwarmSummary(ledger: swarmLedger, scenario: sc, samples: world.stats.samples)
         var json = report.jsonDocument()
         if !swarm.entries.isEmpty, json.hasSuffix("\n}\n") {
             json = String(json.dropLast(3)) + ",\n  " + swarm.json() + "\n}\n"

@@ -27,6 +27,15 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     /// Fetches in progress: blob digest → (name, start).
     var fetching: [Digest: (name: String, started: Instant)] = [:]
     var completions: [SimCompletion] = []
+    /// Chunk bytes this node has handed to its uplink (for the upload-over-time gauge).
+    var uploaded = 0
+    /// With a holder-side upload queue (`upload-window=KiB uplink=Mbit`): when the modelled uplink
+    /// is free, and the pieces handed to it with when each will have left.
+    let uplinkBytesPerSecond: Double?
+    var upFree = Instant.zero
+    var unsent: [(at: Instant, bytes: Int)] = []
+    /// The core's own next wake-up.
+    var coreWake: Instant?
 
     init(context ctx: SimCoreContext, ledger: SwarmSimLedger) throws {
         ledger.nodeCount = ctx.directory.count
@@ -52,12 +61,18 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         try count("have-batch") { settings.haveBatch = $0 }
         try count("random-first") { settings.randomFirst = $0 }
         if let v = p.removeValue(forKey: "unique-first") {
-            // The daemon ships with it off (MeshNode.swarmSettings); fidelity runs match it.
+            // The seed's unique-first serving; the daemon ships with it on (MeshNode.swarmSettings).
             guard v == "on" || v == "off" else { throw SimRunError("core swarm: unique-first= is on or off, got \"\(v)\"") }
             settings.uniqueFirstServing = v == "on"
         }
+        try count("measured-sources") { settings.measuredPipelineSources = $0 }
+        try count("upload-window") { settings.uploadWindow = $0 << 10 }
+        var uplink: Double?
+        try count("uplink") { uplink = Double($0) * 1e6 / 8 }
+        if settings.uploadWindow > 0 && uplink == nil { throw SimRunError("core swarm: upload-window= needs uplink=MBIT (the rate the host models its uplink at)") }
+        uplinkBytesPerSecond = uplink
         guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, have-batch, random-first, unique-first")
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, upload-window, uplink, have-batch, random-first, unique-first")
         }
         core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }
@@ -85,7 +100,20 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     }
 
     mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { settle(core.linkChanged(event, now: now), now: now) }
-    mutating func tick(now: Instant) -> Outbox { settle(core.tick(now: now), now: now) }
+    mutating func tick(now: Instant) -> Outbox {
+        var out = Outbox()
+        // Pieces the modelled uplink has sent by now (upload-window): tell the core.
+        while let first = unsent.first, first.at <= now {
+            unsent.removeFirst()
+            out.merge(core.pieceSent(bytes: first.bytes, now: now))
+        }
+        // The core is ticked only when its own wake-up is due (not at every piece sent).
+        if let due = coreWake, due <= now {
+            coreWake = nil
+            out.merge(core.tick(now: now))
+        }
+        return settle(out, now: now)
+    }
 
     mutating func workload(_ event: SimWorkload, now: Instant) throws -> Outbox {
         var p = event.parameters
@@ -118,7 +146,9 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         // Share of its current fetches each node has (1 when idle), for progress over time.
         let done = core.transfers.reduce((0.0, 0.0)) { ($0.0 + Double($1.bytesDone), $0.1 + Double($1.bytesTotal)) }
         return [SimGauge("fetches-in-progress", Double(fetching.count)),
-                SimGauge("fetched-fraction", done.1 > 0 ? done.0 / done.1 : 1)]
+                SimGauge("fetched-fraction", done.1 > 0 ? done.0 / done.1 : 1),
+                // Cumulative: its growth between samples is the node's upload rate (uplink use).
+                SimGauge("uploaded-mib", Double(uploaded) / 1_048_576)]
     }
     mutating func drainCompletions() -> [SimCompletion] {
         defer { completions.removeAll() }
@@ -141,15 +171,32 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
     /// Carries out the core's effects until none are left, as the daemon's SwarmShell does.
     private mutating func settle(_ first: Outbox, now: Instant) -> Outbox {
         var out = first
+        if let w = out.wakeAt { coreWake = min(coreWake ?? w, w) }
         while true {
             let effects = core.drainEffects()
-            if effects.isEmpty { return out }
+            if effects.isEmpty {
+                if let first = unsent.first { out.wake(at: first.at) }
+                if let due = coreWake { out.wake(at: due) }
+                return out
+            }
             for e in effects {
                 switch e {
                 case .serve(let peer, let blob, let i):
                     if let id = ledger.chunkID(blob, Int(i)), holds(id) {
                         ledger.served(by: index, bytes: Int(ledger.chunkSize(id)))
-                        out.merge(core.servePiece(to: peer, blob: blob, index: i, data: ledger.content(of: id), now: now))
+                        let data = ledger.content(of: id)
+                        uploaded += data.count
+                        let served = core.servePiece(to: peer, blob: blob, index: i, data: data, now: now)
+                        if let up = uplinkBytesPerSecond {
+                            // The uplink as the core's host sees it: pieces leave one after another.
+                            for m in served.messages where m.frame.type == 0x56 {
+                                let at = max(now, upFree) + .seconds(Double(m.frame.payload.count) / up)
+                                upFree = at
+                                unsent.append((at, data.count))
+                            }
+                        }
+                        if let w = served.wakeAt { coreWake = min(coreWake ?? w, w) }
+                        out.merge(served)
                     } else {
                         out.merge(core.cannotServe(peer, blob: blob, index: i))
                     }
@@ -336,8 +383,19 @@ struct SwarmSummary {
         var seedCopies: Double
     }
     var entries: [Entry] = []
+    /// Uplink use over time: per sample interval, the mean over nodes of chunk bytes uploaded
+    /// (the `swarm.uploaded-mib` gauge's growth) as a share of the scenario's uplink rate.
+    var uplinkUse: [(t: Double, share: Double)] = []
 
-    init(ledger: SwarmSimLedger, scenario: Scenario) {
+    init(ledger: SwarmSimLedger, scenario: Scenario, samples: [SimStats.Sample]) {
+        var previous: (t: Double, mib: Double)?
+        for s in samples {
+            guard let g = s.gauges["swarm.uploaded-mib"] else { continue }
+            if let p = previous, s.t > p.t, g.mean > p.mib {
+                uplinkUse.append((s.t, (g.mean - p.mib) * 1_048_576 / (s.t - p.t) / scenario.link.up))
+            }
+            previous = (s.t, g.mean)
+        }
         var up = Array(repeating: scenario.link.up, count: scenario.nodes)
         var down = Array(repeating: scenario.link.down, count: scenario.nodes)
         for (r, range) in scenario.regionRanges().enumerated() {
@@ -380,6 +438,9 @@ struct SwarmSummary {
             rows.append(("swarm \(e.label)", "\(e.done) of \(e.fetchers) done, \(Self.fmt(Double(e.bytes) / 1_048_576, 1)) MiB each; fluid bound \(Self.fmt(e.bound, 2)) s"))
             rows.append(("  completion p50 / p99 / max", "\(timeAndRatio(e.p50, e.bound)) / \(timeAndRatio(e.p99, e.bound)) / \(timeAndRatio(e.max, e.bound))"))
             rows.append(("  seed uploaded", "\(Self.fmt(e.seedCopies, 2)) copies of the missing bytes"))
+        }
+        if !uplinkUse.isEmpty {
+            rows.append(("  uplink use (mean node)", uplinkUse.map { "\(Self.fmt($0.t, 0))s \(Int(($0.share * 100).rounded()))%" }.joined(separator: " ")))
         }
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0 + String(repeating: " ", count: Swift.max(0, width - $0.0.count)) + "  " + $0.1 }.joined(separator: "\n")

@@ -18,7 +18,7 @@ import Swarm
         let ledger = SwarmSimLedger()
         var world = try SimWorld(scenario: scenario, registry: simCoreRegistry(swarmLedger: ledger))
         try world.run()
-        return (world, SwarmSummary(ledger: ledger, scenario: scenario))
+        return (world, SwarmSummary(ledger: ledger, scenario: scenario, samples: world.stats.samples))
     }
 
     @Test func layerBroadcastFinishesNearTheBoundAndReproduces() throws {

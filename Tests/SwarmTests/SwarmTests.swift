@@ -15,7 +15,7 @@ final class TestSwarmNet {
         var completedAt: Instant?
         var wakeAt: Instant?
     }
-    enum Event { case deliver(PeerMessage, to: Int), tick(Int) }
+    enum Event { case deliver(PeerMessage, to: Int), tick(Int), sent(Int, bytes: Int) }
 
     var nodes: [Node] = []
     var ids: [NodeID] = []
@@ -25,13 +25,13 @@ final class TestSwarmNet {
     let uplinkBytesPerSecond: Double
     let latency: Duration
 
-    init(count: Int, uplinkBytesPerSecond: Double = 12_500_000, latency: Duration = .milliseconds(2)) {
+    init(count: Int, uplinkBytesPerSecond: Double = 12_500_000, latency: Duration = .milliseconds(2), settings: SwarmSettings = SwarmSettings()) {
         self.uplinkBytesPerSecond = uplinkBytesPerSecond
         self.latency = latency
         for i in 0..<count {
             let id = NodeID(digest: Digest.of(Array("node-\(i)".utf8)))
             ids.append(id)
-            nodes.append(Node(core: SwarmCore(me: id, seed: UInt64(i + 1))))
+            nodes.append(Node(core: SwarmCore(me: id, settings: settings, seed: UInt64(i + 1))))
         }
         for i in 0..<count {
             for j in 0..<count where i != j {
@@ -52,8 +52,15 @@ final class TestSwarmNet {
     var trace = WireWriter()
     var traceDigest: Digest { Digest.of(trace.bytes) }
 
+    /// Messages sent, by sender, receiver and frame type.
+    var sentBetween: [[Int]: Int] = [:]
+    /// When each sender first sent each receiver each frame type.
+    var firstSent: [[Int]: Instant] = [:]
+
     func apply(_ i: Int, _ out: Outbox) {
         for m in out.messages {
+            sentBetween[[i, index(of: m.peer), Int(m.frame.type)], default: 0] += 1
+            if firstSent[[i, index(of: m.peer), Int(m.frame.type)]] == nil { firstSent[[i, index(of: m.peer), Int(m.frame.type)]] = now }
             sentByType[m.frame.type, default: (0, 0)].count += 1
             sentByType[m.frame.type, default: (0, 0)].bytes += m.frame.payload.count
             let j = index(of: m.peer)
@@ -63,6 +70,10 @@ final class TestSwarmNet {
             if m.traffic == .bulk {
                 done = max(now, nodes[i].uplinkFreeAt) + .seconds(bytes / uplinkBytesPerSecond)
                 nodes[i].uplinkFreeAt = done
+                // The host reports each piece once it has left (for a holder-side upload queue).
+                if m.frame.type == 0x56, let msg = try? SwarmMessage(frame: m.frame), case .piece(_, _, let data) = msg {
+                    schedule(done, .sent(i, bytes: data.count))
+                }
             } else {
                 done = now + .seconds(bytes / uplinkBytesPerSecond)
                 nodes[i].uplinkFreeAt = max(nodes[i].uplinkFreeAt, now) + .seconds(bytes / uplinkBytesPerSecond)
@@ -110,8 +121,8 @@ final class TestSwarmNet {
     /// Runs until the queue empties or `until` passes.
     func run(until limit: Instant, stopWhen done: () -> Bool = { false }) {
         while !queue.isEmpty && !done() {
-            let (t, _, e) = queue.pop()!
-            if t > limit { return }
+            let (t, n, e) = queue.pop()!
+            if t > limit { queue.push((t, n, e)); return }   // left for the next run
             now = max(now, t)
             switch e {
             case .deliver(let m, let j):
@@ -122,6 +133,9 @@ final class TestSwarmNet {
                 trace.fixed(m.frame.type)
                 if m.frame.type == 0x56 { trace.fixed(UInt32(m.frame.payload.count)) } else { trace.raw(m.frame.payload) }
                 apply(j, nodes[j].core.receive(m, now: now))
+            case .sent(let i, let bytes):
+                guard nodes[i].alive else { continue }
+                apply(i, nodes[i].core.pieceSent(bytes: bytes, now: now))
             case .tick(let i):
                 guard nodes[i].alive, nodes[i].wakeAt == t else { continue }
                 nodes[i].wakeAt = nil

@@ -47,7 +47,7 @@ run_gquic() {
         rm -rf "$WORK/g$i"; "$BIN/gquic-peer" init --data "$WORK/g$i" >/dev/null
         local seeds=(); [ "$i" -gt 1 ] && seeds=(--seed "$seed")
         netns_exec "$i" "$BIN/gquic-peer" run --data "$WORK/g$i" --listen "$(netns_ip "$i"):$PORT" --no-mdns \
-            --log-level warning "${seeds[@]}" 2>"$WORK/g$i.log" &
+            --log-level "${LOGLEVEL:-warning}" "${seeds[@]}" 2>"$WORK/g$i.log" &
     done
     for i in $(seq 1 $((n + 1))); do
         for _ in $(seq 100); do [ -S "$WORK/g$i/control.sock" ] && break; sleep 0.1; done
@@ -145,6 +145,7 @@ if [ "$MODE" = test ]; then
             echo "swarm: peer $i: daemon log tail:"; tail -n 15 "$WORK/g$i.log" | sed 's/^/    /'
         done
         echo "swarm: seed log tail:"; tail -n 15 "$WORK/g1.log" | sed 's/^/    /'
+        if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$WORK"/g*.log "$WORK"/g*.get.err "$KEEP_LOGS"/ && echo "swarm: logs kept in $KEEP_LOGS"; fi
         fail "$bad of 4 copies missing or corrupt"
     fi
     echo "swarm: 1 seed + 4 peers fetched $MIB MiB in namespaces; all copies verify"
