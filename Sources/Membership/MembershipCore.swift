@@ -26,6 +26,8 @@ public struct MembershipStats: Sendable {
     public var probesSent = 0
     public var probesFailed = 0
     public var indirectProbesSent = 0
+    /// Pings repeated over the reliable stream when the direct ping went unanswered.
+    public var fallbackProbesSent = 0
     public var refutations = 0
     public var suspicionsStarted = 0
     public var membersDeclaredDead = 0
@@ -290,23 +292,27 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             let accused = ping.updates.contains { $0.node == me && $0.status != .alive }
             if accused { broadcasts.enqueue(BroadcastQueue.me) }
             ack.updates = piggyback(for: from, first: accused ? BroadcastQueue.me : nil)
-            send(.ack(ack), to: from, now: now, &out)
+            // A ping that came over the stream (the prober's fallback) is answered the same way.
+            send(.ack(ack), to: from, reliable: !message.unreliable, now: now, &out)
         case .pingReq(let req):
             apply(req.updates, from: from, now: now)
             if req.target == me {
                 var ack = MembershipMessage.Ack()
                 ack.sequence = req.sequence
                 ack.responder = me
-                send(.ack(ack), to: from, now: now, &out)
+                send(.ack(ack), to: from, reliable: !message.unreliable, now: now, &out)
                 return
             }
             guard let target = slot(of: req.target), isLive(target), relays.count < 4_096 else { return } // bounded: each relay lives at most a few seconds
             sequence &+= 1
             let timeout = scaled(settings.probe.timeout)
-            // Late acks are still relayed while the requester may be waiting (slow targets).
+            // Late acks are still relayed while the requester may be waiting: a last-chance probe
+            // waits `probe.lastChanceWait`, and a slow target's round trip can be longer than our
+            // own probe timeout (relays that gave up after twice the timeout, 600 ms, let slowed
+            // members with a 600 ms RTT be declared dead at N = 1,000 under 10% loss).
             relays[sequence] = Relay(requester: from, requesterSequence: req.sequence, target: req.target,
                                      nackAt: now + .nanoseconds(Int64(Double(timeout.nanosecondsClamped) * settings.probe.nackFraction)),
-                                     expiresAt: now + max(timeout * 2, expectedRTTWait(req.target) * 2))
+                                     expiresAt: now + max(timeout * 2, expectedRTTWait(req.target) * 2, settings.probe.lastChanceWait))
             var ping = MembershipMessage.Ping()
             ping.sequence = sequence
             ping.target = req.target
@@ -402,6 +408,17 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                     req.updates = piggyback(for: h)
                     send(.pingReq(req), to: h, now: now, &out)
                     stats.indirectProbesSent += 1
+                }
+                if settings.probe.streamFallback && !probe.final {
+                    // memberlist's TCP fallback ping: the same ping again over the link's reliable
+                    // stream, which loss only delays, so a live member on a lossy path still answers.
+                    var ping = MembershipMessage.Ping()
+                    ping.sequence = seq
+                    ping.target = probe.target
+                    let ts = slot(of: probe.target)
+                    ping.updates = piggyback(for: probe.target, first: ts.flatMap { table.status($0) == .suspect ? $0 : nil })
+                    send(.ping(ping), to: probe.target, reliable: true, now: now, &out)
+                    stats.fallbackProbesSent += 1
                 }
             }
             if now >= probe.periodEndAt {
@@ -508,12 +525,12 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // A member that answers slowly gets a longer wait, up to `probe.maxAdaptiveWait`: late acks
         // taught us its RTT. A crashed member's RTT does not grow, so detection is not slowed.
         let timeout = scaled(settings.probe.timeout)
-        let period = scaled(settings.probe.interval)
+        let indirect = scaled(settings.probe.indirectWait)
         let expected = expectedRTTWait(slot)
         // The indirect phase gets the same allowance: its path also runs through the slow member.
         let direct = max(timeout, expected)
         probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + direct,
-                                   periodEndAt: now + max(direct + max(period - timeout, expected), final ? lastChanceLead : .zero),
+                                   periodEndAt: now + max(direct + max(indirect, expected), final ? lastChanceLead : .zero),
                                    final: final,
                                    version: version(at: slot))
         var ping = MembershipMessage.Ping()
@@ -522,6 +539,12 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         ping.updates = piggyback(for: t, first: table.status(slot) == .suspect ? slot : nil)
         send(.ping(ping), to: t, now: now, &out)
         stats.probesSent += 1
+        if final && settings.probe.streamFallback {
+            // The verdict on a suspect: the stream ping goes at once, not only after the timeout.
+            ping.updates = []
+            send(.ping(ping), to: t, reliable: true, now: now, &out)
+            stats.fallbackProbesSent += 1
+        }
     }
 
     /// How long before a suspicion's deadline its last-chance probe starts, and so how long that
@@ -827,7 +850,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     private var retransmitLimit: Int {
-        settings.gossip.retransmitMultiplier * Int(log10(Double(clusterSize + 1)).rounded(.up))
+        settings.gossip.retransmitMultiplier * max(2, Int(log10(Double(clusterSize + 1)).rounded(.up)))
     }
 
     private mutating func gossipRound(now: Instant, _ out: inout Outbox) {
@@ -970,9 +993,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         out.dial(a)
     }
 
-    private mutating func send(_ m: MembershipMessage, to peer: NodeID, now: Instant, _ out: inout Outbox) {
+    /// Sends `m` to `peer`: over the reliable stream if `reliable` (push-pull always), else as a DATAGRAM.
+    private mutating func send(_ m: MembershipMessage, to peer: NodeID, reliable stream: Bool = false, now: Instant, _ out: inout Outbox) {
         let reliable: Bool
-        if case .pushPull = m { reliable = true } else { reliable = false }
+        if case .pushPull = m { reliable = true } else { reliable = stream }
         let msg = PeerMessage(peer: peer, traffic: .control, frame: m.frame, unreliable: !reliable)
         if links.contains(peer) {
             emit(msg, &out)

@@ -77,6 +77,25 @@ import MembershipLab
         #expect((w.core(5)?.stats.probesFailed ?? 0) > 0)
     }
 
+    @Test func slowMemberBehindALossyPathIsNotDeclaredDead() {
+        // Issue 6's false-positive case in small: a live member whose messages take 300 ms more each
+        // way (a 600 ms round trip, twice the probe timeout) and lose 30% of datagrams on top of
+        // 10% everywhere. Its verdicts hang on the last-chance probe; with intermediaries that gave
+        // up on it after 600 ms and only datagrams to carry the probe, it was declared dead
+        // (seed 31: 7 times in 2 simulated minutes). Relays now wait as long as a last chance does
+        // and the probe is repeated over the reliable stream.
+        let w = converged(24, seed: 31)
+        let slowID = w.hosts[5].id
+        var deaths = 0
+        w.onChange = { _, change in if change.node == slowID && change.status == .dead { deaths += 1 } }
+        w.loss = 0.10
+        w.slow(5, by: .milliseconds(300))
+        w.lossy(5, rate: 0.30)
+        w.run(for: .seconds(120))
+        #expect(deaths == 0, "the slow member was declared dead \(deaths) times")
+        for i in w.runningHosts where i != 5 { #expect(w.status(of: 5, at: i) != .dead) }
+    }
+
     @Test func partitionHeals() {
         let w = converged(12, seed: 4)
         w.partition([Array(0..<6), Array(6..<12)])
