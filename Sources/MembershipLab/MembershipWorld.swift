@@ -17,8 +17,6 @@ public final class MembershipWorld {
         public var running: Bool { core != nil }
         public var generation: UInt64 = 0
         public var extraDelay: Duration = .zero
-        /// Probability that an unreliable message to or from this host is lost (on top of `loss`).
-        public var extraLoss: Double = 0
         public var partition = 0
         public var bytesSent = 0
         public var messagesSent = 0
@@ -134,10 +132,6 @@ public final class MembershipWorld {
     /// Delays every message to and from host `i` by `delay` (a slow but live node).
     public func slow(_ i: Int, by delay: Duration) { hosts[i].extraDelay = delay }
 
-    /// Loses each unreliable message to or from host `i` with probability `rate`, on top of the
-    /// world's `loss` (a node behind a lossy path); reliable ones arrive late instead.
-    public func lossy(_ i: Int, rate: Double) { hosts[i].extraLoss = rate }
-
     /// Delivers `message` to host `to` now, as if host `from` had sent it over their authenticated
     /// link: what a misbehaving member could send (tests of forged gossip).
     public func inject(_ message: MembershipMessage, from: Int, to: Int) {
@@ -241,8 +235,7 @@ public final class MembershipWorld {
             hosts[i].bytesSent += msg.frame.encoded.count + Self.packetOverhead
             guard let to = byID[msg.peer] else { continue }
             var delay = oneWay(i, to)
-            let p = 1 - (1 - loss) * (1 - hosts[i].extraLoss) * (1 - hosts[to].extraLoss)
-            if p > 0 && Double(rng.next() >> 11) / Double(1 << 53) < p {
+            if loss > 0 && Double(rng.next() >> 11) / Double(1 << 53) < loss {
                 if msg.unreliable { continue }
                 delay = delay + latency * 4 + .milliseconds(25) // a stream retransmission
             }

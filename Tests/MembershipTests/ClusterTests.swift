@@ -77,23 +77,21 @@ import MembershipLab
         #expect((w.core(5)?.stats.probesFailed ?? 0) > 0)
     }
 
-    @Test func slowMemberBehindALossyPathIsNotDeclaredDead() {
-        // Issue 6's false-positive case in small: a live member whose messages take 300 ms more each
-        // way (a 600 ms round trip, twice the probe timeout) and lose 30% of datagrams on top of
-        // 10% everywhere. Its verdicts hang on the last-chance probe; with intermediaries that gave
-        // up on it after 600 ms and only datagrams to carry the probe, it was declared dead
-        // (seed 31: 7 times in 2 simulated minutes). Relays now wait as long as a last chance does
-        // and the probe is repeated over the reliable stream.
-        let w = converged(24, seed: 31)
-        let slowID = w.hosts[5].id
+    @Test func aQuarterOfTheClusterSlowedUnderLossIsNeverDeclaredDead() {
+        // Issue 6's false-positive case, scaled down: 10 of 40 live members answer 300 ms late each
+        // way (a 600 ms round trip, twice the probe timeout) and 10% of datagrams are lost. They are
+        // suspected over and over (many suspectors: Lifeguard's timeout drops to its minimum), so
+        // verdicts hang on the last-chance probe. With intermediaries that dropped their relay after
+        // twice the probe timeout (600 ms, just short of the round trip) and the probe carried by
+        // datagrams alone, this seed declared a slowed member dead 22 s in (4 times in 2 minutes).
+        // Relays now wait as long as a last chance does and the probe is repeated on the stream.
+        let w = converged(40, seed: 31)
         var deaths = 0
-        w.onChange = { _, change in if change.node == slowID && change.status == .dead { deaths += 1 } }
+        w.onChange = { _, change in if change.status == .dead { deaths += 1 } }
         w.loss = 0.10
-        w.slow(5, by: .milliseconds(300))
-        w.lossy(5, rate: 0.30)
-        w.run(for: .seconds(120))
-        #expect(deaths == 0, "the slow member was declared dead \(deaths) times")
-        for i in w.runningHosts where i != 5 { #expect(w.status(of: 5, at: i) != .dead) }
+        for s in 3..<13 { w.slow(s, by: .milliseconds(300)) }
+        w.run(for: .seconds(60))
+        #expect(deaths == 0, "live members were declared dead \(deaths) times")
     }
 
     @Test func partitionHeals() {
