@@ -329,6 +329,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                    var timer = suspicions[t], timer.finalProbe {
                     // Alive after all, and not yet refuted: give it a fresh suspicion period.
                     timer = SuspicionTimer(start: now, k: timer.k, min: timer.min, max: timer.max, firstSuspector: me)
+                    timer.probedOnce = true
                     suspicions[t] = timer
                 }
                 if from == probe.target { observeRTT(now - probe.sentAt, for: from) }
@@ -442,7 +443,17 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // lands on the deadline itself.
         let lead = lastChanceLead
         for slot in suspicions.keys.sorted() {
-            guard let timer = suspicions[slot], !timer.finalProbe, now >= timer.deadline - lead else { continue }
+            guard let timer = suspicions[slot] else { continue }
+            if timer.finalFailed {
+                // The last chance went unanswered; the verdict was held for the deadline.
+                guard now >= timer.deadline else { continue }
+                suspicions[slot] = nil
+                guard table.status(slot) == .suspect else { continue }
+                stats.membersDeclaredDead += 1
+                applyDead(update(at: slot, status: .dead, from: me), now: now)
+                continue
+            }
+            guard !timer.finalProbe, now >= timer.lastChanceAt(lead: lead) else { continue }
             guard table.status(slot) == .suspect else { suspicions[slot] = nil; continue }
             // Before declaring a member dead, probe it once more, carrying the suspicion: if it
             // answers, its refutation comes back in the ack. This covers the (small, per-update)
@@ -598,6 +609,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 timer.finalAttempts += 1
                 suspicions[ps] = timer
                 startProbe(ps, final: true, now: now, &out)
+                return
+            }
+            if var timer = suspicions[ps], now < timer.deadline {
+                // Early (the deadline is still waiting for confirmations): hold the verdict.
+                timer.finalProbe = false
+                timer.finalFailed = true
+                suspicions[ps] = timer
                 return
             }
             suspicions[ps] = nil
@@ -1066,7 +1084,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
             for r in relays.values { t = min(t, r.nacked ? r.expiresAt : r.nackAt) }
             let lead = lastChanceLead
-            for s in suspicions.values where !s.finalProbe { t = min(t, s.deadline - lead) }
+            for s in suspicions.values {
+                if s.finalFailed { t = min(t, s.deadline) } else if !s.finalProbe { t = min(t, s.lastChanceAt(lead: lead)) }
+            }
             timersNext = t
             timersDirty = false
         }
