@@ -68,13 +68,14 @@ public struct MembershipSettings: Sendable {
         /// and memberlist wait one fixed period, so a live node slower than that is suspected on
         /// every probe.
         public var maxAdaptiveWait: Duration = .seconds(2)
-        /// How long the last-chance probe of a suspect waits for an ack. It starts this long before
-        /// the suspicion's deadline (its verdict lands on the deadline, so a crash is not detected
-        /// later), and it may take that long because the observer usually has never measured the
-        /// suspect's RTT: at N = 1,000 a member probes a given member once per ~500 s round, so a
-        /// live member with a 600 ms RTT under 10% loss failed the one-period last chance and was
-        /// declared dead (2 false deaths in a simulated minute with α = 1.5). Default 1.5 s (three
-        /// periods; covers RTTs to ~1.4 s). A GQUIC addition; memberlist has no last-chance probe.
+        /// How long the last-chance probe of a suspect waits for an ack (and how long intermediaries
+        /// relay late acks). It starts this long before the suspicion's earliest deadline (its
+        /// verdict lands on the deadline, so a crash is not detected later; held until the current
+        /// deadline if confirmations are still missing), and it may take that long because the
+        /// observer usually has never measured the suspect's RTT: at N = 1,000 a member probes a
+        /// given member once per ~300 s round, so a live member with a 600 ms RTT under 10% loss
+        /// failed a one-period last chance and was declared dead. Default 1.5 s (covers RTTs to
+        /// ~1.4 s). A GQUIC addition; memberlist has no last-chance probe.
         public var lastChanceWait: Duration = .milliseconds(1_500)
         public init() {}
     }
