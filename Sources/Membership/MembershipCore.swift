@@ -99,10 +99,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var timersDirty = false
     /// Probes that ended without an ack, kept a while so a late ack still teaches us the RTT.
     private var lateProbes: [UInt64: (target: NodeID, sentAt: Instant)] = [:]
-    /// Per-member RTT, microseconds: smoothed and last sample, from acks (late ones too).
-    private var rtts: [Int32: (smoothed: UInt32, last: UInt32)] = [:]
-    /// Vivaldi coordinates of the members that acked us most recently (bounded).
-    private var coordinates = RecentMap<Int32, Coordinate>(limit: 256)
+    /// Per-member RTT, microseconds: smoothed and last sample, from acks (late ones too), for the
+    /// 1,024 members measured most recently (a full probe round at N = 1,000; unbounded, a
+    /// 10,000-member node held ~2,000 after 10 minutes, 0.5 GB across a simulated cluster).
+    private var rtts = RecentMap<Int32, RTT>(limit: 1_024)
+    private struct RTT: Sendable { var smoothed: UInt32; var last: UInt32 }
+    /// Vivaldi coordinates of the 64 members that acked us most recently (each ~150 bytes; 256 of
+    /// them per node were ~0.4 GB of a simulated 10,000-node cluster).
+    private var coordinates = RecentMap<Int32, Coordinate>(limit: 64)
     private var broadcasts: BroadcastQueue
     /// Lifeguard's local health multiplier (0...settings.lifeguard.maxMultiplier).
     public private(set) var localHealth = 0
@@ -581,9 +585,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         guard sample >= .zero, let slot = slot(of: node) else { return }
         let us = UInt32(clamping: sample.nanosecondsClamped / 1_000)
         if let r = rtts[slot] {
-            rtts[slot] = (UInt32((UInt64(r.smoothed) * 7 + UInt64(us)) / 8), us)
+            rtts[slot] = RTT(smoothed: UInt32((UInt64(r.smoothed) * 7 + UInt64(us)) / 8), last: us)
         } else {
-            rtts[slot] = (us, us)
+            rtts[slot] = RTT(smoothed: us, last: us)
         }
     }
 
@@ -835,10 +839,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     public mutating func discardChanges() { changes.removeAll(keepingCapacity: true) }
 
     private mutating func addToProbeOrder(_ slot: Int32) {
-        // Insert at a random place in the current round (memberlist does the same for new nodes).
-        let at = probeOrder.isEmpty ? 0 : Int(rng.next() % UInt64(probeOrder.count + 1))
-        probeOrder.insert(slot, at: at)
-        if at < probeCursor { probeCursor += 1 }
+        // A random place in the current round, as memberlist does it: append, then swap with a
+        // random position (O(1); an insert in the middle moved ~20 KB per new member at 10,000
+        // members, 1% of a 10,000-node simulation). The member displaced to the end is probed at
+        // the end of this round.
+        let at = Int(rng.next() % UInt64(probeOrder.count + 1))
+        probeOrder.append(slot)
+        probeOrder.swapAt(at, probeOrder.count - 1)
     }
 
     private mutating func piggyback(for peer: NodeID, first: Int32? = nil) -> [MemberUpdate] {
