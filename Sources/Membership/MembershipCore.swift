@@ -190,8 +190,15 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     /// Changes since the last call (bounded: the oldest are dropped if no one collects them).
     public mutating func takeChanges() -> [MembershipChange] {
-        defer { changes.removeAll(keepingCapacity: true) }
+        defer { clearChanges() }
         return changes
+    }
+
+    /// Empties the change log, keeping a small buffer but not a large one: a join's push-pull logs
+    /// a change per member (10,000 × ~80 bytes), and 10,000 hosted cores that each kept that
+    /// capacity held ~8 GB of empty buffers (most of the simulator's memory at 10,000 nodes).
+    private mutating func clearChanges() {
+        if changes.capacity > 256 { changes = [] } else { changes.removeAll(keepingCapacity: true) }
     }
 
     /// Live members ordered by estimated RTT from here (Vivaldi), nearest first.
@@ -836,7 +843,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     /// Drops the change log without handing it out (hosts that never read it, such as the simulator).
-    public mutating func discardChanges() { changes.removeAll(keepingCapacity: true) }
+    public mutating func discardChanges() { clearChanges() }
 
     private mutating func addToProbeOrder(_ slot: Int32) {
         // A random place in the current round, as memberlist does it: append, then swap with a

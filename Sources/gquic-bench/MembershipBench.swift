@@ -43,6 +43,8 @@ struct MembershipBench: ParsableCommand {
     var onlyFalsePositives = false
     @Flag(help: "Skip the false-positive measurement.")
     var noFalsePositives = false
+    @Option(help: "Clusters larger than this start already formed (MembershipWorld.startFormed: every member learns the others from one push-pull) instead of joining one by one through 3 seeds; the measurements start from steady state either way.")
+    var preformAbove = 2_000
     @Flag(help: "On each false death, print what the observer saw of the slowed node (its status changes and the probe traffic between them) in the seconds before.")
     var explain = false
 
@@ -95,16 +97,24 @@ struct MembershipBench: ParsableCommand {
     func formed(n: Int, settings: MembershipSettings, extra: Int) -> MembershipWorld {
         let wall = Date()
         let w = MembershipWorld(count: n + extra, seed: seed &+ UInt64(n), settings: settings, seedHosts: [0, 1, 2])
-        for i in 0..<n {
-            if i % 50 == 0 { w.run(for: .milliseconds(500)) }
-            if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
-            w.start(i)
+        if n > preformAbove {
+            progress("N=\(n): starting the cluster formed (> --preform-above \(preformAbove))")
+            w.startFormed(count: n)
+        } else {
+            for i in 0..<n {
+                if i % 50 == 0 { w.run(for: .milliseconds(500)) }
+                if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
+                w.start(i)
+            }
         }
         let ok = w.run(until: {
             (0..<n).allSatisfy { w.core($0)?.liveMemberCount == n - 1 }
         }, step: .seconds(1), limit: .seconds(300))
         progress("N=\(n): cluster formed in \(ok.map { "\($0.seconds) s" } ?? "> 300 s") virtual, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall")
-        w.run(for: .seconds(30)) // let the join gossip drain
+        for k in 1...6 { // let the join gossip drain
+            w.run(for: .seconds(5))
+            if n > preformAbove { progress("N=\(n): draining the formation gossip, \(k * 5)/30 s, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall") }
+        }
         return w
     }
 
