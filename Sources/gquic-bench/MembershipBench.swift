@@ -20,8 +20,11 @@ struct MembershipBench: ParsableCommand {
             suspicion at N = 1,000 — also measured here by running this core with those settings);
           - false positives: live nodes marked dead over simulated minutes with 10% loss and a few
             nodes slowed by 300 ms each way (goal: zero).
-        A 10k-node run keeps 10^8 member records in one process (~25 bytes each in the shared-directory
-        member table: ~3 GB with everything else) and takes long to form; `--nodes 1000 10000` runs both.
+        Clusters above --preform-above (2,000) start formed: every member learns the others from one
+        push-pull, then 30 s of their gossip drains before measuring. A 10k-node run keeps 10^8 member
+        records in one process (peak RSS ~12 GiB with the formation gossip in flight) and takes ~20
+        CPU-minutes with --crashes 5; `--nodes 1000 10000` runs both sizes. --explain prints the trace
+        behind each false death.
         """
     )
 
