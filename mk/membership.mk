@@ -5,6 +5,8 @@ INTEGRATION_TESTS += test-mdns
 
 ## bench-membership: join dissemination, failure detection and false positives at N = 1,000
 ## (simulated in virtual time), next to Serf's convergence model and memberlist's LAN timings.
+## N = 10,000: .build/release/gquic-bench membership --nodes 10000 --crashes 5 --no-false-positives
+## --anchor-nodes 0 (~20 CPU-minutes, ~12 GiB; see docs/benchmarks.md).
 bench-membership: build-release
 	$(BENCH_BIN) membership
 

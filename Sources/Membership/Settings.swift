@@ -28,18 +28,37 @@ public struct MembershipSettings: Sendable {
 
     /// SWIM failure detector: the periodic probe.
     public struct Probe: Sendable {
-        /// How often a member is probed (SWIM's protocol period T'). Default 500 ms — half of
-        /// memberlist's LAN `ProbeInterval` (1 s): membership rides QUIC DATAGRAMs on links that are
-        /// already open, so a probe costs two small datagrams, and the shorter period is what brings
-        /// detection at N = 1,000 under 5 s (see docs/benchmarks.md). Scaled by the local health
-        /// multiplier (Lifeguard §4.3).
-        public var interval: Duration = .milliseconds(500)
+        /// How often a member is probed (SWIM's protocol period T'). Default 300 ms, against
+        /// memberlist's LAN `ProbeInterval` of 1 s. A crashed member is first probed after an
+        /// exponentially distributed wait with mean `interval` whatever N is (every member probes
+        /// one member per period), so its p99 is 4.6 periods: 2.3 s at 500 ms, 1.4 s at 300 ms.
+        /// That tail plus one probe, Lifeguard's minimum suspicion (proportional to the period) and
+        /// the spread of the death is the p99 detection time to all members, under the 5 s goal
+        /// of issue 6 only at ~300 ms (docs/benchmarks.md). A probe costs two small DATAGRAMs on
+        /// a link that is already open (~8 kbit/s per node at this rate). Probes may overlap: one
+        /// lasts `timeout + indirectWait`. Scaled by the local health multiplier (Lifeguard §4.3).
+        public var interval: Duration = .milliseconds(300)
         /// How long to wait for a direct ack before asking `indirectChecks` members to probe
-        /// (memberlist LAN `ProbeTimeout`: 500 ms; we use 300 ms, well above a LAN RTT and 60% of
-        /// the shorter period). Scaled by the local health multiplier.
+        /// (memberlist LAN `ProbeTimeout`: 500 ms; we use 300 ms, well above a LAN RTT and above
+        /// the 220 ms RTT between the farthest regions the simulator's 10k scenario models).
+        /// Scaled by the local health multiplier.
         public var timeout: Duration = .milliseconds(300)
+        /// How long the indirect phase (ping-reqs and the stream fallback) runs after `timeout`
+        /// before the probe counts as failed: memberlist gives it the rest of its period
+        /// (`ProbeInterval − ProbeTimeout` = 500 ms on a LAN); 200 ms is 400 LAN round trips and
+        /// covers a stream retransmission. A member known to answer slowly gets its adaptive
+        /// wait instead (`maxAdaptiveWait`). Scaled by the local health multiplier.
+        public var indirectWait: Duration = .milliseconds(200)
         /// How many members to ask for an indirect probe (SWIM's k; memberlist `IndirectChecks` = 3).
         public var indirectChecks: Int = 3
+        /// When the direct ping goes unanswered for `timeout`, also repeat it over the member's
+        /// reliable stream while the indirect probes run; the member answers on the stream too.
+        /// memberlist does the same over TCP (`DisableTcpPings` = false by default). Loss only
+        /// delays a stream, so a live member is not suspected because datagrams were lost: at
+        /// N = 1,000 with 10% loss, ~0.75% of probes failed without it (direct 19% × all three
+        /// indirect paths 34%³), and every such false suspicion and its refutation were gossiped
+        /// to every member (most of the 170 kbit/s per node measured then). Default true.
+        public var streamFallback = true
         /// Fraction of the probe timeout after which an intermediary that has no ack from the target
         /// sends a nack to the requester (Lifeguard §4.3 and memberlist: 80%).
         public var nackFraction: Double = 0.8
@@ -49,13 +68,14 @@ public struct MembershipSettings: Sendable {
         /// and memberlist wait one fixed period, so a live node slower than that is suspected on
         /// every probe.
         public var maxAdaptiveWait: Duration = .seconds(2)
-        /// How long the last-chance probe of a suspect waits for an ack. It starts this long before
-        /// the suspicion's deadline (its verdict lands on the deadline, so a crash is not detected
-        /// later), and it may take that long because the observer usually has never measured the
-        /// suspect's RTT: at N = 1,000 a member probes a given member once per ~500 s round, so a
-        /// live member with a 600 ms RTT under 10% loss failed the one-period last chance and was
-        /// declared dead (2 false deaths in a simulated minute with α = 1.5). Default 1.5 s (three
-        /// periods; covers RTTs to ~1.4 s). A GQUIC addition; memberlist has no last-chance probe.
+        /// How long the last-chance probe of a suspect waits for an ack (and how long intermediaries
+        /// relay late acks). It starts this long before the suspicion's earliest deadline (its
+        /// verdict lands on the deadline, so a crash is not detected later; held until the current
+        /// deadline if confirmations are still missing), and it may take that long because the
+        /// observer usually has never measured the suspect's RTT: at N = 1,000 a member probes a
+        /// given member once per ~300 s round, so a live member with a 600 ms RTT under 10% loss
+        /// failed a one-period last chance and was declared dead. Default 1.5 s (covers RTTs to
+        /// ~1.4 s). A GQUIC addition; memberlist has no last-chance probe.
         public var lastChanceWait: Duration = .milliseconds(1_500)
         public init() {}
     }
@@ -68,12 +88,12 @@ public struct MembershipSettings: Sendable {
     /// `max = maxMultiplier · min`.
     public struct Suspicion: Sendable {
         /// Lifeguard's α. memberlist LAN `SuspicionMult` = 4 (with its 1 s period: 12 s at N = 1,000).
-        /// Default 2: with the 500 ms period, min = 2 · 3 · 0.5 s = 3 s at N = 1,000 (4 s at 10,000).
-        /// A false suspicion gets no independent confirmations and so runs for close to `max` (18 s),
-        /// ample time to refute. α = 1.5 was tried for detection under 5 s at p99: it brought p50 from
-        /// 4.3 to 3.9 s (p99 stayed ~5.5–6 s) and, like α = 2, let a slowed member be declared dead
-        /// once or twice in 10 simulated minutes at N = 1,000 with 10% loss (docs/benchmarks.md);
-        /// the default stays at the more conservative 2.
+        /// Default 2: with the 300 ms period, min = 2 · 3 · 0.3 s = 1.8 s at N = 1,000 (2.4 s at
+        /// 10,000), max = 10.8 s (14.4 s). A false suspicion gets no independent confirmations and so
+        /// runs for close to `max`, ample time to refute; and no member is declared dead without a
+        /// last-chance probe over datagrams and the reliable stream (see `Probe.streamFallback`).
+        /// Earlier rounds measured α = 1.5 and 2 with a 500 ms period: the false deaths they saw
+        /// came from the last-chance probe, not from α (docs/benchmarks.md).
         public var minMultiplier: Double = 2
         /// Lifeguard's β. memberlist `SuspicionMaxTimeoutMult` = 6; the paper evaluates β = 6.
         public var maxMultiplier: Double = 6
@@ -93,8 +113,11 @@ public struct MembershipSettings: Sendable {
 
     /// Dissemination: piggybacked on probes, plus a dedicated gossip round.
     public struct Gossip: Sendable {
-        /// Each update is sent `retransmitMultiplier · ceil(log10(N + 1))` times (SWIM's λ·log N;
-        /// memberlist `RetransmitMult` = 4).
+        /// Each update is sent `retransmitMultiplier · max(2, ceil(log10(N + 1)))` times (SWIM's
+        /// λ·log N; memberlist `RetransmitMult` = 4 with `ceil(log10(N + 1))`). The floor of 2 is a
+        /// GQUIC change: below 10 members memberlist's formula gives 4 sends, and in 8-node clusters
+        /// some member missed a join until the next push-pull (30 s) in about one run in 20; with
+        /// 8 sends (SWIM's natural log gives ln 8 ≈ 2 too) none of 150 seeded runs did.
         public var retransmitMultiplier: Int = 4
         /// How often a gossip round runs (memberlist LAN `GossipInterval` = 200 ms), while updates are
         /// queued. A node with an empty queue does not wake for gossip, and its first round after an
@@ -180,6 +203,7 @@ public struct MembershipSettings: Sendable {
         var s = MembershipSettings()
         s.probe.interval = .seconds(1)
         s.probe.timeout = .milliseconds(500)
+        s.probe.indirectWait = .milliseconds(500)
         s.suspicion.minMultiplier = 4
         s.suspicion.maxMultiplier = 6
         s.suspicion.expectedConfirmations = 2

@@ -8,7 +8,7 @@ public struct VivaldiState: Sendable {
     private let settings: MembershipSettings.Vivaldi
     private var adjustmentSamples: [Double]
     private var adjustmentIndex = 0
-    private var latencyFilters = RecentMap<NodeID, [Double]>(limit: 256)
+    private var latencyFilters = RecentMap<NodeID, [Double]>(limit: 64)
     /// Samples applied so far (for reports and tests).
     public private(set) var updates = 0
 

@@ -109,6 +109,34 @@ public final class MembershipWorld {
         }
     }
 
+    /// Starts hosts `0..<count` as a cluster that formed before the run: each core starts without
+    /// seeds and learns every other of them from one push-pull request (as host 0 would send it,
+    /// host 1 for host 0), handed to it directly; its full-state reply is not delivered (the sender
+    /// knows everyone already). What the members then gossip about each other — every record
+    /// is new to them — runs as usual. Forming a 10,000-node cluster through seeds costs 10^8
+    /// push-pull records and 10^9 gossip receptions before a steady-state measurement can start;
+    /// this costs one 10^4-record state per node.
+    public func startFormed(count: Int) {
+        let keepSeeds = seedHosts
+        seedHosts = []
+        for i in 0..<count { start(i) }
+        seedHosts = keepSeeds
+        var pp = MembershipMessage.PushPull()
+        pp.clusterID = settings.clusterID
+        pp.members = (0..<count).map { i in
+            MemberUpdate(node: hosts[i].id, address: hosts[i].address,
+                         version: MemberVersion(generation: hosts[i].generation, incarnation: 0), status: .alive, from: nil)
+        }
+        let frame = MembershipMessage.pushPull(pp).frame
+        for i in 0..<count {
+            let from = i == 0 ? 1 : 0
+            let msg = PeerMessage(peer: hosts[from].id, traffic: .control, frame: frame, unreliable: false)
+            var out = withCore(i) { $0.receive(msg, now: now) }
+            out.messages.removeAll() // the full-state reply
+            carryOut(out, from: i)
+        }
+    }
+
     /// Stops host `i` without a word (process killed, machine gone).
     public func crash(_ i: Int) {
         hosts[i].core = nil

@@ -20,8 +20,11 @@ struct MembershipBench: ParsableCommand {
             suspicion at N = 1,000 — also measured here by running this core with those settings);
           - false positives: live nodes marked dead over simulated minutes with 10% loss and a few
             nodes slowed by 300 ms each way (goal: zero).
-        A 10k-node run keeps 10^8 member records in one process (~25 bytes each in the shared-directory
-        member table: ~3 GB with everything else) and takes long to form; `--nodes 1000 10000` runs both.
+        Clusters above --preform-above (2,000) start formed: every member learns the others from one
+        push-pull, then 30 s of their gossip drains before measuring. A 10k-node run keeps 10^8 member
+        records in one process (peak RSS ~12 GiB with the formation gossip in flight) and takes ~20
+        CPU-minutes with --crashes 5; `--nodes 1000 10000` runs both sizes. --explain prints the trace
+        behind each false death.
         """
     )
 
@@ -43,6 +46,10 @@ struct MembershipBench: ParsableCommand {
     var onlyFalsePositives = false
     @Flag(help: "Skip the false-positive measurement.")
     var noFalsePositives = false
+    @Option(help: "Clusters larger than this start already formed (MembershipWorld.startFormed: every member learns the others from one push-pull) instead of joining one by one through 3 seeds; the measurements start from steady state either way.")
+    var preformAbove = 2_000
+    @Flag(help: "On each false death, print what the observer saw of the slowed node (its status changes and the probe traffic between them) in the seconds before.")
+    var explain = false
 
     func run() throws {
         var report = BenchReport(area: "membership")
@@ -74,7 +81,7 @@ struct MembershipBench: ParsableCommand {
     static func peakRSSMiB() -> Double {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+              let kb = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return 0 }
         return kb / 1024
     }
 
@@ -93,16 +100,24 @@ struct MembershipBench: ParsableCommand {
     func formed(n: Int, settings: MembershipSettings, extra: Int) -> MembershipWorld {
         let wall = Date()
         let w = MembershipWorld(count: n + extra, seed: seed &+ UInt64(n), settings: settings, seedHosts: [0, 1, 2])
-        for i in 0..<n {
-            if i % 50 == 0 { w.run(for: .milliseconds(500)) }
-            if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
-            w.start(i)
+        if n > preformAbove {
+            progress("N=\(n): starting the cluster formed (> --preform-above \(preformAbove))")
+            w.startFormed(count: n)
+        } else {
+            for i in 0..<n {
+                if i % 50 == 0 { w.run(for: .milliseconds(500)) }
+                if i % 200 == 0 { progress("N=\(n): starting node \(i), \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall") }
+                w.start(i)
+            }
         }
         let ok = w.run(until: {
             (0..<n).allSatisfy { w.core($0)?.liveMemberCount == n - 1 }
         }, step: .seconds(1), limit: .seconds(300))
         progress("N=\(n): cluster formed in \(ok.map { "\($0.seconds) s" } ?? "> 300 s") virtual, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall")
-        w.run(for: .seconds(30)) // let the join gossip drain
+        for k in 1...6 { // let the join gossip drain
+            w.run(for: .seconds(5))
+            if n > preformAbove { progress("N=\(n): draining the formation gossip, \(k * 5)/30 s, \(String(format: "%.1f", Date().timeIntervalSince(wall))) s wall") }
+        }
         return w
     }
 
@@ -170,10 +185,16 @@ struct MembershipBench: ParsableCommand {
         var falseDead = 0
         var suspicions = 0
         let live = Set(w.runningHosts.map { w.hosts[$0].id })
-        w.onChange = { _, change in
-            if change.status == .dead && live.contains(change.node) { falseDead += 1 }
+        var tracer = explain ? FalseDeathTracer(world: w, slow: slow) : nil
+        w.onChange = { observer, change in
+            if change.status == .dead && live.contains(change.node) {
+                falseDead += 1
+                tracer?.explain(observer: observer, change: change)
+            }
             if change.status == .suspect { suspicions += 1 }
+            tracer?.record(observer: observer, change: change)
         }
+        if tracer != nil { w.onDeliver = { from, to, msg in tracer?.record(from: from, to: to, msg) } }
         let wall = Date()
         let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
         let total = Int(minutes * 60)
@@ -189,5 +210,63 @@ struct MembershipBench: ParsableCommand {
         report.add(BenchRow("\(tag): false deaths, \(minutes) min", Double(falseDead), "events",
                             note: "goal 0; slow = +300 ms each way; \(suspicions) suspicion events seen"))
         report.add(BenchRow("\(tag): kbit/s/node", kbps, "kbit/s", anchor: "Serf budget", anchorValue: 330))
+    }
+}
+
+/// `--explain`: keeps, per slowed node, the recent probe traffic to and from it and every observer's
+/// status changes about it, and prints the part that concerns an observer when it declares the node
+/// dead (a false death), so the cause can be read off a run.
+struct FalseDeathTracer {
+    struct Delivery { var at: Instant; var from: Int; var to: Int; var text: String }
+    let world: MembershipWorld
+    let slowIDs: [NodeID: Int]
+    var deliveries: [Int: [Delivery]] = [:]
+    var changes: [Int: [(Int, MembershipChange)]] = [:]
+    let keep = 20_000
+
+    init(world: MembershipWorld, slow: [Int]) {
+        self.world = world
+        var ids: [NodeID: Int] = [:]
+        for s in slow { ids[world.hosts[s].id] = s }
+        slowIDs = ids
+    }
+
+    mutating func record(observer: Int, change: MembershipChange) {
+        guard let s = slowIDs[change.node] else { return }
+        changes[s, default: []].append((observer, change))
+        if changes[s]!.count > keep * 2 { changes[s]!.removeFirst(keep) }
+    }
+
+    mutating func record(from: Int, to: Int, _ msg: PeerMessage) {
+        guard let m = try? MembershipMessage(frame: msg.frame) else { return }
+        let text: String
+        var subject: Int?
+        let fromSlow = slowIDs[world.hosts[from].id], toSlow = slowIDs[world.hosts[to].id]
+        switch m {
+        case .ping(let p): subject = slowIDs[p.target]; text = "ping seq \(p.sequence)\(msg.unreliable ? "" : " (stream)")"
+        case .pingReq(let p): subject = slowIDs[p.target]; text = "ping-req seq \(p.sequence) target \(world.index(of: p.target) ?? -1)"
+        case .ack(let a): subject = slowIDs[a.responder]; text = "ack seq \(a.sequence) for \(world.index(of: a.responder) ?? -1)\(msg.unreliable ? "" : " (stream)")"
+        case .nack(let n): subject = fromSlow ?? toSlow; text = "nack seq \(n.sequence)"
+        default: return
+        }
+        guard let s = subject ?? fromSlow ?? toSlow else { return }
+        deliveries[s, default: []].append(Delivery(at: world.now, from: from, to: to, text: text))
+        if deliveries[s]!.count > keep * 2 { deliveries[s]!.removeFirst(keep) }
+    }
+
+    func explain(observer o: Int, change: MembershipChange) {
+        guard let s = slowIDs[change.node] else { return }
+        let t0 = change.at - .seconds(25)
+        func ts(_ i: Instant) -> String { String(format: "%.3f", Double(i.nanoseconds) / 1e9) }
+        var lines = ["false death: host \(o) declared slowed host \(s) dead at \(ts(change.at)) s (\(change.version))"]
+        for (obs, c) in changes[s] ?? [] where obs == o && c.at >= t0 {
+            lines.append("  \(ts(c.at)) view: \(c.status) \(c.version)")
+        }
+        let mine = (deliveries[s] ?? []).filter { $0.at >= t0 && ($0.from == o || $0.to == o) }
+        let helpers = Set(mine.filter { $0.from == o && $0.text.hasPrefix("ping-req") }.map(\.to))
+        for d in deliveries[s] ?? [] where d.at >= t0 && (d.from == o || d.to == o || helpers.contains(d.from) || helpers.contains(d.to)) {
+            lines.append("  \(ts(d.at)) \(d.from) -> \(d.to): \(d.text)")
+        }
+        FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
     }
 }

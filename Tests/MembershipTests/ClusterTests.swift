@@ -77,6 +77,23 @@ import MembershipLab
         #expect((w.core(5)?.stats.probesFailed ?? 0) > 0)
     }
 
+    @Test func aQuarterOfTheClusterSlowedUnderLossIsNeverDeclaredDead() {
+        // Issue 6's false-positive case, scaled down: 10 of 40 live members answer 300 ms late each
+        // way (a 600 ms round trip, twice the probe timeout) and 10% of datagrams are lost. They are
+        // suspected over and over (many suspectors: Lifeguard's timeout drops to its minimum), so
+        // verdicts hang on the last-chance probe. With intermediaries that dropped their relay after
+        // twice the probe timeout (600 ms, just short of the round trip) and the probe carried by
+        // datagrams alone, this seed declared a slowed member dead 22 s in (4 times in 2 minutes).
+        // Relays now wait as long as a last chance does and the probe is repeated on the stream.
+        let w = converged(40, seed: 31)
+        var deaths = 0
+        w.onChange = { _, change in if change.status == .dead { deaths += 1 } }
+        w.loss = 0.10
+        for s in 3..<13 { w.slow(s, by: .milliseconds(300)) }
+        w.run(for: .seconds(60))
+        #expect(deaths == 0, "live members were declared dead \(deaths) times")
+    }
+
     @Test func partitionHeals() {
         let w = converged(12, seed: 4)
         w.partition([Array(0..<6), Array(6..<12)])

@@ -58,6 +58,70 @@ import MembershipLab
         #expect(core.stats.messagesRefused[.notAMember] == 7) // 3 kinds × 2 attempts + 1 join
     }
 
+    @Test func intermediaryRelaysAnAckThatComesLate() throws {
+        // An intermediary asked to probe a slow member keeps listening for its ack as long as a
+        // last-chance probe waits (1.5 s), not just twice the probe timeout (it used to drop the
+        // relay at 600 ms, so a member with a 600 ms round trip could not be saved by others).
+        let w = MembershipWorld(count: 4, seed: 12)
+        w.startAll(spread: .milliseconds(300))
+        #expect(w.run(until: { w.converged }, limit: .seconds(20)) != nil)
+        var relay = try #require(w.core(1))
+        let requester = w.hosts[0].id, target = w.hosts[2].id
+        var req = MembershipMessage.PingReq()
+        req.sequence = 777
+        req.target = target
+        let t0 = w.now
+        let out = try relay.handle(message(.pingReq(req), from: requester), now: t0)
+        let ping = try #require(out.messages.first { $0.peer == target && $0.frame.type == MembershipMessage.FrameType.ping })
+        guard case .ping(let p) = try MembershipMessage(frame: ping.frame) else { Issue.record("not a ping"); return }
+        // The relay's timers run (its nack goes out), then the target's ack arrives after 1 s.
+        let tick = relay.tick(now: t0 + .milliseconds(800))
+        #expect(tick.messages.contains { $0.peer == requester && $0.frame.type == MembershipMessage.FrameType.nack })
+        var ack = MembershipMessage.Ack()
+        ack.sequence = p.sequence
+        ack.responder = target
+        let late = try relay.handle(message(.ack(ack), from: target), now: t0 + .milliseconds(1_000))
+        let fwd = try #require(late.messages.first { $0.peer == requester })
+        guard case .ack(let a) = try MembershipMessage(frame: fwd.frame) else { Issue.record("not an ack"); return }
+        #expect(a.sequence == 777 && a.responder == target)
+    }
+
+    @Test func unansweredPingIsRepeatedOverTheStreamAndAnsweredThere() throws {
+        // memberlist's TCP fallback: when the direct ping times out, the prober repeats it over the
+        // reliable stream (besides the ping-reqs); a ping that came over the stream is acked there.
+        let w = MembershipWorld(count: 6, seed: 13)
+        w.startAll(spread: .milliseconds(300))
+        #expect(w.run(until: { w.converged }, limit: .seconds(20)) != nil)
+        var prober = try #require(w.core(0))
+        var t = w.now
+        var pings: [PeerMessage] = []
+        // Tick until a probe goes out, then past its timeout without answering it.
+        while pings.isEmpty && t < w.now + .seconds(5) {
+            t = t + .milliseconds(10)
+            pings = prober.tick(now: t).messages.filter { $0.frame.type == MembershipMessage.FrameType.ping }
+        }
+        let first = try #require(pings.first)
+        #expect(first.unreliable)
+        var fallback: PeerMessage?
+        var reqs = 0
+        for _ in 0..<100 where fallback == nil {
+            t = t + .milliseconds(10)
+            let out = prober.tick(now: t).messages
+            reqs += out.filter { $0.frame.type == MembershipMessage.FrameType.pingReq }.count
+            fallback = out.first { $0.frame.type == MembershipMessage.FrameType.ping && $0.peer == first.peer && !$0.unreliable }
+        }
+        let stream = try #require(fallback, "no stream ping after the timeout")
+        #expect(reqs > 0)
+        // The target answers a stream ping over the stream.
+        let targetIndex = try #require(w.index(of: first.peer))
+        var target = try #require(w.core(targetIndex))
+        var incoming = stream
+        incoming.peer = prober.me
+        let answer = try target.handle(incoming, now: t + .milliseconds(1))
+        let ack = try #require(answer.messages.first { $0.peer == prober.me && $0.frame.type == MembershipMessage.FrameType.ack })
+        #expect(!ack.unreliable)
+    }
+
     @Test func allowListRefusesOtherJoiners() throws {
         var settings = MembershipSettings()
         let friend = Self.id("friend")
