@@ -22,6 +22,9 @@ struct ContentBench: ParsableCommand {
     @Option(help: "Comma-separated sections to run: sha, cdc, import, delta (default: all).")
     var only = "sha,cdc,import,delta"
 
+    @Option(help: "Comma-separated inputs for the cdc and import sections: random, binaries (default: both).")
+    var inputs = "random,binaries"
+
     func run() throws {
         var report = BenchReport(area: "content")
         report.header()
@@ -29,10 +32,13 @@ struct ContentBench: ParsableCommand {
         _ = try? shell("rm -rf \(scratch)")
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { _ = try? shell("rm -rf \(scratch)") }
+        let sections = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let inputNames = Set(inputs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         let random = scratch + "/random.bin"
         _ = try shell("head -c \(size) /dev/urandom > \(random)")
         // A tree of real binaries (shared libraries) up to `size` bytes, and the same bytes as one file.
         let tree = scratch + "/v1"
+        if inputNames.contains("binaries") || sections.contains("delta") {
         _ = try shell("""
             mkdir -p \(tree) && cd \(tree) && total=0; \
             for f in $(find /usr/lib /opt/swift/usr/lib -type f -size +16k 2>/dev/null | sort); do \
@@ -41,10 +47,10 @@ struct ContentBench: ParsableCommand {
               [ $total -ge $((\(size) * 98 / 100)) ] && break; done; \
             cd \(scratch) && tar --sort=name --mtime=@0 --owner=0 --group=0 -cf v1.tar -C v1 . && cp v1.tar binaries.bin
             """)
+        }
         let binaries = scratch + "/binaries.bin"
         let binSize = Double(FileIO_size(binaries))
         report.add(BenchRow("inputs: random / binaries tree", Double(size) / 1e6, "MB", note: "binaries tree \(String(format: "%.0f", binSize / 1e6)) MB"))
-        let sections = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
         print("load average at start: \(load)")
 
@@ -71,7 +77,7 @@ struct ContentBench: ParsableCommand {
         // parallel chunker on two threads against pyfastcdc in wall time (only wall time shows the
         // second core; it does suffer from other work on the machine).
         let cdc = FastCDC(.default)
-        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("cdc") {
+        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("cdc") && inputNames.contains(name) {
             let bytes = Double(FileIO_size(path))
             let (t, tPar, same) = try mapped(path) { buf -> (Double, Double, Bool) in
                 let t = cpuBestOf(5) { _ = cdc.cutPoints(buf) }
@@ -101,7 +107,7 @@ struct ContentBench: ParsableCommand {
         // a durable import (fdatasync of packs and index) against zstd writing a file it then
         // fdatasyncs (`sync -d FILE`, that file only), and an import without fsync against zstd
         // writing a file without sync. zstd to /dev/null (it writes nothing) is shown as well.
-        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("import") {
+        for (name, path) in [("random", random), ("binaries", binaries)] where sections.contains("import") && inputNames.contains(name) {
             let bytes = Double(FileIO_size(path))
             func importOnce(durable: Bool) throws -> (seconds: Double, cores: Double, ratio: Double, cpu: Double) {
                 _ = try? shell("rm -rf \(scratch)/store")
