@@ -60,6 +60,9 @@ public final class ContentStore: @unchecked Sendable {
     private var inFlight: [Digest: Int] = [:]
     private var recentPuts: [Digest: ContinuousClock.Instant] = [:]
     let compressors = Pool { ZstdCompressor() }
+    /// Imports hash with the SHA extensions when the CPU has them; tests turn this off to check that
+    /// the OpenSSL path gives the same manifests. Set before importing.
+    nonisolated(unsafe) var hashWithSHALanes = SHA256Lane.available
     let decompressors = Pool { ZstdDecompressor() }
 
     static let marker = "gquic-content-store 2\n"

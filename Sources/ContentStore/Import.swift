@@ -32,7 +32,7 @@ final class IngestPipeline: @unchecked Sendable {
     private let segment = 8 << 20
     /// Chunks cut but not yet stored, at most.
     private let maxAhead = 96
-    private let lanes = SHA256Lane.available
+    private let lanes: Bool
 
     // Guarded by cond.
     private var cutOffset = 0
@@ -61,6 +61,7 @@ final class IngestPipeline: @unchecked Sendable {
         self.progress = progress
         self.progressBase = progressBase
         self.progressTotal = progressTotal ?? UInt64(buffer.count)
+        self.lanes = store.hashWithSHALanes && SHA256Lane.available
     }
 
     private var finished: Bool {
