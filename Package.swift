@@ -41,7 +41,8 @@ let package = Package(
 
         // MARK: ContentStore (issue 4)
         .systemLibrary(name: "CLinuxIO", path: "Sources/CLinuxIO"),
-        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd", "CLinuxIO"]),
+        .systemLibrary(name: "CSHA256NI", path: "Sources/CSHA256NI"),
+        .target(name: "ContentStore", dependencies: ["MeshCore", "CZstd", "CLinuxIO", "CSHA256NI"]),
         .executableTarget(name: "gquic-fetch", dependencies: [
             "ContentStore", "MeshCore", "QUICTransport", "MeshPeer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

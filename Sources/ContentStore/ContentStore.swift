@@ -33,7 +33,8 @@ public final class ContentStore: @unchecked Sendable {
         public var capacityBytes: UInt64? = nil
         /// Threads used for hashing, chunking and compressing one import.
         public var workers: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        /// fsync files and directories (turn off only for throwaway stores in benchmarks).
+        /// fsync files and directories, and write packs with O_DIRECT (turn off only for throwaway
+        /// stores in benchmarks: writes then go to the page cache and nothing waits for the disk).
         public var durable = true
         /// Free the space of collected chunks by punching holes in pack files (where the file system
         /// supports it); otherwise, or when false, a pack with dead chunks is compacted (copied).
@@ -60,6 +61,9 @@ public final class ContentStore: @unchecked Sendable {
     private var inFlight: [Digest: Int] = [:]
     private var recentPuts: [Digest: ContinuousClock.Instant] = [:]
     let compressors = Pool { ZstdCompressor() }
+    /// Imports hash with the SHA extensions when the CPU has them; tests turn this off to check that
+    /// the OpenSSL path gives the same manifests. Set before importing.
+    nonisolated(unsafe) var hashWithSHALanes = SHA256Lane.available
     let decompressors = Pool { ZstdDecompressor() }
 
     static let marker = "gquic-content-store 2\n"

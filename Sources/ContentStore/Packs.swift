@@ -241,7 +241,9 @@ final class PackSession: @unchecked Sendable {
     private func write(_ b: WriteBuffer) throws(ContentStoreError) {
         guard let p = b.pack, b.used > 0 else { lock.withLock { spares.append(b) }; return }
         do {
-            if !writeDirect(b, p) {
+            // O_DIRECT only when the data must reach the disk anyway: a store that is not durable
+            // (a throwaway benchmark store) leaves it to the page cache, as any buffered writer.
+            if !(store.options.durable && writeDirect(b, p)) {
                 try writeAll(p, UnsafeRawBufferPointer(start: b.memory, count: b.used), at: b.offset)
                 // Start writeback now so the commit's fdatasync has little left to wait for.
                 if store.options.durable { _ = gq_start_writeback(p.fd, Int64(b.offset), Int64(b.used)) }

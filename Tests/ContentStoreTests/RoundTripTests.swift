@@ -102,3 +102,28 @@ import MeshCore
         #expect(e != nil)
     }
 }
+
+/// The import hashes with the SHA extensions (chunk digests interleaved with the blob digest) or,
+/// on CPUs without them, with OpenSSL one message at a time: both must give the same manifest.
+@Suite struct ImportHashingPathTests {
+    @Test func shaLanesAndOpenSSLGiveTheSameManifest() throws {
+        let t = TempDir(); defer { t.cleanup() }
+        // Large enough for two workers and many chunks; odd sizes exercise the padding paths.
+        let data = randomBytes(3_000_017, seed: 41) + textBytes(2_500_003, seed: 42) + [UInt8](repeating: 9, count: 700_001)
+        let lanes = try ContentStore.open(path: t.sub("a"), options: testOptions(workers: 2))
+        let openssl = try ContentStore.open(path: t.sub("b"), options: testOptions(workers: 2))
+        openssl.hashWithSHALanes = false
+        let m1 = try lanes.importBytes(data)
+        let m2 = try openssl.importBytes(data)
+        #expect(m1 == m2)
+        #expect(m1.digest == Digest.of(data))
+        var at = 0
+        for c in m1.chunks {
+            let n = Int(c.length)
+            #expect(c.digest == Digest.of(data[at..<(at + n)]))
+            at += n
+        }
+        #expect(try lanes.verify().isHealthy)
+        #expect(try openssl.verify().isHealthy)
+    }
+}
