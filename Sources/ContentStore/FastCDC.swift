@@ -233,15 +233,7 @@ public struct FastCDC: Sendable {
 
     /// Every chunk boundary of a complete buffer, as the end offset of each chunk.
     public func cutPoints(_ buffer: UnsafeRawBufferPointer) -> [Int] {
-        var ends: [Int] = []
-        ends.reserveCapacity(buffer.count / parameters.averageSize + 1)
-        var offset = 0
-        while offset < buffer.count {
-            let n = nextCut(UnsafeRawBufferPointer(rebasing: buffer[offset...]))
-            offset += n
-            ends.append(offset)
-        }
-        return ends
+        cutPoints(buffer, from: 0, until: buffer.count)
     }
 
     /// The cut points of `buffer[from...]` for a chunker that starts a chunk at `from`, up to and

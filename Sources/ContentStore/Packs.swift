@@ -32,7 +32,6 @@ final class PackFile: @unchecked Sendable {
     var committedEnd: UInt64
     /// Bytes in the .idx file.
     var indexSize: UInt64
-    var liveBytes: UInt64 = 0
     var liveRecords = 0
     /// A session is appending to this pack; GC leaves it alone.
     var checkedOut = false
@@ -419,11 +418,9 @@ extension ContentStore {
                 p.committedEnd = max(p.committedEnd, o + UInt64(l))
                 if let old = index[d] {
                     guard relocating else { continue }
-                    old.pack.liveBytes -= UInt64(old.length)
                     old.pack.liveRecords -= 1
                 }
                 index[d] = ChunkLocation(pack: p, offset: o, length: l)
-                p.liveBytes += UInt64(l)
                 p.liveRecords += 1
             }
         }
@@ -526,7 +523,6 @@ extension ContentStore {
                     victims[loc.pack.id] = (loc.pack, [])
                 }
                 index[d] = nil
-                loc.pack.liveBytes -= UInt64(loc.length)
                 loc.pack.liveRecords -= 1
                 victims[loc.pack.id]!.1.append(loc)
             }

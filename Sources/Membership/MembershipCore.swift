@@ -424,11 +424,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 if settings.probe.streamFallback && !probe.final {
                     // memberlist's TCP fallback ping: the same ping again over the link's reliable
                     // stream, which loss only delays, so a live member on a lossy path still answers.
-                    var ping = MembershipMessage.Ping()
-                    ping.sequence = seq
-                    ping.target = probe.target
-                    let ts = slot(of: probe.target)
-                    ping.updates = piggyback(for: probe.target, first: ts.flatMap { table.status($0) == .suspect ? $0 : nil })
+                    let ping = makePing(seq: seq, target: probe.target, slot: slot(of: probe.target))
                     send(.ping(ping), to: probe.target, reliable: true, now: now, &out)
                     stats.fallbackProbesSent += 1
                 }
@@ -460,8 +456,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 guard now >= timer.deadline else { continue }
                 suspicions[slot] = nil
                 guard table.status(slot) == .suspect else { continue }
-                stats.membersDeclaredDead += 1
-                applyDead(update(at: slot, status: .dead, from: me), now: now)
+                declareDead(slot, now: now)
                 continue
             }
             guard !timer.finalProbe, now >= timer.lastChanceAt(lead: lead) else { continue }
@@ -555,10 +550,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                                    periodEndAt: now + max(direct + max(indirect, expected), final ? lastChanceLead : .zero),
                                    final: final,
                                    version: version(at: slot))
-        var ping = MembershipMessage.Ping()
-        ping.sequence = seq
-        ping.target = t
-        ping.updates = piggyback(for: t, first: table.status(slot) == .suspect ? slot : nil)
+        var ping = makePing(seq: seq, target: t, slot: slot)
         send(.ping(ping), to: t, now: now, &out)
         stats.probesSent += 1
         if final && settings.probe.streamFallback {
@@ -567,6 +559,21 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             send(.ping(ping), to: t, reliable: true, now: now, &out)
             stats.fallbackProbesSent += 1
         }
+    }
+
+    /// A ping of `target` (at `slot`, if it is a member), its piggyback led by its own suspicion.
+    private mutating func makePing(seq: UInt64, target: NodeID, slot: Int32?) -> MembershipMessage.Ping {
+        var ping = MembershipMessage.Ping()
+        ping.sequence = seq
+        ping.target = target
+        ping.updates = piggyback(for: target, first: slot.flatMap { table.status($0) == .suspect ? $0 : nil })
+        return ping
+    }
+
+    /// This node's verdict on a suspect whose suspicion ran out: dead, gossiped as such.
+    private mutating func declareDead(_ slot: Int32, now: Instant) {
+        stats.membersDeclaredDead += 1
+        applyDead(update(at: slot, status: .dead, from: me), now: now)
     }
 
     /// How long before a suspicion's deadline its last-chance probe starts, and so how long that
@@ -630,8 +637,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 return
             }
             suspicions[ps] = nil
-            stats.membersDeclaredDead += 1
-            applyDead(update(at: ps, status: .dead, from: me), now: now)
+            declareDead(ps, now: now)
             return
         }
         applySuspect(update(at: ps, status: .suspect, from: me), now: now)

@@ -81,7 +81,7 @@ struct ClassLimiter {
     /// When a class that `allows` refused for its rate cap may send again (nil: no cap is waiting).
     func nextRefill(after now: Instant) -> Instant? {
         var next: Instant?
-        for b in buckets.compactMap({ $0 }) where b.tokens <= 0 {
+        for case let b? in buckets where b.tokens <= 0 {
             let ns = (-b.tokens + 1452) / b.rate * 1e9
             let t = now + .nanoseconds(Int64(ns))
             next = min(next ?? t, t)

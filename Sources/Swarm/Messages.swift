@@ -100,6 +100,8 @@ public enum SwarmMessage: Hashable, Sendable {
 
     static let base: UInt64 = 0x50
     public static let maxIndices = 65_536
+    /// The frame type of `.piece`, for hosts that meter piece bytes on their way out.
+    public static let pieceFrameType: UInt64 = 0x56
 
     public var frameType: UInt64 {
         switch self {
@@ -109,7 +111,7 @@ public enum SwarmMessage: Hashable, Sendable {
         case .manifestRequest: 0x53
         case .manifest: 0x54
         case .request: 0x55
-        case .piece: 0x56
+        case .piece: Self.pieceFrameType
         case .cancel: 0x57
         case .reject: 0x58
         }

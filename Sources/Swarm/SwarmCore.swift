@@ -668,10 +668,11 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         let missing = m.chunks.count - b.have!.setCount
         guard missing <= max(settings.endgameChunks, m.chunks.count / 50) else { return nil }
         var candidate: Int? = nil
-        for i in b.requested.keys.sorted() {
-            let askers = b.requested[i]!
+        var fewest = Int.max
+        // The chunk with the fewest askers, the lowest index among equals (deterministic without sorting).
+        for (i, askers) in b.requested {
             guard askers.count < settings.endgameSources && have[i] && !askers.contains(peer) && src.allowed(i, now: now) else { continue }
-            if candidate == nil || askers.count < b.requested[candidate!]!.count { candidate = i }
+            if askers.count < fewest || (askers.count == fewest && i < candidate!) { candidate = i; fewest = askers.count }
         }
         return candidate
     }

@@ -104,11 +104,9 @@ func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bo
     _ = try client.call("POST", "/v1/export?\(q)&path=\(percentEncode(absolute(output)))\(exportQuery)", as: Exported.self)
     let secs = (ContinuousClock.now - start).seconds
     if json {
-        let enc = JSONEncoder()
-        enc.outputFormatting = .sortedKeys
-        print(String(decoding: try enc.encode(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
-                                                 "seconds": String(format: "%.3f", secs),
-                                                 "transfer_seconds": t.seconds.map { String(format: "%.3f", $0) } ?? ""]), as: UTF8.self))
+        try printJSON(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
+                       "seconds": String(format: "%.3f", secs),
+                       "transfer_seconds": t.seconds.map { String(format: "%.3f", $0) } ?? ""])
     } else {
         print("\(output): \(t.bytes_total) bytes, \(label ?? digest.description), \(String(format: "%.2f", secs)) s")
     }
@@ -160,9 +158,7 @@ struct ListCommand: ParsableCommand {
         do {
             let list = try daemon.client.call("GET", "/v1/blobs", as: [BlobInfo].self)
             if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                print(String(decoding: try enc.encode(list), as: UTF8.self))
+                try printJSON(list)
                 return
             }
             if list.isEmpty { print("(no blobs)"); return }
@@ -172,4 +168,11 @@ struct ListCommand: ParsableCommand {
             throw ExitCode(e.code)
         }
     }
+}
+
+/// Prints `value` as one line of JSON with sorted keys (the `--json` output of every subcommand).
+func printJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = .sortedKeys
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
 }

@@ -71,9 +71,7 @@ struct RefsCommand: ParsableCommand {
         do {
             let refs = try daemon.client.call("GET", "/v1/refs", as: [ImageRefInfo].self)
             if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = .sortedKeys
-                print(String(decoding: try enc.encode(refs), as: UTF8.self))
+                try printJSON(refs)
                 return
             }
             if refs.isEmpty { print("(no image references; add one with `gquic-fetch add oci:LAYOUT`)"); return }

@@ -16,6 +16,8 @@ import Swarm
 /// Workload (`workload … kind=publish blob=NAME size=1GiB chunk=64KiB [base=NAME change=5%]`,
 /// `workload … kind=fetch blob=NAME`): see simulations/README.md.
 struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
+    /// GQUIC_SWARM_TIMELINE set: print when each node gets the manifest.
+    static let timeline = ProcessInfo.processInfo.environment["GQUIC_SWARM_TIMELINE"] != nil
     var core: SwarmCore
     let ledger: SwarmSimLedger
     let index: Int
@@ -189,7 +191,7 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
                         let served = core.servePiece(to: peer, blob: blob, index: i, data: data, now: now)
                         if let up = uplinkBytesPerSecond {
                             // The uplink as the core's host sees it: pieces leave one after another.
-                            for m in served.messages where m.frame.type == 0x56 {
+                            for m in served.messages where m.frame.type == SwarmMessage.pieceFrameType {
                                 let at = max(now, upFree) + .seconds(Double(m.frame.payload.count) / up)
                                 upFree = at
                                 unsent.append((at, data.count))
@@ -203,7 +205,7 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
                 case .store(let blob, let i, _):
                     if let id = ledger.chunkID(blob, Int(i)) { hold(id) }
                 case .checkLocal(let blob, let m):
-                    if ProcessInfo.processInfo.environment["GQUIC_SWARM_TIMELINE"] != nil { print("node \(index) manifest at \(now)") }
+                    if Self.timeline { print("node \(index) manifest at \(now)") }
                     var have = Bitfield(count: m.chunks.count)
                     for k in m.chunks.indices {
                         if let id = ledger.chunkID(blob, k), holds(id) { have.insert(k) }
