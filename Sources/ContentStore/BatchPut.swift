@@ -7,13 +7,24 @@ extension ContentStore {
     /// visible when it returns; on any failure nothing of the batch stays. Returns how many were new.
     @discardableResult
     public func putChunks(_ chunks: [(digest: Digest, bytes: [UInt8])]) throws -> Int {
+        var verified: [VerifiedChunk] = []
+        verified.reserveCapacity(chunks.count)
         for c in chunks {
-            guard c.bytes.count > 0, c.bytes.count <= ChunkingParameters.largestAllowedChunk else {
-                throw ContentStoreError.invalidArgument("a chunk must be 1…\(ChunkingParameters.largestAllowedChunk) bytes, got \(c.bytes.count)")
+            try ContentStore.checkChunkSize(c.bytes.count)
+            guard let v = VerifiedChunk(c.bytes, expected: c.digest) else {
+                throw ContentStoreError.digestMismatch("chunk", expected: c.digest, actual: Digest.of(c.bytes))
             }
-            let actual = Digest.of(c.bytes)
-            guard actual == c.digest else { throw ContentStoreError.digestMismatch("chunk", expected: c.digest, actual: actual) }
+            verified.append(v)
         }
+        return try putChunks(verified)
+    }
+
+    /// `putChunks` for chunks already hashed by whoever received them (the swarm verifies every chunk
+    /// on arrival): the same batch write without a second SHA-256 pass. A `VerifiedChunk` can only be
+    /// made by hashing its bytes, so nothing unverified goes in this way either.
+    @discardableResult
+    public func putChunks(_ chunks: [VerifiedChunk]) throws -> Int {
+        for c in chunks { try ContentStore.checkChunkSize(c.bytes.count) }
         for c in chunks { markPut(c.digest) }   // safe from garbage collection until its blob commits
         let fresh = chunks.filter { !hasChunk($0.digest) }
         guard !fresh.isEmpty else { return 0 }
@@ -29,6 +40,12 @@ extension ContentStore {
                 added += 1
             }
             return added
+        }
+    }
+
+    static func checkChunkSize(_ count: Int) throws {
+        guard count > 0, count <= ChunkingParameters.largestAllowedChunk else {
+            throw ContentStoreError.invalidArgument("a chunk must be 1…\(ChunkingParameters.largestAllowedChunk) bytes, got \(count)")
         }
     }
 }

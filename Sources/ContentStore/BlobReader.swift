@@ -25,6 +25,12 @@ public struct BlobReader: Sendable {
     /// chunk that was read and verified just before; a corrupt chunk throws `.corruptChunk` and nothing
     /// of it is passed on.
     public func read(range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try read(range: range, hashingChunks: true, body)
+    }
+
+    /// `read`, optionally without hashing each chunk: only for a caller that hashes the whole range
+    /// and checks it against a digest it trusts before anything it wrote is used (export).
+    func read(range: Range<UInt64>, hashingChunks: Bool, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let lower = min(range.lowerBound, size), upper = min(range.upperBound, size)
         guard lower < upper else { return }
         // The chunk holding `lower`: the last start offset ≤ lower.
@@ -36,7 +42,7 @@ public struct BlobReader: Sendable {
         var i = lo
         while i < manifest.chunks.count && offsets[i] < upper {
             let c = manifest.chunks[i]
-            let raw = try store.readChunk(c.digest)
+            let raw = hashingChunks ? try store.readChunk(c.digest) : try store.readChunkUnhashed(c.digest)
             guard raw.count == Int(c.length) else {
                 throw ContentStoreError.corruptChunk(c.digest, "it holds \(raw.count) bytes, the manifest says \(c.length)")
             }

@@ -106,16 +106,22 @@ extension ContentStore {
 
     private func writeVerified(_ reader: BlobReader, range: Range<UInt64>, expected: Digest, what: String, fd: Int32, path: String,
                                progress: ProgressHandler?, base: UInt64) throws {
+        // One hash pass over the bytes written: chunks are not hashed one by one on the way (the whole
+        // hash covers them, and the temp file is used only if it matches). On a mismatch a second,
+        // verifying read names the corrupt chunk.
         var h = SHA256Hasher()
         var done = base
-        try reader.read(range: range) { piece in
+        try reader.read(range: range, hashingChunks: false) { piece in
             h.update(piece)
             try FileIO.writeAll(fd: fd, piece, path: path)
             done += UInt64(piece.count)
             progress?(done, reader.size)
         }
         let actual = h.finalize()
-        guard actual == expected else { throw ContentStoreError.digestMismatch(what, expected: expected, actual: actual) }
+        guard actual == expected else {
+            try reader.read(range: range) { _ in }
+            throw ContentStoreError.digestMismatch(what, expected: expected, actual: actual)
+        }
     }
 
     private func exportTree(_ reader: BlobReader, to dest: String, progress: ProgressHandler?) throws {

@@ -67,6 +67,15 @@ public struct FrameDecoder: Sendable {
         return Frame(type: type, payload: payload)
     }
 
+    /// How many more bytes the next frame needs before `next()` can return it (at least 1): the rest
+    /// of a frame whose header is in, else 1. A stream reader can wait for that many before waking
+    /// (one wake-up per frame instead of one per packet).
+    public var bytesWanted: Int {
+        var r = WireReader(buffer, range: start..<buffer.count)
+        guard (try? r.varint()) != nil, let length = try? r.varint(), length <= UInt64(maxPayload) else { return 1 }
+        return max(1, r.position - start + Int(length) - bufferedCount)
+    }
+
     /// True when no partial frame is buffered (a clean place for the stream to end).
     public var isIdle: Bool { bufferedCount == 0 }
 }

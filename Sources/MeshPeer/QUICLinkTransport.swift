@@ -168,7 +168,8 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
     private func readFrames(_ stream: QUICStream, from peer: NodeID) async {
         var decoder = FrameDecoder(maxPayload: QUICLinkTransport.maxFramePayload)
         do {
-            while let bytes = try await stream.read() {
+            // Woken once the next frame is complete (up to QUICStream.maxReadMinimum), not per packet.
+            while let bytes = try await stream.read(minimum: decoder.bytesWanted) {
                 metrics?.received(bytes.count, on: stream.trafficClass)
                 count(peer, stream.trafficClass, received: bytes.count)
                 decoder.append(bytes)

@@ -22,12 +22,13 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Verified chunks not yet written: they go to the store in batches (one flush for many chunks
     /// rather than one per chunk), at `batchBytes`, after `batchDelay`, and before any commit.
     /// A crash loses only these, and a restarted fetch finds what is on disk.
-    private var pending: [(blob: Digest, digest: Digest, bytes: [UInt8])] = []
+    private var pending: [(blob: Digest, chunk: VerifiedChunk)] = []
     private var pendingIndex: [Digest: Int] = [:]
     private var pendingBytes = 0
     static let batchBytes = 8 << 20
     static let batchDelay: Duration = .milliseconds(20)
-    /// Full batches are written (hashed again, appended, fdatasynced) on a writer thread, not under
+    /// Full batches are written (appended and fdatasynced; the swarm's hash on arrival is the store's
+    /// check, `VerifiedChunk`) on a writer thread, not under
     /// the host's lock: a flush took tens of milliseconds on a busy disk, and every core — a
     /// membership probe, a control round trip — waited for it. Until a batch is on disk its chunks
     /// are served and counted from here. A commit waits for the writer (chunks durable before the
@@ -111,7 +112,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             if waiting { writer.sync {} }
             return
         }
-        let batch = pending.map { (digest: $0.digest, bytes: $0.bytes) }
+        let batch = pending.map(\.chunk)
         let blobs = pending.map(\.blob)
         let backlog = writing.state.withLock { w in
             for c in batch { w.chunks[c.digest] = c.bytes }
@@ -143,7 +144,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     /// A chunk's bytes: from the batch not yet written, or from the store.
     private func chunkBytes(_ digest: Digest) -> [UInt8]? {
-        if let i = pendingIndex[digest] { return pending[i].bytes }
+        if let i = pendingIndex[digest] { return pending[i].chunk.bytes }
         if let bytes = writing.state.withLock({ $0.chunks[digest] }) { return bytes }
         return try? store.readChunk(digest)
     }
@@ -166,12 +167,12 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
-                case .store(let blob, let index, let data):
-                    // Verified by the swarm; the store checks the digest again when it writes.
-                    if let digest = chunkDigest(blob, index), !inFlight(digest), !store.hasChunk(digest) {
+                case .store(let blob, let index, let chunk):
+                    // Hashed by the swarm on arrival: the store takes it as verified.
+                    if let digest = chunkDigest(blob, index), digest == chunk.digest, !inFlight(digest), !store.hasChunk(digest) {
                         pendingIndex[digest] = pending.count
-                        pending.append((blob, digest, data))
-                        pendingBytes += data.count
+                        pending.append((blob, chunk))
+                        pendingBytes += chunk.bytes.count
                     }
                 case .checkLocal(let blob, let m):
                     var have = Bitfield(count: m.chunks.count)

@@ -27,6 +27,9 @@ public final class QUICStream: AsyncSequence, Sendable {
 
     struct ReadState {
         var chunks: [[UInt8]] = []
+        /// Bytes in `chunks`, and how many the waiting reader asked for before it is woken.
+        var buffered = 0
+        var wanted = 1
         var fin = false
         var error: QUICError?
         var reader: CheckedContinuation<Void, Never>?
@@ -102,12 +105,20 @@ public final class QUICStream: AsyncSequence, Sendable {
 
     // MARK: Reading
 
+    /// The most `read(minimum:)` waits for: well under the smallest stream flow-control window
+    /// (`QUICSettings.initialMaxStreamData`), so the peer can always send that much unread.
+    public static let maxReadMinimum = 256 << 10
+
     /// The next chunk of bytes, or nil at the end of the stream. Throws if the peer reset it.
-    public func read() async throws(QUICError) -> [UInt8]? {
+    /// With `minimum` (capped at `maxReadMinimum`) it waits until that many bytes are buffered (or the
+    /// stream ends or fails): a reader that knows it needs a whole 64 KiB frame is woken once for it
+    /// rather than once per packet.
+    public func read(minimum: Int = 1) async throws(QUICError) -> [UInt8]? {
+        let minimum = Swift.max(1, Swift.min(minimum, QUICStream.maxReadMinimum))
         while true {
             enum Outcome { case data([UInt8]), end, failed(QUICError), wait }
             let outcome = readState.withLock { s -> Outcome in
-                if !s.chunks.isEmpty {
+                if !s.chunks.isEmpty && (s.buffered >= minimum || s.fin || s.error != nil) {
                     var out: [UInt8]
                     if s.chunks.count == 1 { out = s.chunks[0] } else {
                         out = []
@@ -115,6 +126,7 @@ public final class QUICStream: AsyncSequence, Sendable {
                         for c in s.chunks { out.append(contentsOf: c) }
                     }
                     s.chunks.removeAll(keepingCapacity: true)
+                    s.buffered = 0
                     return .data(out)
                 }
                 if let e = s.error { return .failed(e) }
@@ -131,7 +143,8 @@ public final class QUICStream: AsyncSequence, Sendable {
             case .wait:
                 await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
                     let ready = readState.withLock { s -> Bool in
-                        if !s.chunks.isEmpty || s.fin || s.error != nil { return true }
+                        if s.buffered >= minimum || s.fin || s.error != nil { return true }
+                        s.wanted = minimum
                         s.reader = cont
                         return false
                     }
@@ -169,9 +182,11 @@ public final class QUICStream: AsyncSequence, Sendable {
                     buf.baseAddress!.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: bytes.count)
                     n = bytes.count
                 })
+                s.buffered += bytes.count
             }
             if fin { s.fin = true }
-            defer { s.reader = nil }
+            guard s.buffered >= s.wanted || s.fin else { return nil }
+            defer { s.reader = nil; s.wanted = 1 }
             return s.reader
         }
         cont?.resume()

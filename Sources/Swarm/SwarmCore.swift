@@ -95,8 +95,8 @@ public enum SwarmEffect: Hashable, Sendable {
     case checkLocal(blob: Digest, manifest: SwarmManifest)
     /// Read chunk `index` of `blob` and hand it to `servePiece` (or `cannotServe`).
     case serve(peer: NodeID, blob: Digest, index: UInt32)
-    /// A verified chunk: write it to the store.
-    case store(blob: Digest, index: UInt32, data: [UInt8])
+    /// A verified chunk (hashed on arrival, so the store need not hash it again): write it to the store.
+    case store(blob: Digest, index: UInt32, data: VerifiedChunk)
     /// Every chunk is present and verified: commit the blob (the store checks the whole digest).
     case completed(blob: Digest, manifest: SwarmManifest)
     case progress(SwarmProgress)
@@ -538,7 +538,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         // before it costs a hash.
         guard wasRequested || b.downloading && b.sources[peer] != nil && !b.have![index] else { return }
         let chunk = m.chunks[index]
-        guard data.count == Int(chunk.size), Digest.of(data) == chunk.digest else {
+        guard data.count == Int(chunk.size), let verified = VerifiedChunk(data, expected: chunk.digest) else {
             penalties[peer, default: 0] += 1
             effects.append(.penalize(peer: peer, blob: blob, reason: "chunk \(index) failed verification"))
             b.sources[peer]!.badPieces += 1
@@ -555,7 +555,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         let wasHave = b.have![index]
         if !wasHave {
             b.markHave(index)
-            effects.append(.store(blob: blob, index: UInt32(index), data: data))
+            effects.append(.store(blob: blob, index: UInt32(index), data: verified))
             // Endgame duplicates: tell the others to stop.
             for other in b.requested[index] ?? [] where other != peer {
                 b.sources[other]?.cancel(index)

@@ -35,6 +35,29 @@ import MeshCore
         }
     }
 
+    @Test("commit and export hash each byte once, yet still name a corrupt chunk and keep nothing of it")
+    func oneHashPassStillNamesACorruptChunk() throws {
+        let t = TempDir(); defer { t.cleanup() }
+        let data = randomBytes(300_000, seed: 21)   // incompressible: stored raw, so a flipped bit still decodes
+        let src = try ContentStore.open(path: t.sub("src"), options: testOptions())
+        let m = try src.importBytes(data)
+        // Chunks verified on arrival go in without a second hash, then commit checks the whole blob.
+        let store = try ContentStore.open(path: t.sub("s"), options: testOptions())
+        let chunks = try m.chunks.map { VerifiedChunk(hashing: try src.readChunk($0.digest)) }
+        #expect(try store.putChunks(chunks) == Set(m.chunks.map(\.digest)).count)
+        let victim = m.chunks[1].digest
+        let loc = try store.location(of: victim)
+        flipBit(loc.pack.packPath, at: loc.offset + UInt64(loc.length / 2))
+        #expect(expectError(.corruptChunk) { try store.commitBlob(m) }?.digest == victim)
+        #expect(!store.hasBlob(m.digest))
+        // Export from a committed blob whose chunk went bad: named, and no output file.
+        let srcLoc = try src.location(of: victim)
+        flipBit(srcLoc.pack.packPath, at: srcLoc.offset + UInt64(srcLoc.length / 2))
+        #expect(expectError(.corruptChunk) { try src.export(m.digest, to: t.sub("out")) }?.digest == victim)
+        #expect(!FileManager.default.fileExists(atPath: t.sub("out")))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: t.path).filter { $0.contains("gquic-partial") }.isEmpty)
+    }
+
     @Test func aChildKilledMidImportLeavesNoPartialBlob() throws {
         guard let fetch = gquicFetchPath() else {
             Issue.record("gquic-fetch was not built next to the tests; run swift build --build-tests"); return

@@ -161,6 +161,18 @@ struct Sample: WireFields, Equatable {
         #expect(got == frames)
         #expect(dec.isIdle)
 
+        // bytesWanted: what the next frame still lacks (1 while its header is incomplete).
+        var want = FrameDecoder(maxPayload: 1 << 20)
+        let big = Frame(type: 0x56, payload: [UInt8](repeating: 7, count: 70_000)).encoded
+        #expect(want.bytesWanted == 1)
+        want.append(big.prefix(1))
+        #expect(want.bytesWanted == 1)
+        want.append(big[1..<1000])
+        #expect(want.bytesWanted == big.count - 1000)
+        want.append(big[1000...])
+        #expect(want.bytesWanted == 1)
+        #expect(try want.next()?.payload.count == 70_000)
+
         var small = FrameDecoder(maxPayload: 100)
         small.append(Frame(type: 1, payload: [UInt8](repeating: 0, count: 101)).encoded.prefix(4))
         #expect(throws: WireError.self) { _ = try small.next() }

@@ -127,18 +127,48 @@ import Testing
         await #expect(throws: QUICError.self) { _ = try await foreign.connect(to: server.localAddress) }
     }
 
-    @Test func datagramsArrive() async throws {
-        let a = try NodeIdentity.generate(), b = try NodeIdentity.generate()
-        let server = try Self.endpoint(a), client = try Self.endpoint(b)
-        defer { client.shutdown(); server.shutdown() }
+    /// A client linked to a server: the client's link and the server's side of it.
+    static func linkedPair() async throws -> (server: QUICEndpoint, client: QUICEndpoint, link: QUICLink, accepted: QUICLink) {
+        let server = try endpoint(try NodeIdentity.generate()), client = try endpoint(try NodeIdentity.generate())
         let link = try await client.connect(to: server.localAddress)
         var it = server.incomingLinks.makeAsyncIterator()
         let accepted = try #require(await it.next())
+        return (server, client, link, accepted)
+    }
+
+    @Test func datagramsArrive() async throws {
+        let (server, client, link, accepted) = try await Self.linkedPair()
+        defer { client.shutdown(); server.shutdown() }
         var got = accepted.datagrams.makeAsyncIterator()
         // DATAGRAM frames may be lost; loopback does not lose, but send a few to be safe.
         for i in 0..<5 { link.sendDatagram([UInt8(i), 42]) }
         let first = try #require(await got.next())
         #expect(first.last == 42)
+    }
+
+    @Test("read(minimum:) hands over at least that many bytes at once, and what is left at the end")
+    func readMinimumWaitsForWholeFrames() async throws {
+        let (server, client, link, accepted) = try await Self.linkedPair()
+        defer { client.shutdown(); server.shutdown() }
+        let s = try await link.openStream(.bulk, bidirectional: false)
+        let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        // Many small writes: the reader would otherwise be woken for each packet's worth.
+        for k in stride(from: 0, to: 150_000, by: 1000) { try await s.write(Array(payload[k..<k + 1000])) }
+        var streams = accepted.incomingStreams.makeAsyncIterator()
+        let incoming = try #require(await streams.next())
+        var got: [UInt8] = []
+        let first = try #require(try await incoming.read(minimum: 100_000))
+        #expect(first.count >= 100_000)
+        got += first
+        while got.count < 150_000, let more = try await incoming.read(minimum: 150_000 - got.count) {
+            #expect(more.count >= 150_000 - got.count)
+            got += more
+        }
+        // A minimum above what ever comes: the end of the stream hands over the rest.
+        try await s.finish(Array(payload[150_000...]))
+        var rest: [UInt8] = []
+        while let more = try await incoming.read(minimum: QUICStream.maxReadMinimum) { rest += more }
+        #expect(got + rest == payload)
     }
 }
 

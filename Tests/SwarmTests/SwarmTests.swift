@@ -98,7 +98,7 @@ final class TestSwarmNet {
                     apply(i, nodes[i].core.cannotServe(peer, blob: blob, index: index))
                 }
             case .store(let blob, let index, let data):
-                nodes[i].store[blob, default: [:]][Int(index)] = data
+                nodes[i].store[blob, default: [:]][Int(index)] = data.bytes
             case .completed:
                 nodes[i].completedAt = now
             case .checkLocal(let blob, let m):

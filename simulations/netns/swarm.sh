@@ -39,7 +39,10 @@ netns_up $((MAXN + 1))
 if [ -n "$RATE" ]; then for i in $(seq 1 $((MAXN + 1))); do netns_rate "$i" "$RATE"; done; fi
 echo "swarm: $((MAXN + 1)) namespaces up ($GQ_NETNS_SUBNET.0/24), blob $MIB MiB${RATE:+, upload $RATE per node}"
 
-# run_gquic N: seed = node 1, peers = nodes 2..N+1; prints one line per peer "i seconds ok|BAD".
+# run_gquic N: seed = node 1, peers = nodes 2..N+1; prints one line per peer
+# "i seconds ok|BAD committed": seconds until `get` has written its verified copy out of the store
+# (-o), committed = seconds until the blob was verified and committed in the store (the same minus
+# the export call, which `get --json` times; older gquic-fetch: minus seconds − transfer_seconds).
 run_gquic() {
     local n=$1 i pids=() seed
     seed="$(netns_ip 1):$PORT"
@@ -65,7 +68,7 @@ run_gquic() {
     done
     local t0; t0=$(now)
     for i in $(seq 2 $((n + 1))); do
-        ( "$BIN/gquic-fetch" get --data "$WORK/g$i" "$d" -o "$WORK/g$i.out" --json >/dev/null 2>"$WORK/g$i.get.err"
+        ( "$BIN/gquic-fetch" get --data "$WORK/g$i" "$d" -o "$WORK/g$i.out" --json >"$WORK/g$i.get.json" 2>"$WORK/g$i.get.err"
           echo "$? $(now)" > "$WORK/g$i.done" ) &
         pids+=($!)
     done
@@ -74,7 +77,11 @@ run_gquic() {
         read -r rc t < "$WORK/g$i.done"
         local verdict=BAD
         [ "$rc" = 0 ] && [ "$(sha256sum "$WORK/g$i.out" | cut -d' ' -f1)" = "$SUM" ] && verdict=ok
-        echo "$i $(secs "$t0" "$t") $verdict"
+        local ex; ex=$(python3 -c 'import json,sys
+try: j = json.load(open(sys.argv[1]))
+except Exception: print(0); sys.exit()
+print(j.get("export_seconds") or float(j["seconds"]) - float(j.get("transfer_seconds") or j["seconds"]))' "$WORK/g$i.get.json")
+        echo "$i $(secs "$t0" "$t") $verdict $(awk -v a="$(secs "$t0" "$t")" -v e="$ex" 'BEGIN { printf "%.2f", a - e }')"
         rm -f "$WORK/g$i.out"
     done
     for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM -f "gquic-peer run --data $WORK/g$i" || true; done
@@ -138,7 +145,7 @@ summary() {
 if [ "$MODE" = test ]; then
     res=$(run_gquic 4)
     echo "$res" | sed 's/^/swarm: peer /'
-    bad=$(echo "$res" | grep -vc ' ok$' || true)
+    bad=$(echo "$res" | awk '$3 != "ok"' | wc -l)
     if [ "$bad" != 0 ]; then
         for i in $(echo "$res" | awk '$3 != "ok" { print $1 }'); do
             echo "swarm: peer $i: gquic-fetch said: $(cat "$WORK/g$i.get.err" 2>/dev/null | tail -3)"
@@ -162,10 +169,12 @@ for n in "${SIZES[@]}"; do
     ours=$(run_gquic "$n"); echo "$ours" | sed 's/^/   gquic peer /'
     bt=$(run_aria "$n"); echo "$bt" | sed 's/^/   aria2c peer /'
     summary gquic "$n" "$ours" "$bound"
+    summary "  (committed)" "$n" "$(echo "$ours" | awk '{ print $1, $4, $3 }')" "$bound"
     summary aria2c "$n" "$bt" "$bound"
     [ $first = 1 ] || echo "," >> "$JSON.tmp"; first=0
-    printf '"N=%s": {"bound_s": %s, "gquic": [%s], "aria2c": [%s]}' "$n" "$bound" \
+    printf '"N=%s": {"bound_s": %s, "gquic": [%s], "gquic_committed": [%s], "aria2c": [%s]}' "$n" "$bound" \
         "$(echo "$ours" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')" \
+        "$(echo "$ours" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $4 }')" \
         "$(echo "$bt" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')" >> "$JSON.tmp"
 done
 echo "}" >> "$JSON.tmp"; mv "$JSON.tmp" "$JSON"
