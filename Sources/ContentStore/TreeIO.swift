@@ -71,14 +71,17 @@ extension ContentStore {
 
     /// Writes a stored blob out: a file blob to the file `path`, a tree blob to the new directory
     /// `path`. Every chunk is verified as it is read and every file against its digest; the result
-    /// appears (by rename) only when complete, so a failure leaves nothing at `path`.
-    public func export(_ digest: Digest, to path: String, progress: ProgressHandler? = nil) throws {
+    /// appears (by rename) only when complete, so a failure leaves nothing at `path`. `sync` (default:
+    /// the store's `durable` option) fsyncs every file before the rename; without it the output is
+    /// as durable as any file written by `cp` or a downloader (the store's own copy stays durable).
+    public func export(_ digest: Digest, to path: String, progress: ProgressHandler? = nil, sync: Bool? = nil) throws {
         let reader = try reader(for: digest)
         var dest = path
         while dest.count > 1 && dest.hasSuffix("/") { dest.removeLast() }
+        let sync = sync ?? options.durable
         switch reader.manifest.kind {
-        case .file: try exportFile(reader, to: dest, progress: progress)
-        case .tree: try exportTree(reader, to: dest, progress: progress)
+        case .file: try exportFile(reader, to: dest, progress: progress, sync: sync)
+        case .tree: try exportTree(reader, to: dest, progress: progress, sync: sync)
         }
     }
 
@@ -89,13 +92,13 @@ extension ContentStore {
         return "\(dir.isEmpty ? "/" : dir)/.\(base).gquic-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
 
-    private func exportFile(_ reader: BlobReader, to dest: String, progress: ProgressHandler?) throws {
+    private func exportFile(_ reader: BlobReader, to dest: String, progress: ProgressHandler?, sync: Bool) throws {
         let tmp = partialName(dest)
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
         do {
             try writeVerified(reader, range: 0..<reader.size, expected: reader.manifest.digest, what: "blob", fd: fd, path: tmp, progress: progress, base: 0)
-            if options.durable && fsync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
+            if sync && fsync(fd) != 0 { throw ContentStoreError.io("fsync", tmp) }
             Glibc.close(fd)
             guard rename(tmp, dest) == 0 else { throw ContentStoreError.io("rename into", dest) }
         } catch {
@@ -124,7 +127,7 @@ extension ContentStore {
         }
     }
 
-    private func exportTree(_ reader: BlobReader, to dest: String, progress: ProgressHandler?) throws {
+    private func exportTree(_ reader: BlobReader, to dest: String, progress: ProgressHandler?, sync: Bool) throws {
         guard !FileIO.exists(dest) else {
             throw ContentStoreError.invalidArgument("\(dest) already exists; export a tree into a new directory")
         }
@@ -153,7 +156,7 @@ extension ContentStore {
                                       what: "file \"\(e.path)\"", fd: fd, path: full, progress: progress, base: done)
                     done += e.size
                     guard fchmod(fd, mode_t(e.mode)) == 0 else { throw ContentStoreError.io("chmod", full) }
-                    if options.durable && fsync(fd) != 0 { throw ContentStoreError.io("fsync", full) }
+                    if sync && fsync(fd) != 0 { throw ContentStoreError.io("fsync", full) }
                 }
             }
             // Directory modes last (deepest first), so a read-only directory does not block its children.

@@ -49,6 +49,7 @@ public final class MeshNode: @unchecked Sendable {
         }
         if config.bulkRate > 0 { quic.classRateLimits[.bulk] = Double(config.bulkRate) }
         quic.dscpMarking = config.dscp
+        quic.ackThreshold = config.ackThreshold
         transport = try QUICLinkTransport(identity: identity, listen: config.listen, admission: admission, joinToken: joinToken,
                                           settings: quic, logger: logger, metrics: metrics)
         let me = identity.nodeID

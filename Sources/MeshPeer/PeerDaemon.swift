@@ -229,7 +229,8 @@ public final class PeerDaemon: Service, @unchecked Sendable {
                 try n.store.exportOCILayout(d, to: path, refName: ref)
                 return .json(["path": path])
             }
-            try n.store.export(d, to: path)
+            // `sync=0`: no fsync of the written file (the caller does not need it durable).
+            try n.store.export(d, to: path, sync: req.query["sync"] == "0" ? false : nil)
             return .json(["path": path])
         } catch {
             return .error(500, "\(error)")

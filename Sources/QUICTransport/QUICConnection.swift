@@ -227,6 +227,7 @@ public final class QUICConnection {
         s.max_stream_window = settings.maxStreamWindow
         s.handshake_timeout = UInt64(settings.handshakeTimeout.nanosecondsClamped)
         s.max_tx_udp_payload_size = settings.maxUDPPayloadSize
+        s.ack_thresh = max(1, settings.ackThreshold)
         return s
     }
 

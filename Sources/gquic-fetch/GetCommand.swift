@@ -34,6 +34,9 @@ struct GetCommand: AsyncParsableCommand {
     @Flag(help: "Print a JSON summary instead of progress and a summary line.")
     var json = false
 
+    @Flag(name: .customLong("no-sync"), help: "Do not fsync the output before it appears (as cp, curl or aria2c do); the store's copy stays durable either way.")
+    var noSync = false
+
     func run() async throws {
         if digest.hasPrefix("https://") {
             try await HTTP3Get.download(url: digest, output: output, insecure: insecure, quiet: json, cc: "bbr")
@@ -44,11 +47,11 @@ struct GetCommand: AsyncParsableCommand {
             let store = try storeOptions.open()
             let progress = ProgressLine("getting")
             defer { progress.finish() }
-            do { try store.export(d, to: output, progress: progress.handler) } catch { throw fail(error) }
+            do { try store.export(d, to: output, progress: progress.handler, sync: noSync ? false : nil) } catch { throw fail(error) }
             return
         }
         do {
-            try daemonGet(daemon.client, digest: d, output: output, json: json)
+            try daemonGet(daemon.client, digest: d, output: output, json: json, exportQuery: noSync ? "&sync=0" : "")
         } catch let e as DaemonError {
             FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
             throw ExitCode(e.code)

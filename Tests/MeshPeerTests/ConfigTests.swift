@@ -16,6 +16,8 @@ import MeshCore
         mdns = false
         [store]
         capacity = "50GiB"
+        [transfer]
+        ack_threshold = 4
         [log]
         level = "debug"
         """
@@ -27,6 +29,7 @@ import MeshCore
         #expect(c.seeds.map(\.description) == ["10.0.0.5:7400", "seed.example:7400"])
         #expect(c.mdns == false)
         #expect(c.storeCapacity == 50 << 30)
+        #expect(c.ackThreshold == 4)
         #expect(c.logLevel == "debug")
     }
 
@@ -55,6 +58,7 @@ import MeshCore
         #expect(badAddress?.description.contains("gquic.conf:2") == true)
         #expect(badAddress?.description.contains("HOST:PORT") == true)
 
+        #expect(problem("[transfer]\nack_threshold = 0")?.description.contains("1…64") == true)
         #expect(problem("[node\nlisten = \"a:1\"")?.line == 1)
         #expect(problem("[node]\nlisten \"a:1\"")?.line == 2)
         #expect(problem("[node]\ncluster = \"unterminated")?.description.contains("closing quote") == true)
