@@ -31,7 +31,9 @@ extension ContentStore {
         let c = compressors.take()
         defer { compressors.give(c) }
         var scratch = [UInt8]()
-        let session = PackSession(store: self)
+        // Buffered, not O_DIRECT: these chunks are read back soon — served to other peers, hashed
+        // at commit, exported — and then come from the page cache instead of the disk.
+        let session = PackSession(store: self, direct: false)
         return try withSession(session) {
             var added = 0
             for chunk in fresh where try chunk.bytes.withUnsafeBytes({

@@ -130,9 +130,15 @@ final class PackSession: @unchecked Sendable {
     /// Commit moves index entries already in the store to the new frames (compaction).
     let relocating: Bool
 
-    init(store: ContentStore, relocating: Bool = false) {
+    /// Whether full buffers may bypass the page cache (O_DIRECT). Received chunks are written
+    /// buffered: they are read back soon (served to other peers, hashed at commit, exported), and a
+    /// network transfer's write rate gains nothing from skipping the copy.
+    private let direct: Bool
+
+    init(store: ContentStore, relocating: Bool = false, direct: Bool = true) {
         self.store = store
         self.relocating = relocating
+        self.direct = direct
     }
 
     /// False if this session already writes the chunk.
@@ -242,7 +248,7 @@ final class PackSession: @unchecked Sendable {
         do {
             // O_DIRECT only when the data must reach the disk anyway: a store that is not durable
             // (a throwaway benchmark store) leaves it to the page cache, as any buffered writer.
-            if !(store.options.durable && writeDirect(b, p)) {
+            if !(direct && store.options.durable && writeDirect(b, p)) {
                 try writeAll(p, UnsafeRawBufferPointer(start: b.memory, count: b.used), at: b.offset)
                 // Start writeback now so the commit's fdatasync has little left to wait for.
                 if store.options.durable { _ = gq_start_writeback(p.fd, Int64(b.offset), Int64(b.used)) }
