@@ -134,10 +134,35 @@ import MeshCore
         #expect(sent(1).isEmpty)
     }
 
-    @Test func swarmWithHolderQueuesDeliversEveryCopy() {
+    @Test func holderQueueServesTheRarestPieceFirstWhenAskedTo() {
+        let (m, _, _) = makeBlob(size: 400_000, seed: 14)
+        var settings = SwarmSettings()
+        settings.uniqueFirstServing = false
+        settings.uploadWindow = 1
+        settings.serveRarestFirst = true
+        var s = SwarmCore(me: Self.node(0), settings: settings, seed: 1)
+        for p in 1...3 { _ = s.linkChanged(.up(peer: Self.node(p), address: PeerAddress(host: "p\(p)", port: 1)), now: .zero) }
+        _ = s.hold(m, now: .zero)
+        // Chunk 0 goes to peer 1 at once; peer 2 asks for chunk 0 too (its second serving), then
+        // peer 3 for chunk 1 (its first): both wait.
+        #expect(ask(&s, from: 1, .request(blob: m.blob, index: 0)).served == [0])
+        #expect(ask(&s, from: 2, .request(blob: m.blob, index: 0)).served.isEmpty)
+        #expect(ask(&s, from: 3, .request(blob: m.blob, index: 1)).served.isEmpty)
+        func sent(_ chunk: Int) -> [SwarmEffect] {
+            _ = s.pieceSent(bytes: Int(m.chunks[chunk].size), now: .zero)
+            return s.drainEffects()
+        }
+        // In turn, peer 2 (asked first) would be next; rarest first, chunk 1 (served once) goes
+        // before chunk 0 (served twice already).
+        #expect(sent(0) == [.serve(peer: Self.node(3), blob: m.blob, index: 1)])
+        #expect(sent(1) == [.serve(peer: Self.node(2), blob: m.blob, index: 0)])
+    }
+
+    @Test(arguments: [false, true]) func swarmWithHolderQueuesDeliversEveryCopy(rarestFirst: Bool) {
         let (m, chunks, data) = makeBlob(size: 3 << 20, seed: 15)
         var settings = SwarmSettings()
         settings.uploadWindow = 256 << 10
+        settings.serveRarestFirst = rarestFirst
         let net = TestSwarmNet(count: 9, settings: settings)
         net.nodes[0].store[m.blob] = Dictionary(uniqueKeysWithValues: chunks.enumerated().map { ($0, $1) })
         net.apply(0, net.nodes[0].core.hold(m, now: net.now))
