@@ -21,8 +21,34 @@ public struct SimTransmission: Sendable {
 public enum SimLinkVerdict: Sendable, Equatable {
     /// Arrives whole at the receiver at this virtual instant (nanoseconds).
     case deliver(at: UInt64, wireBytes: Int)
+    /// Has crossed the sender's uplink and the path, and reaches the receiver's downlink at
+    /// `arrival.at`. The world calls `SimLinkLayer.arrive` at that instant (so arrivals at one
+    /// receiver are taken in the order they arrive, not the order they were sent), and delivers the
+    /// message at the instant it returns.
+    case arrive(SimArrival)
     /// Lost for good (an unreliable message hit a lost packet, or a reliable one ran out of retries).
     case lost(wireBytes: Int)
+}
+
+/// A message on its way to the receiver's downlink (`SimLinkVerdict.arrive`): what the downlink
+/// needs to take it in order.
+public struct SimArrival: Sendable, Equatable {
+    /// When the receiver's downlink can start taking it: the later of its first bit's arrival and
+    /// the instant from which the downlink, at its own rate, would finish with the last bit.
+    public var at: UInt64
+    /// When its first bit reaches the receiver (the receiver's CPU can start on it from then).
+    public var firstBit: UInt64
+    /// When its last bit has crossed the path (sender's uplink done + latency).
+    public var lastBit: UInt64
+    /// Retransmission delay from loss, added after the downlink has taken it.
+    public var extra: UInt64
+    public var to: Int32
+    public var wireBytes: Int32
+    public var traffic: TrafficClass
+    public init(at: UInt64, firstBit: UInt64, lastBit: UInt64, extra: UInt64, to: Int32, wireBytes: Int32, traffic: TrafficClass) {
+        self.at = at; self.firstBit = firstBit; self.lastBit = lastBit; self.extra = extra; self.to = to
+        self.wireBytes = wireBytes; self.traffic = traffic
+    }
 }
 
 /// The link layer between hosts. The world asks it when a message arrives; partitions, crashes and
@@ -34,6 +60,9 @@ public enum SimLinkVerdict: Sendable, Equatable {
 public protocol SimLinkLayer {
     /// Plans one message. Called in event order, so any state the layer keeps (queues) is causal.
     mutating func transmit(_ t: SimTransmission, random: inout SeededRandom) -> SimLinkVerdict
+    /// A message `transmit` answered with `.arrive` has reached the receiver's downlink (called at
+    /// `arrival.at`, in event order); returns the instant it is whole at the receiver.
+    mutating func arrive(_ arrival: SimArrival) -> UInt64
     /// One-way base latency between two nodes in nanoseconds (handshakes and timeouts use it).
     func latency(from: Int, to: Int) -> UInt64
     /// Scales a node's upload and download capacity (slow-node faults); 1 is the configured rate.
@@ -47,16 +76,21 @@ public protocol SimLinkLayer {
 /// A message of `W` wire bytes (payload + per-packet overhead) from `a` to `b`:
 /// - waits for `a`'s uplink to be free, then occupies it for `W / up(a)` (serialisation and
 ///   queueing delay at the sender);
-/// - its first bit reaches `b` one latency (plus jitter) after it started leaving;
-/// - occupies `b`'s downlink for `W / down(b)`, after whatever `b` is already receiving;
-/// - is whole at `b` when both the last bit has crossed and `b`'s downlink has taken it in.
-/// The uplink is shared by priority class (control > interactive > telemetry > bulk) as QUIC's
+/// - crosses the path: its first bit reaches `b` one latency (plus jitter) after it started leaving,
+///   its last bit one latency after it has left;
+/// - only then, on arrival, queues for `b`'s downlink, which takes it for `W / down(b)` after what
+///   `b` is already receiving: start = max(arrival, downlink free), whole at start + `W / down(b)`.
+///   The arrival is the later of the first bit's and the instant from which the downlink, at its own
+///   rate, finishes just as the last bit comes in, so a message trickling in slower than the downlink
+///   could take it holds the downlink only for its own `W / down(b)`, and a lone transfer takes
+///   `latency + W / min(up, down)`.
+/// The downlink is granted in the order messages arrive, as the network does (`transmit` answers
+/// `.arrive`, and the world calls `arrive` at that instant): a message still queued behind a long
+/// uplink at one sender holds back nothing another sender gets there first. Many peers pushing to one
+/// node share its downlink; a node pushing to many shares its uplink.
+/// Both sides are shared by priority class (control > interactive > telemetry > bulk) as QUIC's
 /// stream scheduler does: a message waits for queued messages of its own and higher classes only,
 /// and pushes the queued lower-class backlog back by its own serialisation time.
-/// So a lone transfer takes `latency + W / min(up, down)`, and a node pushing to many peers, or
-/// many peers pushing to one node, shares the bottleneck. Downlink time is granted in the order
-/// messages are sent (per class, with the same priority rule), not the order they arrive — an
-/// approximation that keeps one event per message.
 ///
 /// With `fifo` > 0 the priority stops at the kernel: a message also waits for lower-class backlog,
 /// up to `fifo` of it (the bytes QUIC already handed to the qdisc queue, e.g. tc tbf's backlog).
@@ -176,24 +210,36 @@ public struct MessageLevelLinks: SimLinkLayer {
                 packets = max(1, Int((Double(packets) * loss).rounded(.up)))
             }
         }
-        var down = ports[t.to].downFree
-        var recvStart = sendStart + lat
-        for j in 0...k { recvStart = max(recvStart, down[j]) }
+        // The downlink is the receiver's business, taken in arrival order (`arrive`).
         let take = UInt64((Double(wire) * ports[t.to].nsPerByteDown).rounded(.up))
-        var recvDone = max(recvStart + take, upDone + lat)
-        if cpu != nil {
-            // Decrypted and verified as its packets arrive: whole once the receiver's CPU is done too.
-            let done = cpu!.run(node: t.to, cost: Double(wire) * cpu!.settings.recvNsPerByte, ready: max(recvStart, sendStart + lat), now: t.notBefore)
-            recvDone = max(recvDone, done)
-        }
+        let firstBit = sendStart + lat, lastBit = upDone + lat
+        let at = max(firstBit, lastBit > take ? lastBit - take : 0)
+        return .arrive(SimArrival(at: at, firstBit: firstBit, lastBit: lastBit, extra: extra, to: Int32(t.to),
+                                  wireBytes: Int32(clamping: wire), traffic: t.traffic))
+    }
+
+    public mutating func arrive(_ a: SimArrival) -> UInt64 {
+        let to = Int(a.to)
+        let k = Int(a.traffic.rawValue)
+        var down = ports[to].downFree
+        var queued = a.firstBit
+        for j in 0...k { queued = max(queued, down[j]) }
+        let start = max(a.at, queued)
+        let take = UInt64((Double(a.wireBytes) * ports[to].nsPerByteDown).rounded(.up))
+        let recvDone = max(start + take, a.lastBit)
         down[k] = recvDone
         if k < 3 {
             for j in (k + 1)...3 {
-                down[j] = down[j] > recvStart ? down[j] + take : max(down[j], recvDone)
+                down[j] = down[j] > start ? down[j] + take : max(down[j], recvDone)
             }
         }
-        ports[t.to].downFree = down
-        return .deliver(at: recvDone + extra, wireBytes: wire)
+        ports[to].downFree = down
+        var done = recvDone
+        if cpu != nil {
+            // Decrypted and verified as its packets arrive: whole once the receiver's CPU is done too.
+            done = max(done, cpu!.run(node: to, cost: Double(a.wireBytes) * cpu!.settings.recvNsPerByte, ready: queued, now: a.at))
+        }
+        return done + a.extra
     }
 }
 

@@ -10,6 +10,8 @@ public struct SimWorld {
     enum Event {
         case join(node: Int32)
         case deliver(slot: Int32)
+        /// A message reaches its receiver's downlink (the link layer's `.arrive`).
+        case arrive(slot: Int32)
         case tick(node: Int32, core: Int16, token: UInt64)
         case linkUp(node: Int32, peer: Int32, gen: UInt32)
         case linkDown(node: Int32, peer: Int32, peerGen: UInt32)
@@ -27,6 +29,8 @@ public struct SimWorld {
         var toGen: UInt32
         var wire: Int32
         var message: PeerMessage
+        /// Set while the message is on its way to the receiver's downlink.
+        var arrival: SimArrival?
     }
 
     /// Trace record kinds (first byte of each record in the hashed trace).
@@ -271,6 +275,16 @@ public struct SimWorld {
             if !nodes[Int(node)].alive { try startNode(Int(node), keepDisk: false) }
         case .deliver(let slot):
             try deliver(slot)
+        case .arrive(let slot):
+            // The receiver's downlink takes messages in the order they arrive. One that a dead or
+            // cut-off receiver would never take goes straight on to be dropped (`deliver`).
+            let f = inflight[Int(slot)]!
+            var at = now
+            if let a = f.arrival, nodes[Int(f.to)].alive, nodes[Int(f.to)].gen == f.toGen, reachable(Int(f.from), Int(f.to)) {
+                at = max(now, linkLayer.arrive(a))
+            }
+            inflight[Int(slot)]!.arrival = nil
+            queue.push(at: at, .deliver(slot: slot))
         case .tick(let node, let core, let token):
             let i = Int(node)
             let key = i * coreSpecs.count + Int(core)
@@ -500,20 +514,23 @@ public struct SimWorld {
         let verdict = linkLayer.transmit(SimTransmission(from: i, to: d, bytes: bytes, unreliable: m.unreliable, traffic: m.traffic, notBefore: notBefore),
                                          random: &linkRandom)
         trace(.send, Int32(i), dst, m.frame.type << 32 | UInt64(bytes))
+        let at: UInt64, wire: Int, arrival: SimArrival?
         switch verdict {
         case .lost(let wire):
             stats.bytesUp[i] += UInt64(wire)
             drop(.loss, from: i, to: dst, type: m.frame.type)
-        case .deliver(let at, let wire):
-            stats.bytesUp[i] += UInt64(wire)
-            stats.bytesUpByClass[Int(m.traffic.rawValue)] += UInt64(wire)
-            var msg = m
-            msg.peer = directory.ids[i]
-            let f = InFlight(from: Int32(i), to: dst, toGen: nodes[d].gen, wire: Int32(clamping: wire), message: msg)
-            let slot: Int32
-            if let s = freeSlots.popLast() { slot = s; inflight[Int(s)] = f } else { slot = Int32(inflight.count); inflight.append(f) }
-            queue.push(at: at, .deliver(slot: slot))
+            return
+        case .deliver(let t, let w): at = t; wire = w; arrival = nil
+        case .arrive(let a): at = a.at; wire = Int(a.wireBytes); arrival = a
         }
+        stats.bytesUp[i] += UInt64(wire)
+        stats.bytesUpByClass[Int(m.traffic.rawValue)] += UInt64(wire)
+        var msg = m
+        msg.peer = directory.ids[i]
+        let f = InFlight(from: Int32(i), to: dst, toGen: nodes[d].gen, wire: Int32(clamping: wire), message: msg, arrival: arrival)
+        let slot: Int32
+        if let s = freeSlots.popLast() { slot = s; inflight[Int(s)] = f } else { slot = Int32(inflight.count); inflight.append(f) }
+        queue.push(at: at, arrival == nil ? .deliver(slot: slot) : .arrive(slot: slot))
     }
 
     private mutating func deliver(_ slot: Int32) throws {

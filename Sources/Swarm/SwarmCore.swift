@@ -68,6 +68,11 @@ public struct SwarmSettings: Sendable {
     /// a cancelled request still queued costs nothing. 0 (the default): every request is served at
     /// once and the transport's queue is the only one (hosts that cannot report sent pieces).
     public var uploadWindow = 0
+    /// With the holder-side upload queue: hand the transport the queued piece this node believes
+    /// rarest (fewest of its sources hold it, least served by it) first, instead of serving
+    /// requesters in turn, so a fresh chunk is passed on at once instead of waiting behind a round
+    /// of everyone's requests for chunks already widespread. Default off.
+    public var serveRarestFirst = false
     /// New chunks are announced to interested peers in batches: when this many are pending, or
     /// `haveDelay` after the first of them arrived. Default 8 chunks.
     public var haveBatch = 8
@@ -267,13 +272,22 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         pumpUploads()
     }
 
-    /// Hands queued pieces to the shell, the requester served least recently first, while fewer than
-    /// `uploadWindow` bytes are in the transport.
+    /// Hands queued pieces to the shell, the requester served least recently first (with
+    /// `serveRarestFirst`, the rarest piece first), while fewer than `uploadWindow` bytes are in the
+    /// transport.
     private mutating func pumpUploads() {
         while inTransport < settings.uploadWindow && !uploaders.isEmpty {
             // The requester served least recently (never served first; ties by arrival).
             var peer = uploaders.items[0]
-            for p in uploaders.items.dropFirst() where lastServed[p, default: 0] < lastServed[peer, default: 0] { peer = p }
+            if settings.serveRarestFirst {
+                var best = rarity(uploads[peer]![0])
+                for p in uploaders.items.dropFirst() {
+                    let r = rarity(uploads[p]![0])
+                    if r < best || r == best && lastServed[p, default: 0] < lastServed[peer, default: 0] { peer = p; best = r }
+                }
+            } else {
+                for p in uploaders.items.dropFirst() where lastServed[p, default: 0] < lastServed[peer, default: 0] { peer = p }
+            }
             let u = uploads[peer]!.removeFirst()
             if uploads[peer]!.isEmpty {
                 uploads[peer] = nil
@@ -284,6 +298,13 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             inTransport += u.size
             effects.append(.serve(peer: peer, blob: u.blob, index: u.index))
         }
+    }
+
+    /// How widely this node believes a queued piece is already spread: the sources it knows to hold
+    /// the chunk, plus the times it has served it. Fresh chunks score low.
+    private func rarity(_ u: Upload) -> Int {
+        guard let b = blobs[u.blob], Int(u.index) < b.served.count else { return Int.max }
+        return Int(b.availability[Int(u.index)]) + Int(b.served[Int(u.index)])
     }
 
     /// The store could not produce a chunk it was asked to serve.
@@ -420,9 +441,15 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             // chunks as well (its `interested` may have come before this node knew the blob).
             addInterested(peer, blob, b, &out)
             if b.manifest == nil {
-                // It asked before it had anything; now it has: ask again for its whole holdings
-                // (the answer brings the manifest request along).
+                // It asked before it had anything; now it has: ask again for its whole holdings,
+                // and for the manifest in the same breath (its `have` and the manifest come back
+                // together, one round trip instead of two).
                 out.send(to: peer, .interactive, SwarmMessage.interested(blob: blob).frame)
+                if b.manifestAskedAt == nil || now > b.manifestAskedAt! + settings.requestTimeoutFloor {
+                    b.manifestAskedAt = now
+                    b.manifestFrom = peer
+                    out.send(to: peer, .interactive, SwarmMessage.manifestRequest(blob: blob).frame)
+                }
                 return out
             }
             b.addToSource(peer, indices: indices, settings: settings, hint: hints[peer])
@@ -564,7 +591,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
             b.requested[index] = nil
             if b.unannounced.isEmpty { b.unannouncedSince = now }
             b.unannounced.append(UInt32(index))
-            if b.unannounced.count >= settings.haveBatch || b.have!.isComplete {
+            // A node's first chunks are announced at once: until it holds a few, its uplink has
+            // nothing to offer, and each batching delay there slows the whole swarm's start.
+            if b.unannounced.count >= settings.haveBatch || b.have!.isComplete || b.have!.setCount <= settings.randomFirst {
                 announceNew(blob, b, &out)
             } else {
                 out.wake(at: now + settings.haveDelay)

@@ -67,6 +67,10 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
             guard v == "on" || v == "off" else { throw SimRunError("core swarm: unique-first= is on or off, got \"\(v)\"") }
             settings.uniqueFirstServing = v == "on"
         }
+        if let v = p.removeValue(forKey: "serve-rarest") {
+            guard v == "on" || v == "off" else { throw SimRunError("core swarm: serve-rarest= is on or off, got \"\(v)\"") }
+            settings.serveRarestFirst = v == "on"
+        }
         try count("measured-sources") { settings.measuredPipelineSources = $0 }
         try count("upload-window") { settings.uploadWindow = $0 << 10 }
         var uplink: Double?
@@ -74,7 +78,7 @@ struct SwarmSimCore: SimWorkloadCore, SimObservableCore {
         if settings.uploadWindow > 0 && uplink == nil { throw SimRunError("core swarm: upload-window= needs uplink=MBIT (the rate the host models its uplink at)") }
         uplinkBytesPerSecond = uplink
         guard p.isEmpty else {
-            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, upload-window, uplink, have-batch, random-first, unique-first")
+            throw SimRunError("core swarm: unknown parameter(s) \(p.keys.sorted().joined(separator: ", ")); it takes degree, max-requests, per-source, measured-sources, upload-window, uplink, serve-rarest, have-batch, random-first, unique-first")
         }
         core = SwarmCore(me: ctx.nodeID, settings: settings, seed: random.next())
     }

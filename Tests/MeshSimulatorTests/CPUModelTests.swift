@@ -46,14 +46,14 @@ import MeshCore
         s.cpu = c
         var model = MessageLevelLinks(settings: s, regionOf: [0, 0], latency: [[.microseconds(100)]], capacity: [(nil, nil)])
         var rng = SeededRandom(seed: 1)
-        guard case .deliver(let at, let wire) = model.transmit(SimTransmission(from: 0, to: 1, bytes: 1 << 20, unreliable: false, notBefore: 0),
+        guard case .deliver(let at, let wire) = model.send(SimTransmission(from: 0, to: 1, bytes: 1 << 20, unreliable: false, notBefore: 0),
                                                                random: &rng) else { Issue.record("lost"); return }
         let cpuNs = Double(wire) * 100
         #expect(Double(at) >= cpuNs && Double(at) < cpuNs + 1e6, "delivered at \(at) ns, CPU alone takes \(cpuNs) ns")
         // Without the cpu line the link alone sets the time.
         s.cpu = nil
         var free = MessageLevelLinks(settings: s, regionOf: [0, 0], latency: [[.microseconds(100)]], capacity: [(nil, nil)])
-        guard case .deliver(let fast, _) = free.transmit(SimTransmission(from: 0, to: 1, bytes: 1 << 20, unreliable: false, notBefore: 0),
+        guard case .deliver(let fast, _) = free.send(SimTransmission(from: 0, to: 1, bytes: 1 << 20, unreliable: false, notBefore: 0),
                                                          random: &rng) else { return }
         #expect(Double(fast) < cpuNs * 0.9)
     }
@@ -66,9 +66,9 @@ import MeshCore
             s.up = 1_000_000; s.down = 1e9; s.fifo = fifo
             var model = MessageLevelLinks(settings: s, regionOf: [0, 0], latency: [[.microseconds(100)]], capacity: [(nil, nil)])
             var rng = SeededRandom(seed: 1)
-            _ = model.transmit(SimTransmission(from: 0, to: 1, bytes: 100_000, unreliable: false, traffic: .bulk, notBefore: 0), random: &rng)
-            guard case .deliver(let at, _) = model.transmit(SimTransmission(from: 0, to: 1, bytes: 64, unreliable: false, traffic: .control,
-                                                                            notBefore: 0), random: &rng) else { return 0 }
+            let vs = model.run([SimTransmission(from: 0, to: 1, bytes: 100_000, unreliable: false, traffic: .bulk, notBefore: 0),
+                                SimTransmission(from: 0, to: 1, bytes: 64, unreliable: false, traffic: .control, notBefore: 0)], random: &rng)
+            guard case .deliver(let at, _) = vs[1] else { return 0 }
             return at
         }
         let strict = controlArrival(fifo: .zero), kernel = controlArrival(fifo: .milliseconds(5))

@@ -108,14 +108,28 @@ import MeshCore
         #expect(s.count == m.chunks.count && (0..<m.chunks.count).flatMap { s[$0]! } == data)
     }
 
-    @Test func holderQueueServesRequestersInTurnAndDropsCancelledRequests() {
+    /// A holder with a one-byte upload window (one piece in the transport at a time), not serving
+    /// unique-first, linked to peers 1...`peers`.
+    func queuedHolder(peers: Int, rarestFirst: Bool = false) -> (SwarmCore, SwarmManifest) {
         let (m, _, _) = makeBlob(size: 400_000, seed: 14)
         var settings = SwarmSettings()
         settings.uniqueFirstServing = false
-        settings.uploadWindow = 1   // one piece in the transport at a time
+        settings.uploadWindow = 1
+        settings.serveRarestFirst = rarestFirst
         var s = SwarmCore(me: Self.node(0), settings: settings, seed: 1)
-        for p in 1...2 { _ = s.linkChanged(.up(peer: Self.node(p), address: PeerAddress(host: "p\(p)", port: 1)), now: .zero) }
+        for p in 1...peers { _ = s.linkChanged(.up(peer: Self.node(p), address: PeerAddress(host: "p\(p)", port: 1)), now: .zero) }
         _ = s.hold(m, now: .zero)
+        return (s, m)
+    }
+
+    /// The holder's transport reports `chunk` sent; returns what the holder hands it next.
+    func sent(_ s: inout SwarmCore, _ m: SwarmManifest, _ chunk: Int) -> [SwarmEffect] {
+        _ = s.pieceSent(bytes: Int(m.chunks[chunk].size), now: .zero)
+        return s.drainEffects()
+    }
+
+    @Test func holderQueueServesRequestersInTurnAndDropsCancelledRequests() {
+        var (s, m) = queuedHolder(peers: 2)
         // Peer 1 asks for chunks 0, 1, 2, then peer 2 for 3: chunk 0 goes out, the rest wait.
         #expect(ask(&s, from: 1, .request(blob: m.blob, index: 0)).served == [0])
         #expect(ask(&s, from: 1, .request(blob: m.blob, index: 1)).served.isEmpty)
@@ -123,21 +137,31 @@ import MeshCore
         #expect(ask(&s, from: 2, .request(blob: m.blob, index: 3)).served.isEmpty)
         // Peer 1 no longer wants chunk 2.
         #expect(ask(&s, from: 1, .cancel(blob: m.blob, index: 2)).served.isEmpty)
-        func sent(_ chunk: Int) -> [SwarmEffect] {
-            _ = s.pieceSent(bytes: Int(m.chunks[chunk].size), now: .zero)
-            return s.drainEffects()
-        }
         // As each piece leaves, the requester served least recently gets the next: peer 2 before
         // peer 1's second; peer 1's cancelled chunk 2 never goes.
-        #expect(sent(0) == [.serve(peer: Self.node(2), blob: m.blob, index: 3)])
-        #expect(sent(3) == [.serve(peer: Self.node(1), blob: m.blob, index: 1)])
-        #expect(sent(1).isEmpty)
+        #expect(sent(&s, m, 0) == [.serve(peer: Self.node(2), blob: m.blob, index: 3)])
+        #expect(sent(&s, m, 3) == [.serve(peer: Self.node(1), blob: m.blob, index: 1)])
+        #expect(sent(&s, m, 1).isEmpty)
     }
 
-    @Test func swarmWithHolderQueuesDeliversEveryCopy() {
+    @Test func holderQueueServesTheRarestPieceFirstWhenAskedTo() {
+        var (s, m) = queuedHolder(peers: 3, rarestFirst: true)
+        // Chunk 0 goes to peer 1 at once; peer 2 asks for chunk 0 too (its second serving), then
+        // peer 3 for chunk 1 (its first): both wait.
+        #expect(ask(&s, from: 1, .request(blob: m.blob, index: 0)).served == [0])
+        #expect(ask(&s, from: 2, .request(blob: m.blob, index: 0)).served.isEmpty)
+        #expect(ask(&s, from: 3, .request(blob: m.blob, index: 1)).served.isEmpty)
+        // In turn, peer 2 (asked first) would be next; rarest first, chunk 1 (served once) goes
+        // before chunk 0 (served twice already).
+        #expect(sent(&s, m, 0) == [.serve(peer: Self.node(3), blob: m.blob, index: 1)])
+        #expect(sent(&s, m, 1) == [.serve(peer: Self.node(2), blob: m.blob, index: 0)])
+    }
+
+    @Test(arguments: [false, true]) func swarmWithHolderQueuesDeliversEveryCopy(rarestFirst: Bool) {
         let (m, chunks, data) = makeBlob(size: 3 << 20, seed: 15)
         var settings = SwarmSettings()
         settings.uploadWindow = 256 << 10
+        settings.serveRarestFirst = rarestFirst
         let net = TestSwarmNet(count: 9, settings: settings)
         net.nodes[0].store[m.blob] = Dictionary(uniqueKeysWithValues: chunks.enumerated().map { ($0, $1) })
         net.apply(0, net.nodes[0].core.hold(m, now: net.now))

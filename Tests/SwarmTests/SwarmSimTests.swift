@@ -34,12 +34,13 @@ import Swarm
         let (world, summary) = try run(text)
         let e = try #require(summary.entries.first)
         #expect(e.fetchers == 20 && e.done == 20, "\(e.done) of \(e.fetchers) finished")
-        // Bound: 8 MiB at 12.5 MB/s = 0.67 s. Measured 1.71× for the last peer and 1.41 copies
-        // from the seed (a small blob: the first round trips weigh); a guard against regressions,
-        // exact in virtual time.
+        // Bound: 8 MiB at 12.5 MB/s = 0.67 s. Measured 1.39× for the last peer and 1.19 copies
+        // from the seed (a small blob: the first round trips weigh); 1.71× and 1.41 copies while
+        // the simulator's links granted downlinks in send order (session 3). A guard against
+        // regressions, exact in virtual time.
         let ratio = try #require(e.max) / e.bound
-        #expect(ratio < 1.9, "last peer at \(ratio)× the fluid bound")
-        #expect(e.seedCopies < 1.5, "the seed uploaded \(e.seedCopies) copies")
+        #expect(ratio < 1.6, "last peer at \(ratio)× the fluid bound")
+        #expect(e.seedCopies < 1.35, "the seed uploaded \(e.seedCopies) copies")
         let (again, _) = try run(text)
         #expect(world.traceHash != nil && world.traceHash == again.traceHash, "same scenario and seed, different trace")
     }
