@@ -120,6 +120,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var nextProbeAt: Instant = .distantFuture
     private var nextGossipAt: Instant = .distantFuture
     private var nextPushPullAt: Instant = .distantFuture
+    /// False until the first periodic push-pull has been placed at a random point of the interval
+    /// scaled to the cluster as this member then sees it (see `tickBody`).
+    private var pushPullStaggered = false
     private var nextReconnectAt: Instant = .distantFuture
     private var nextReapAt: Instant = .distantFuture
 
@@ -234,7 +237,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let jitter = Duration.nanoseconds(Int64(rng.next() % UInt64(max(1, settings.probe.interval.nanosecondsClamped))))
         nextProbeAt = now + jitter
         nextGossipAt = now + settings.gossip.interval
-        nextPushPullAt = now + pushPullInterval()
+        nextPushPullAt = now + stagger(pushPullInterval())
+        pushPullStaggered = false
         nextReconnectAt = now + settings.reconnect.interval
         nextReapAt = now + Self.reapInterval
         broadcasts.enqueue(BroadcastQueue.me)
@@ -474,6 +478,15 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         if now >= nextGossipAt && !broadcasts.isEmpty {
             gossipRound(now: now, &out)
             nextGossipAt = now + settings.gossip.interval
+        }
+        if now >= nextPushPullAt && !pushPullStaggered {
+            // Members that start together (a cluster booted at once, a mass restart, a simulated
+            // cluster formed in one step) would otherwise sync together, one interval apart for
+            // ever: at 10,000 members that is 10^4 full states of 10^4 records in the same second.
+            // memberlist staggers its first push-pull over the interval; here the interval is the
+            // one scaled to the cluster this member knows by now, not the size-1 one at start.
+            pushPullStaggered = true
+            nextPushPullAt = now + stagger(pushPullInterval())
         }
         if now >= nextPushPullAt {
             if !leaving, let peer = randomMembers(1, excluding: nil, where: { st, _ in st == .alive }).first {
@@ -851,6 +864,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Drops the change log without handing it out (hosts that never read it, such as the simulator).
     public mutating func discardChanges() { clearChanges() }
 
+    /// Drops every record waiting to be gossiped (this member's own included). For a member that
+    /// was handed a cluster's whole, already-agreed state at once — a simulated cluster formed in one
+    /// step — where gossiping it would re-announce news every other member already holds.
+    public mutating func forgetQueuedGossip() { broadcasts = BroadcastQueue(capacity: broadcasts.capacity) }
+
     private mutating func addToProbeOrder(_ slot: Int32) {
         // A random place in the current round, as memberlist does it: append, then swap with a
         // random position (O(1); an insert in the middle moved ~20 KB per new member at 10,000
@@ -908,6 +926,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     // MARK: - Push-pull
+
+    /// A uniformly random point in `0..<d` (at least 1 ns).
+    private mutating func stagger(_ d: Duration) -> Duration {
+        .nanoseconds(Int64(rng.next() % UInt64(max(1, d.nanosecondsClamped))) + 1)
+    }
 
     private func pushPullInterval() -> Duration {
         // memberlist's pushPullScale: one extra period per doubling beyond 32 nodes.

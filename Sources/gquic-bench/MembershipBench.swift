@@ -48,6 +48,8 @@ struct MembershipBench: ParsableCommand {
     var noFalsePositives = false
     @Option(help: "Clusters larger than this start already formed (MembershipWorld.startFormed: every member learns the others from one push-pull) instead of joining one by one through 3 seeds; the measurements start from steady state either way.")
     var preformAbove = 2_000
+    @Flag(help: "A preformed cluster keeps its members' queued gossip about each other (by default it is dropped: a cluster that formed before the run has no news to spread, and gossiping it swamps the steady-state bandwidth).")
+    var formationGossip = false
     @Flag(help: "On each false death, print what the observer saw of the slowed node (its status changes and the probe traffic between them) in the seconds before.")
     var explain = false
 
@@ -102,7 +104,7 @@ struct MembershipBench: ParsableCommand {
         let w = MembershipWorld(count: n + extra, seed: seed &+ UInt64(n), settings: settings, seedHosts: [0, 1, 2])
         if n > preformAbove {
             progress("N=\(n): starting the cluster formed (> --preform-above \(preformAbove))")
-            w.startFormed(count: n)
+            w.startFormed(count: n, gossipFormation: formationGossip)
         } else {
             for i in 0..<n {
                 if i % 50 == 0 { w.run(for: .milliseconds(500)) }
@@ -199,11 +201,15 @@ struct MembershipBench: ParsableCommand {
         let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
         let total = Int(minutes * 60)
         var done = 0
+        var stepBytes = bytes0
         while done < total {
             let step = min(60, total - done)
             w.run(for: .seconds(Int64(step)))
             done += step
-            progress("false positives: \(done)/\(total) s simulated, \(falseDead) false deaths, \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall")
+            let sent = w.hosts.reduce(0) { $0 + $1.bytesSent }
+            let stepKbps = Double(sent - stepBytes) * 8 / 1000 / Double(step) / Double(live.count)
+            stepBytes = sent
+            progress("false positives: \(done)/\(total) s simulated, \(falseDead) false deaths, \(suspicions) suspicions, \(String(format: "%.1f", stepKbps)) kbit/s/node this step, \(String(format: "%.0f", Date().timeIntervalSince(wall))) s wall")
         }
         let kbps = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 1000 / Double(total) / Double(live.count)
         let tag = "\(n) 10%+\(slow.count) slow"

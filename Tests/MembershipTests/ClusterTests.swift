@@ -165,6 +165,43 @@ import MembershipLab
         #expect(falseDeaths == 0)
     }
 
+    @Test func membersThatStartTogetherDoNotSyncTogether() throws {
+        // 48 members formed in one step all start at the same instant. Their periodic push-pulls
+        // (each a full state) must spread over the interval, not land in the same second.
+        let w = MembershipWorld(count: 48, seed: 7)
+        var requests: [Duration] = []
+        let t0 = w.now
+        w.onDeliver = { _, _, msg in
+            if case .pushPull(let pp)? = try? MembershipMessage(frame: msg.frame, maxPushPullBytes: 1 << 24), !pp.isResponse {
+                requests.append(w.now - t0)
+            }
+        }
+        w.startFormed(count: 48)
+        w.run(for: .seconds(150))
+        #expect(requests.count >= 48, "only \(requests.count) periodic push-pulls in 150 s")
+        var perSecond: [Int64: Int] = [:]
+        for t in requests { perSecond[t.components.seconds, default: 0] += 1 }
+        let busiest = perSecond.values.max() ?? 0
+        #expect(busiest <= 6, "\(busiest) of \(requests.count) push-pulls in one second")
+    }
+
+    @Test func aClusterFormedInOneStepHasNoGossipLeftToSpread() {
+        // startFormed hands every member the whole state; with nothing new to say, the members'
+        // traffic is probes and acks: less than half of what re-gossiping the formation costs.
+        let w = MembershipWorld(count: 48, seed: 9)
+        w.startFormed(count: 48)
+        let bytes0 = w.hosts.reduce(0) { $0 + $1.bytesSent }
+        w.run(for: .seconds(10))
+        let kbit = Double(w.hosts.reduce(0) { $0 + $1.bytesSent } - bytes0) * 8 / 10 / 48 / 1000
+        let noisy = MembershipWorld(count: 48, seed: 9)
+        noisy.startFormed(count: 48, gossipFormation: true)
+        let nb0 = noisy.hosts.reduce(0) { $0 + $1.bytesSent }
+        noisy.run(for: .seconds(10))
+        let noisyKbit = Double(noisy.hosts.reduce(0) { $0 + $1.bytesSent } - nb0) * 8 / 10 / 48 / 1000
+        #expect(kbit < noisyKbit / 2, "\(kbit) kbit/s vs \(noisyKbit) with the formation gossip")
+        for i in 0..<48 { #expect(w.core(i)?.liveMemberCount == 47) }
+    }
+
     @Test func sameSeedSameRun() {
         func run() -> [Int] {
             let w = MembershipWorld(count: 10, seed: 42)
