@@ -17,6 +17,9 @@ public struct LinkEcho: MeshProtocolCore {
     public static let sizeRange = 16...1024
     /// Samples kept per probe run (100 s at one probe every 10 ms); older ones are dropped.
     public static let maxSamples = 10_000
+    /// A request unanswered this long is counted lost and forgotten (a reply after it is ignored), so
+    /// a run against a peer that never answers holds at most `giveUp / interval` requests.
+    public static let giveUp: Duration = .seconds(10)
 
     /// One probe run's settings.
     public struct Probe: Sendable, Equatable {
@@ -45,6 +48,8 @@ public struct LinkEcho: MeshProtocolCore {
         public var samples: [Sample]
         /// Requests sent more than a second ago (or before the run stopped) with no reply.
         public var lost: Int
+        /// Requests sent less than `LinkEcho.giveUp` ago with no reply yet.
+        public var awaiting: Int
         public var running: Bool
     }
 
@@ -53,6 +58,8 @@ public struct LinkEcho: MeshProtocolCore {
     private var nextSend = Instant.zero
     private var sent = 0
     private var outstanding: [UInt64: Instant] = [:]
+    /// No request below this sequence number is outstanding (requests are numbered in send order).
+    private var oldestOutstanding: UInt64 = 0
     private var samples: [Sample] = []
     private var lostCount = 0
     private var running = false
@@ -71,6 +78,7 @@ public struct LinkEcho: MeshProtocolCore {
         nextSend = now
         sent = 0
         outstanding = [:]
+        oldestOutstanding = 0
         samples = []
         lostCount = 0
         running = true
@@ -87,12 +95,26 @@ public struct LinkEcho: MeshProtocolCore {
     public var report: Report? {
         guard let probe else { return nil }
         let late = running ? outstanding.values.filter { $0 + .seconds(1) < nextSend }.count : 0
-        return Report(probe: probe, sent: sent, samples: samples, lost: lostCount + late, running: running)
+        return Report(probe: probe, sent: sent, samples: samples, lost: lostCount + late,
+                      awaiting: outstanding.count, running: running)
+    }
+
+    /// Counts requests older than `giveUp` as lost and forgets them.
+    private mutating func forgetGivenUp(now: Instant) {
+        while oldestOutstanding < UInt64(sent) {
+            if let at = outstanding[oldestOutstanding] {
+                guard at + Self.giveUp <= now else { return }
+                outstanding[oldestOutstanding] = nil
+                lostCount += 1
+            }
+            oldestOutstanding += 1
+        }
     }
 
     public mutating func tick(now: Instant) -> Outbox {
         var out = Outbox()
         guard running, let p = probe else { return out }
+        forgetGivenUp(now: now)
         if let c = p.count, sent >= c {
             // Wait up to a second for the last replies, then stop.
             if outstanding.isEmpty || now >= nextSend + .seconds(1) { end() } else { out.wake(at: nextSend + .seconds(1)) }

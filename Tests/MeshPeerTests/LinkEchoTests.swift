@@ -41,6 +41,26 @@ import Testing
         #expect(r.lost == 2)
     }
 
+    @Test func aPeerThatNeverAnswersCostsBoundedMemory() {
+        // An open-ended run (`gquic-peer ping` without --count) against a peer that has gone quiet:
+        // requests older than `giveUp` are counted lost and forgotten, not kept for ever.
+        var prober = LinkEcho()
+        let t0 = Instant(nanoseconds: 1_000_000_000)
+        _ = prober.begin(.init(peer: b, interval: .milliseconds(10)), now: t0)
+        for k in 1...6_000 { _ = prober.tick(now: t0 + .milliseconds(10 * k)) } // 60 s
+        let r = prober.report!
+        #expect(r.sent == 6_001)
+        #expect(r.awaiting <= 1_001, "\(r.awaiting) requests still held")
+        #expect(r.lost >= 5_900 && r.lost <= r.sent, "\(r.lost) lost") // everything over a second old
+        // A reply to a forgotten request is ignored; one to a recent request is timed.
+        let now = t0 + .milliseconds(60_000)
+        for seq: UInt64 in [5, 6_000] {
+            _ = prober.receive(PeerMessage(peer: b, traffic: .control,
+                                           frame: Frame(type: LinkEcho.replyType, payload: LinkEcho.payload(seq, size: 64))), now: now)
+        }
+        #expect(prober.report!.samples.map(\.sequence) == [6_000])
+    }
+
     @Test func sizesAreExactAcrossTheVarintBoundary() {
         for size in [16, 64, 66, 100, 1024] {
             let f = Frame(type: LinkEcho.requestType, payload: LinkEcho.payload(7, size: size))
