@@ -51,7 +51,7 @@ struct GetCommand: AsyncParsableCommand {
             return
         }
         do {
-            try daemonGet(daemon.client, digest: d, output: output, json: json, exportQuery: noSync ? "&sync=0" : "")
+            try daemonGet(daemon.client, digest: d, output: output, json: json, exportQuery: noSync ? "&sync=0" : "", stream: true)
         } catch let e as DaemonError {
             FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
             throw ExitCode(e.code)
