@@ -15,7 +15,9 @@ struct GetCommand: AsyncParsableCommand {
         gquic-fetch get https://HOST:PORT/PATH -o FILE [--insecure]   from any HTTP/3 server
 
         A file blob is written to FILE, a tree blob to a new directory DIR. The output appears only once
-        it is complete and verified, so an interrupted get leaves nothing at the -o path.
+        it is complete and verified, so an interrupted get leaves nothing at the -o path. Through the
+        daemon a file is written while it arrives (into a hidden .FILE.gquic-partial-* next to FILE,
+        renamed onto FILE once the blob is verified), so it is in place about when the fetch ends.
         """
     )
 
