@@ -71,6 +71,7 @@ public final class StreamedOutput: @unchecked Sendable {
         offsets.append(at)
         self.offsets = offsets
         self.positions = positions
+        StreamedOutput.removeStale(next: t)
         tempPath = ContentStore.partialName(t)
         let fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .system("creating \(tempPath)", errno) }
@@ -86,6 +87,22 @@ public final class StreamedOutput: @unchecked Sendable {
         inner.withLock { s in
             if s.fd >= 0 { close(s.fd); s.fd = -1 }
             if s.state == .writing { unlink(tempPath) }
+        }
+    }
+
+    /// Removes the temp files an earlier write to `target` left behind when its process died (a
+    /// daemon that crashed mid-fetch): `.NAME.gquic-partial-PID-RAND` next to `target` whose PID no
+    /// longer runs. Files of live processes, and any other name, are left alone.
+    static func removeStale(next target: String) {
+        let slash = target.lastIndex(of: "/")
+        let dir = slash.map { String(target[..<$0]) } ?? "."
+        let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
+        let prefix = ".\(base).gquic-partial-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.isEmpty ? "/" : dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let rest = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
+            guard rest.count == 2, let pid = Int32(rest[0]), UInt32(rest[1]) != nil, StreamedOutputs.exited(pid) else { continue }
+            unlink((dir.isEmpty ? "" : dir) + "/" + name)
         }
     }
 

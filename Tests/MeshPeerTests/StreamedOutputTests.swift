@@ -108,6 +108,23 @@ import Testing
         #expect(Self.contents(target) == b.bytes)
     }
 
+    @Test func partialFilesOfDeadProcessesAreRemovedWhenTheTargetIsWrittenAgain() throws {
+        let dir = Self.tempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/true")
+        try p.run()
+        p.waitUntilExit()
+        let dead = p.processIdentifier
+        let stale = ".out.bin.gquic-partial-\(dead)-12345", live = ".out.bin.gquic-partial-\(getpid())-777"
+        let other = ".other.bin.gquic-partial-\(dead)-1", odd = ".out.bin.gquic-partial-\(dead)-x"
+        for name in [stale, live, other, odd] { FileManager.default.createFile(atPath: dir + "/" + name, contents: Data([1])) }
+        let b = Self.blob([100])
+        let o = try StreamedOutput(target: dir + "/out.bin", blob: Digest.of(b.bytes), chunks: b.list, sync: false, owner: nil)
+        #expect(!Self.exists(dir + "/" + stale))
+        for name in [live, other, odd] { #expect(Self.exists(dir + "/" + name)) }
+        o.abandon("done")
+    }
+
     @Test func theRegistryOpensFinishesAndClaims() throws {
         let dir = Self.tempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
         let b = Self.blob([2000, 3000, 4000])
