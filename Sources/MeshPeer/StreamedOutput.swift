@@ -54,9 +54,7 @@ public final class StreamedOutput: @unchecked Sendable {
 
     /// Creates the temp file next to `target` (an absolute path), sized for the whole blob.
     public init(target: String, blob: Digest, chunks: [(digest: Digest, size: Int)], sync: Bool, owner: Int32?) throws(PeerError) {
-        var t = target
-        while t.count > 1 && t.hasSuffix("/") { t.removeLast() }
-        self.target = t
+        self.target = target
         self.blob = blob
         self.sync = sync
         self.owner = owner
@@ -71,8 +69,8 @@ public final class StreamedOutput: @unchecked Sendable {
         offsets.append(at)
         self.offsets = offsets
         self.positions = positions
-        StreamedOutput.removeStale(next: t)
-        tempPath = ContentStore.partialName(t)
+        StreamedOutput.removeStale(next: target)
+        tempPath = ContentStore.partialName(target)
         let fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .system("creating \(tempPath)", errno) }
         if ftruncate(fd, off_t(at)) != 0 {

@@ -159,10 +159,12 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         let store = store, onEvent = onEvent, writing = writing
         let write: @Sendable () -> Void = {
             for (o, c) in toOutputs { o.write(c) }
-            if !batch.isEmpty { do { try store.putChunks(batch) } catch {
-                var seen = Set<Digest>()
-                for b in blobs where seen.insert(b).inserted { onEvent(.failed(b, "storing chunks: \(error)")) }
-            } }
+            if !batch.isEmpty {
+                do { try store.putChunks(batch) } catch {
+                    var seen = Set<Digest>()
+                    for b in blobs where seen.insert(b).inserted { onEvent(.failed(b, "storing chunks: \(error)")) }
+                }
+            }
             writing.state.withLock { w in
                 for c in batch { w.chunks[c.digest] = nil }
                 w.bytes -= bytes
