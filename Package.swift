@@ -88,7 +88,7 @@ let package = Package(
 
         // MARK: MeshPeer and executables (issue 9)
         .target(name: "MeshPeer", dependencies: [
-            "MeshCore", "QUICTransport", "Swarm", "ContentStore", "Membership", "ClusterState", "MDNSDiscovery",
+            "MeshCore", "QUICTransport", "Swarm", "ContentStore", "CLinuxIO", "Membership", "ClusterState", "MDNSDiscovery",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -38,8 +38,10 @@ check "a client hanging up on the control socket does not kill the daemon" survi
 head -c $((24 << 20)) /dev/urandom > "$WORK/blob.bin"
 D=$("$BIN/gquic-fetch" add --data "$WORK/a" "$WORK/blob.bin")
 check "add through the daemon prints the digest" [ "$D" = "sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)" ]
-"$BIN/gquic-fetch" get --data "$WORK/b" "$D" -o "$WORK/b.bin" >/dev/null 2>&1
+"$BIN/gquic-fetch" get --data "$WORK/b" "$D" -o "$WORK/b.bin" --json >"$WORK/b.get.json" 2>&1
 check "b fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/b.bin"
+check "… written while it arrived (get --json says streamed), no partial file left" \
+  sh -c "grep -q '\"streamed\":\"true\"' '$WORK/b.get.json' && ! ls -a '$WORK' | grep -q gquic-partial"
 "$BIN/gquic-fetch" get --data "$WORK/c" "$D" -o "$WORK/c.bin" >/dev/null 2>&1
 check "c fetched the blob byte-exact" cmp -s "$WORK/blob.bin" "$WORK/c.bin"
 check "ls on c lists the blob" sh -c "'$BIN/gquic-fetch' ls --data '$WORK/c' | grep -q '$D'"
@@ -60,6 +62,28 @@ curl -s --unix-socket "$WORK/a/control.sock" http://gquic/metrics > "$WORK/metri
 check "/metrics has the link and store series" grep -q '^gquic_link_sent_bytes_total{class="bulk"}' "$WORK/metrics.txt"
 check "/metrics carries the transport's counters" grep -q '^gquic_quic_packets_lost_total' "$WORK/metrics.txt"
 check "promtool check metrics accepts a live /metrics scrape" sh -c "promtool check metrics < '$WORK/metrics.txt' >'$WORK/promtool.out' 2>&1 || { cat '$WORK/promtool.out'; false; }"
+
+# Streamed get interrupted: a seed whose uploads are capped (2 MiB/s) holds 16 MiB; c's get is stopped
+# mid-transfer by SIGINT (it asks the daemon to drop the partial file) and by SIGKILL (the daemon sees
+# the get's pid gone within half a second). Either way nothing is left at or next to -o.
+"$BIN/gquic-peer" init --data "$WORK/s" >/dev/null
+GQUIC_TRANSFER_BULK_RATE=2MiB "$BIN/gquic-peer" run --data "$WORK/s" --listen "127.0.0.1:$(port)" --seed "127.0.0.1:$PA" --no-mdns 2>"$WORK/s.log" & PIDS+=($!)
+for _ in $(seq 100); do [ -S "$WORK/s/control.sock" ] && break; sleep 0.1; done
+head -c $((16 << 20)) /dev/urandom > "$WORK/slow.src"
+DS=$("$BIN/gquic-fetch" add --data "$WORK/s" "$WORK/slow.src")
+mkdir -p "$WORK/out"
+partials() { ls -a "$WORK/out" | grep -c gquic-partial; }
+for how in INT KILL; do
+  "$BIN/gquic-fetch" get --data "$WORK/c" "$DS" -o "$WORK/out/slow-$how.bin" >/dev/null 2>&1 & g=$!
+  for _ in $(seq 60); do [ "$(partials)" -ge 1 ] && break; sleep 0.05; done
+  check "a streamed get has its partial file next to -o mid-transfer ($how case)" [ "$(partials)" = 1 ]
+  kill -"$how" "$g"; wait "$g" 2>/dev/null; rc=$?
+  [ "$how" = INT ] && check "get exits 130 on SIGINT" [ "$rc" = 130 ]
+  sleep 1
+  check "after SIGKILL or SIGINT of get ($how) no partial file and no output remain" \
+    sh -c "[ \"\$(ls -a '$WORK/out' | grep -c -e gquic-partial -e slow-$how)\" = 0 ]"
+done
+kill -TERM "${PIDS[3]}"; wait "${PIDS[3]}" 2>/dev/null; PIDS=("${PIDS[@]:0:3}")
 
 # Join-token admission: t1 requires a token; t2 (no token) is refused, t3 (the token) joins.
 TOKEN=$("$BIN/gquic-peer" token)

@@ -85,7 +85,9 @@ extension ContentStore {
         }
     }
 
-    private func partialName(_ dest: String) -> String {
+    /// Where an export to `dest` is written before it is renamed onto `dest`: next to it (same file
+    /// system), hidden, `.NAME.gquic-partial-PID-RAND`.
+    public static func partialName(_ dest: String) -> String {
         let slash = dest.lastIndex(of: "/")
         let dir = slash.map { String(dest[..<$0]) } ?? "."
         let base = slash.map { String(dest[dest.index(after: $0)...]) } ?? dest
@@ -93,7 +95,7 @@ extension ContentStore {
     }
 
     private func exportFile(_ reader: BlobReader, to dest: String, progress: ProgressHandler?, sync: Bool) throws {
-        let tmp = partialName(dest)
+        let tmp = ContentStore.partialName(dest)
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ContentStoreError.io("create", tmp) }
         do {
@@ -134,7 +136,7 @@ extension ContentStore {
         let m = reader.manifest
         let spans = try m.fileChunkSpans()
         let offsets = m.chunkOffsets
-        let tmp = partialName(dest)
+        let tmp = ContentStore.partialName(dest)
         try FileIO.makeDirectory(tmp, mode: 0o700)
         do {
             var done: UInt64 = 0

@@ -15,6 +15,8 @@ public struct ControlRequest: Sendable {
     public var query: [String: String]
     public var headers: [String: String]
     public var body: [UInt8]
+    /// The process on the other end of a Unix-socket connection (SO_PEERCRED); nil over TCP.
+    public var peerPID: Int32? = nil
 }
 
 public struct ControlResponse: Sendable {
@@ -131,7 +133,9 @@ public final class ControlServer: @unchecked Sendable {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let response: ControlResponse
         switch HTTPWire.readRequest(fd) {
-        case .success(let req): response = handler(req)
+        case .success(var req):
+            req.peerPID = HTTPWire.peerPID(fd)
+            response = handler(req)
         case .failure(let why): response = .error(400, why.message)
         }
         HTTPWire.writeResponse(fd, response)
@@ -209,6 +213,16 @@ enum HTTPWire {
             }
         }
         return .success(ControlRequest(method: String(parts[0]), path: path, query: query, headers: headers, body: Array(body.prefix(length))))
+    }
+
+    /// The pid of the process connected to Unix socket `fd` (SO_PEERCRED), or nil.
+    static func peerPID(_ fd: Int32) -> Int32? {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (a _GNU_SOURCE declaration Glibc does not export).
+        var cred: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
+        var len = socklen_t(MemoryLayout.size(ofValue: cred))
+        let soPeerCred: Int32 = 17   // SO_PEERCRED on Linux (asm-generic/socket.h)
+        guard getsockopt(fd, SOL_SOCKET, soPeerCred, &cred, &len) == 0, cred.pid > 0 else { return nil }
+        return cred.pid
     }
 
     static func reason(_ status: Int) -> String {

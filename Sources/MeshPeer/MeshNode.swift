@@ -29,6 +29,9 @@ public final class MeshNode: @unchecked Sendable {
     /// When each fetch started, and how long finished ones took (start to committed, or failed).
     private var fetchStarted: [Digest: Instant] = [:]
     private var fetchTook: [Digest: Duration] = [:]
+    /// Files `get -o` asked to have written while their blob arrives.
+    public let outputs = StreamedOutputs()
+    private var sweeper: DispatchSourceTimer?
 
     public init(identity: NodeIdentity, config: PeerConfig, data: DataDirectory, logger: Logger, metrics: PeerMetrics) throws {
         self.identity = identity
@@ -64,7 +67,8 @@ public final class MeshNode: @unchecked Sendable {
             throw PeerError.system("opening the cluster state in \(data.statePath): \(error)")
         }
         let events = EventRelay()
-        swarmShell = SwarmShell(swarm: SwarmCore(me: me, settings: MeshNode.swarmSettings, seed: rng.next()), store: store) { events.forward($0) }
+        swarmShell = SwarmShell(swarm: SwarmCore(me: me, settings: MeshNode.swarmSettings, seed: rng.next()), store: store,
+                                outputs: outputs) { events.forward($0) }
         host = CoreHost(cores: [membership, sync, swarmShell, LinkEcho()], transport: transport)
         events.target = self
     }
@@ -104,6 +108,12 @@ public final class MeshNode: @unchecked Sendable {
     public func start() {
         host.start()
         recordHoldings()
+        // A `get` killed while its file streams in: its temp file goes within half a second.
+        let timer = DispatchSource.makeTimerSource(queue: .global())
+        timer.schedule(deadline: .now() + .milliseconds(500), repeating: .milliseconds(500))
+        timer.setEventHandler { [outputs] in outputs.sweep() }
+        timer.resume()
+        sweeper = timer
         if config.mdns {
             let ann = MDNSAnnouncement(nodeID: identity.nodeID, clusterID: config.cluster, port: transport.localAddress.port)
             mdns = MDNSDiscovery.startOrLog(announce: ann, browse: true, logger: logger)
@@ -122,6 +132,8 @@ public final class MeshNode: @unchecked Sendable {
         _ = host.withCore(MembershipCore.self) { core, now in ((), core.leave(now: now)) }
         mdns?.stop()
         host.stop()
+        sweeper?.cancel()
+        outputs.abandonAll("the daemon stopped")
         // Give the leave a moment to go out before the links close.
         Thread.sleep(forTimeInterval: 0.1)
         transport.shutdown()
@@ -194,7 +206,9 @@ public final class MeshNode: @unchecked Sendable {
     /// Starts fetching `digest` from the swarm (no-op if the store has it). Nodes the cluster state
     /// says hold it are dialled at once (not only the peers already linked), and the swarm learns
     /// which of them run games or are loaded, so it asks those last.
-    public func fetch(_ digest: Digest) {
+    /// With `output`, a file blob is also written to `output.target` as it arrives (see
+    /// `StreamedOutput`; `/v1/export` then claims it).
+    public func fetch(_ digest: Digest, output: StreamedOutputs.Request? = nil) {
         if store.hasBlob(digest) {
             finish(digest, .success(()))
             return
@@ -210,6 +224,7 @@ public final class MeshNode: @unchecked Sendable {
         } ?? []
         host.withShell(swarmShell) { shell, now in
             shell.setHints(holders)
+            if let output { shell.stream(digest, output) }
             return shell.fetch(digest, now: now)
         }
         let linked = Set(transport.linkedPeers)
@@ -323,12 +338,15 @@ public final class MeshNode: @unchecked Sendable {
             finish(d, .success(()))
         case .failed(let d, let why):
             logger.warning("fetch \(d.short) failed: \(why)")
+            outputs.fail(d, why)
             finish(d, .failure(.protocolError(why)))
         case .awaitingReferences(let d, let missing):
             logger.info("\(d.short) arrived; fetching the \(missing.count) blob(s) it references")
             lock.withLock { references[d] = missing }
         case .penalized(let peer, let d, let why):
             logger.warning("peer \(peer.short) sent bad data for \(d.short): \(why)")
+        case .streamFailed(let d, let target, let why):
+            logger.warning("\(d.short) is not streamed to \(target) (it is exported after the commit): \(why)")
         }
     }
 

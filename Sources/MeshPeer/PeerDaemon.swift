@@ -88,6 +88,7 @@ public final class PeerDaemon: Service, @unchecked Sendable {
         case ("POST", "/v1/fetch"): return startFetch(req)
         case ("GET", "/v1/transfer"): return transfer(req)
         case ("POST", "/v1/export"): return export(req)
+        case ("POST", "/v1/abandon"): return abandon(req)
         case ("GET", "/v1/blob"): return blobDetail(req)
         case ("GET", "/v1/refs"): return .json(node?.imageRefs().map { ImageRef(name: $0.name, digest: $0.digest) } ?? [])
         case ("GET", "/v1/resolve"): return resolve(req)
@@ -194,7 +195,14 @@ public final class PeerDaemon: Service, @unchecked Sendable {
     func startFetch(_ req: ControlRequest) -> ControlResponse {
         guard let n = node else { return .error(503, "starting up") }
         guard let d = digestParam(req) else { return .error(400, "give ?digest=sha256:<64 hex>") }
-        n.fetch(d)
+        // `path=FILE`: write a file blob to FILE while it arrives (claimed by `/v1/export` with the
+        // same path); `sync=0`: without the fsync before it is renamed onto FILE.
+        var output: StreamedOutputs.Request?
+        if let path = req.query["path"] {
+            guard path.hasPrefix("/") else { return .error(400, "path must be absolute") }
+            output = .init(target: path, sync: req.query["sync"] != "0", owner: req.peerPID)
+        }
+        n.fetch(d, output: output)
         return transfer(req)
     }
 
@@ -217,6 +225,18 @@ public final class PeerDaemon: Service, @unchecked Sendable {
                                   error: n.failure(d), seconds: n.fetchDuration(d)?.seconds))
     }
 
+    struct Exported: Codable { var path: String; var streamed: Bool }
+
+    /// `POST /v1/abandon?digest=&path=`: the `get` that asked for DIGEST at PATH with `/v1/fetch?path=`
+    /// is going away (interrupted): its partial file is removed now. The fetch itself goes on.
+    func abandon(_ req: ControlRequest) -> ControlResponse {
+        guard let n = node else { return .error(503, "starting up") }
+        guard let d = digestParam(req), let path = req.query["path"], path.hasPrefix("/") else {
+            return .error(400, "give ?digest=sha256:<64 hex>&path=ABSOLUTE_PATH")
+        }
+        return .json(["abandoned": n.outputs.abandon(d, target: path, "abandoned through the control API")])
+    }
+
     func export(_ req: ControlRequest) -> ControlResponse {
         guard let n = node else { return .error(503, "starting up") }
         guard let d = digestParam(req), let path = req.query["path"], path.hasPrefix("/") else {
@@ -227,11 +247,19 @@ public final class PeerDaemon: Service, @unchecked Sendable {
             if req.query["format"] == "oci" {
                 let ref = req.query["ref"].flatMap { $0.isEmpty ? nil : $0 }
                 try n.store.exportOCILayout(d, to: path, refName: ref)
-                return .json(["path": path])
+                return .json(Exported(path: path, streamed: false))
+            }
+            // Written while it arrived (`/v1/fetch?path=`): done once that output is; if it was dropped,
+            // exported here after all.
+            switch n.outputs.claim(d, target: path, timeout: .seconds(600)) {
+            case .done?: return .json(Exported(path: path, streamed: true))
+            case .dropped(let why)?: logger.warning("\(d.short) was not streamed to \(path), exporting it: \(why)")
+            case .writing?: return .error(500, "the streamed write of \(path) did not finish within 600 s")
+            case nil: break
             }
             // `sync=0`: no fsync of the written file (the caller does not need it durable).
             try n.store.export(d, to: path, sync: req.query["sync"] == "0" ? false : nil)
-            return .json(["path": path])
+            return .json(Exported(path: path, streamed: false))
         } catch {
             return .error(500, "\(error)")
         }

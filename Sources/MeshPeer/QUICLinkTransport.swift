@@ -42,8 +42,8 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
 
     final class Peer: Sendable {
         let link: QUICLink
-        let writers: [TrafficClass: AsyncStream<[UInt8]>.Continuation]
-        init(link: QUICLink, writers: [TrafficClass: AsyncStream<[UInt8]>.Continuation]) { self.link = link; self.writers = writers }
+        let writers: [TrafficClass: AsyncStream<[[UInt8]]>.Continuation]
+        init(link: QUICLink, writers: [TrafficClass: AsyncStream<[[UInt8]]>.Continuation]) { self.link = link; self.writers = writers }
     }
 
     public init(identity: NodeIdentity, listen: PeerAddress, admission: AdmissionPolicy, joinToken: JoinToken? = nil,
@@ -79,13 +79,16 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
 
     public func send(_ message: PeerMessage) {
         guard let peer = state.withLock({ $0.links[message.peer] }) else { return }
-        let bytes = message.frame.encoded
-        metrics?.sent(bytes.count, on: message.traffic)
-        count(message.peer, message.traffic, sent: bytes.count)
-        if message.unreliable && bytes.count <= QUICLinkTransport.maxDatagram {
-            peer.link.sendDatagram(bytes)
+        let header = message.frame.header
+        let size = header.count + message.frame.payload.count
+        metrics?.sent(size, on: message.traffic)
+        count(message.peer, message.traffic, sent: size)
+        if message.unreliable && size <= QUICLinkTransport.maxDatagram {
+            peer.link.sendDatagram(message.frame.encoded)
         } else {
-            peer.writers[message.traffic]?.yield(bytes)
+            // Header and payload go to the stream as two pieces: the payload is not copied into a
+            // new array behind the header first.
+            peer.writers[message.traffic]?.yield([header, message.frame.payload])
         }
     }
 
@@ -103,17 +106,17 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
     private var sink: (any LinkEventSink)? { state.withLock { $0.sink } }
 
     private func register(_ link: QUICLink) {
-        var writers: [TrafficClass: AsyncStream<[UInt8]>.Continuation] = [:]
+        var writers: [TrafficClass: AsyncStream<[[UInt8]]>.Continuation] = [:]
         for c in TrafficClass.allCases {
-            let (stream, cont) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .unbounded)
+            let (stream, cont) = AsyncStream.makeStream(of: [[UInt8]].self, bufferingPolicy: .unbounded)
             writers[c] = cont
             Task { [logger] in
                 // Opened lazily: the first frame on this class opens its stream.
                 var out: QUICStream?
-                for await bytes in stream {
+                for await parts in stream {
                     do {
                         if out == nil { out = try await link.openStream(c, bidirectional: false) }
-                        try await out!.write(bytes)
+                        try await out!.write(parts: parts)
                     } catch {
                         logger.debug("link \(link.peer.short) \(c) stream failed: \(error)")
                         return

@@ -11,6 +11,9 @@ import Synchronization
 final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     var swarm: SwarmCore
     let store: ContentStore
+    /// Files being written while their blob arrives (`gquic-fetch get -o FILE`): verified chunks go
+    /// into them on the writer thread with the store's batch, and they are finished after the commit.
+    let outputs: StreamedOutputs
     /// Called with progress and completion while the host's lock is held: keep it short.
     let onEvent: @Sendable (SwarmShellEvent) -> Void
     /// The chunk list of every blob handed to the swarm (held, or being fetched), so serving and
@@ -25,6 +28,9 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private var pending: [(blob: Digest, chunk: VerifiedChunk)] = []
     private var pendingIndex: [Digest: Int] = [:]
     private var pendingBytes = 0
+    /// Verified chunks for streamed outputs, written with the next batch (also chunks the store
+    /// already holds: the output needs them at their offsets all the same).
+    private var pendingOutput: [(output: StreamedOutput, chunk: VerifiedChunk)] = []
     static let batchBytes = 8 << 20
     static let batchDelay: Duration = .milliseconds(20)
     /// Full batches are written (appended and fdatasynced; the swarm's hash on arrival is the store's
@@ -37,9 +43,11 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private let writing = WriteBacklog()
     static let maxWritingBytes = 64 << 20
 
-    init(swarm: SwarmCore, store: ContentStore, onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
+    init(swarm: SwarmCore, store: ContentStore, outputs: StreamedOutputs = StreamedOutputs(),
+         onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
         self.store = store
+        self.outputs = outputs
         self.onEvent = onEvent
     }
 
@@ -84,6 +92,29 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     func fetch(_ digest: Digest, now: Instant) -> Outbox { settle(swarm.fetch(digest, now: now), now: now) }
 
+    /// Streams `blob` to `request.target` as it arrives (see `StreamedOutput`), if it is still to be
+    /// fetched: at once when its chunk list is known already, else when it arrives. Returns false when
+    /// the store holds it (the caller exports it the ordinary way).
+    @discardableResult
+    func stream(_ blob: Digest, _ request: StreamedOutputs.Request) -> Bool {
+        guard !store.hasBlob(blob) else { return false }
+        outputs.request(blob, request)
+        if let m = manifests[blob] { openOutputs(m) }
+        return true
+    }
+
+    /// `m`'s chunk list is known: opens the outputs asked for it, if it is a single file's blob.
+    private func openOutputs(_ m: SwarmManifest) {
+        guard outputs.wants(m.blob) else { return }
+        guard let manifest = try? BlobManifest(wireBytes: m.extra), manifest.kind == .file else {
+            outputs.drop(m.blob)   // a tree (or no usable manifest): exported after the commit
+            return
+        }
+        for (r, why) in outputs.open(m.blob, chunks: m.chunks.map { ($0.digest, Int($0.size)) }) {
+            onEvent(.streamFailed(m.blob, r.target, why))
+        }
+    }
+
     private func offer(_ manifest: BlobManifest, now: Instant) -> Outbox {
         let m = SwarmShell.swarmManifest(manifest)
         manifests[m.blob] = m
@@ -101,19 +132,21 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         }
         if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
         if pendingBytes >= SwarmShell.batchBytes { flushChunks(waiting: false) }
-        if !pending.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
+        if !pending.isEmpty || !pendingOutput.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
         return out
     }
 
     /// Writes the pending chunks in one batch: on the writer thread, or (`waiting`) here, after
     /// everything queued before it. On failure every blob with a chunk in the batch fails.
     private func flushChunks(waiting: Bool) {
-        guard !pending.isEmpty else {
+        guard !pending.isEmpty || !pendingOutput.isEmpty else {
             if waiting { writer.sync {} }
             return
         }
         let batch = pending.map(\.chunk)
         let blobs = pending.map(\.blob)
+        let toOutputs = pendingOutput
+        pendingOutput = []
         let backlog = writing.state.withLock { w in
             for c in batch { w.chunks[c.digest] = c.bytes }
             w.bytes += pendingBytes
@@ -125,9 +158,12 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         pendingBytes = 0
         let store = store, onEvent = onEvent, writing = writing
         let write: @Sendable () -> Void = {
-            do { try store.putChunks(batch) } catch {
-                var seen = Set<Digest>()
-                for b in blobs where seen.insert(b).inserted { onEvent(.failed(b, "storing chunks: \(error)")) }
+            for (o, c) in toOutputs { o.write(c) }
+            if !batch.isEmpty {
+                do { try store.putChunks(batch) } catch {
+                    var seen = Set<Digest>()
+                    for b in blobs where seen.insert(b).inserted { onEvent(.failed(b, "storing chunks: \(error)")) }
+                }
             }
             writing.state.withLock { w in
                 for c in batch { w.chunks[c.digest] = nil }
@@ -169,6 +205,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     }
                 case .store(let blob, let index, let chunk):
                     // Hashed by the swarm on arrival: the store takes it as verified.
+                    for o in outputs.writing(blob) { pendingOutput.append((o, chunk)) }
                     if let digest = chunkDigest(blob, index), digest == chunk.digest, !inFlight(digest), !store.hasChunk(digest) {
                         pendingIndex[digest] = pending.count
                         pending.append((blob, chunk))
@@ -178,6 +215,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     var have = Bitfield(count: m.chunks.count)
                     for (i, c) in m.chunks.enumerated() where inFlight(c.digest) || store.hasChunk(c.digest) { have.insert(i) }
                     manifests[blob] = m
+                    openOutputs(m)
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
                     do {
@@ -220,6 +258,11 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         } catch {
             failed(blob, "\(error)", now: now, &out)
             return
+        }
+        let store = store
+        outputs.finish(blob, committed: manifest.chunks.map { ($0.digest, Int($0.length)) }) { d in
+            guard let c = VerifiedChunk(try store.readChunk(d), expected: d) else { throw PeerError.protocolError("chunk \(d) read back corrupt") }
+            return c
         }
         onEvent(.completed(blob))
         for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() {
@@ -264,4 +307,6 @@ enum SwarmShellEvent: Sendable {
     /// `blob` arrived, and is committed once the blobs it references (fetched now) are in.
     case awaitingReferences(Digest, [Digest])
     case penalized(NodeID, Digest, String)
+    /// The file `get -o` asked for could not be opened for streaming (it is exported after the commit).
+    case streamFailed(Digest, String, String)
 }

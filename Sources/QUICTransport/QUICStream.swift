@@ -26,10 +26,13 @@ public final class QUICStream: AsyncSequence, Sendable {
     static let lowWater = 4 << 20
 
     struct ReadState {
-        var chunks: [[UInt8]] = []
-        /// Bytes in `chunks`, and how many the waiting reader asked for before it is woken.
-        var buffered = 0
+        /// Bytes received and not read yet, in one array: each packet's bytes are copied in once, and
+        /// a read hands the whole array over (no per-packet arrays, no second copy to join them).
+        var buffer: [UInt8] = []
+        /// How many bytes the waiting reader asked for before it is woken.
         var wanted = 1
+        /// What the last read asked for: the room a fresh buffer gets.
+        var sizeHint = 16 << 10
         var fin = false
         var error: QUICError?
         var reader: CheckedContinuation<Void, Never>?
@@ -58,14 +61,21 @@ public final class QUICStream: AsyncSequence, Sendable {
     /// Queues `bytes` for sending. Waits while more than `highWater` bytes are unacknowledged, so a
     /// fast writer cannot outrun the network by more than that.
     public func write(_ bytes: [UInt8]) async throws(QUICError) {
-        guard !bytes.isEmpty else { return }
+        try await write(parts: [bytes])
+    }
+
+    /// Queues `parts` one after the other (each is handed to the connection as it is, not joined
+    /// into one array first), with `write`'s back-pressure.
+    public func write(parts: [[UInt8]]) async throws(QUICError) {
+        let total = parts.reduce(0) { $0 + $1.count }
+        guard total > 0 else { return }
         try writeState.withLock { (s: inout WriteState) throws(QUICError) in
             if let e = s.error { throw e }
             if s.finished || !isWritable { throw QUICError.invalidArgument("stream \(self.id) is finished or not writable") }
-            s.unacked += bytes.count
+            s.unacked += total
         }
         let streams = self.streams, id = self.id
-        executor.post { streams.value.enqueue(stream: id, bytes: bytes, fin: false) }
+        executor.post { for p in parts where !p.isEmpty { streams.value.enqueue(stream: id, bytes: p, fin: false) } }
         await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
             let now = writeState.withLock { s -> Bool in
                 if s.unacked <= QUICStream.highWater || s.error != nil { return true }
@@ -118,16 +128,10 @@ public final class QUICStream: AsyncSequence, Sendable {
         while true {
             enum Outcome { case data([UInt8]), end, failed(QUICError), wait }
             let outcome = readState.withLock { s -> Outcome in
-                if !s.chunks.isEmpty && (s.buffered >= minimum || s.fin || s.error != nil) {
-                    var out: [UInt8]
-                    if s.chunks.count == 1 { out = s.chunks[0] } else {
-                        out = []
-                        out.reserveCapacity(s.chunks.reduce(0) { $0 + $1.count })
-                        for c in s.chunks { out.append(contentsOf: c) }
-                    }
-                    s.chunks.removeAll(keepingCapacity: true)
-                    s.buffered = 0
-                    return .data(out)
+                s.sizeHint = Swift.max(minimum, 16 << 10)
+                if !s.buffer.isEmpty && (s.buffer.count >= minimum || s.fin || s.error != nil) {
+                    defer { s.buffer = [] }
+                    return .data(s.buffer)
                 }
                 if let e = s.error { return .failed(e) }
                 if s.fin { return .end }
@@ -143,7 +147,7 @@ public final class QUICStream: AsyncSequence, Sendable {
             case .wait:
                 await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
                     let ready = readState.withLock { s -> Bool in
-                        if s.buffered >= minimum || s.fin || s.error != nil { return true }
+                        if s.buffer.count >= minimum || s.fin || s.error != nil { return true }
                         s.wanted = minimum
                         s.reader = cont
                         return false
@@ -178,14 +182,13 @@ public final class QUICStream: AsyncSequence, Sendable {
     func deliver(_ bytes: UnsafeRawBufferPointer, fin: Bool) {
         let cont = readState.withLock { s -> CheckedContinuation<Void, Never>? in
             if bytes.count > 0 {
-                s.chunks.append([UInt8](unsafeUninitializedCapacity: bytes.count) { buf, n in
-                    buf.baseAddress!.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: bytes.count)
-                    n = bytes.count
-                })
-                s.buffered += bytes.count
+                // Room for what the reader waits for at once, so the array is not regrown (and
+                // copied) packet by packet on the way there.
+                if s.buffer.isEmpty { s.buffer.reserveCapacity(Swift.max(s.sizeHint, bytes.count)) }
+                s.buffer.append(contentsOf: bytes.bindMemory(to: UInt8.self))
             }
             if fin { s.fin = true }
-            guard s.buffered >= s.wanted || s.fin else { return nil }
+            guard s.buffer.count >= s.wanted || s.fin else { return nil }
             defer { s.reader = nil; s.wanted = 1 }
             return s.reader
         }

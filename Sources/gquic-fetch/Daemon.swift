@@ -75,10 +75,15 @@ func daemonAdd(_ client: ControlClient, path: String) throws -> BlobInfo {
 
 /// Fetches DIGEST through the daemon and writes it to OUTPUT, with a progress bar on a terminal.
 /// `exportQuery` adds to the export request (`&format=oci&ref=NAME` writes an OCI image layout).
+/// With `stream`, the daemon writes a file blob to OUTPUT while it arrives (`/v1/fetch?path=`), and
+/// the export only claims it; an interrupted get (SIGINT, SIGTERM) has the partial file removed.
 func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bool, exportQuery: String = "",
-               label: String? = nil, timeout: Duration = .seconds(3600)) throws {
+               stream: Bool = false, label: String? = nil, timeout: Duration = .seconds(3600)) throws {
     let q = "digest=\(percentEncode(digest.description))"
-    var t = try client.call("POST", "/v1/fetch?\(q)", as: TransferInfo.self)
+    let target = "&path=\(percentEncode(absolute(output)))"
+    let interrupt = stream ? AbandonOnSignal(client, "/v1/abandon?\(q)\(target)") : nil
+    defer { interrupt?.cancel() }
+    var t = try client.call("POST", "/v1/fetch?\(q)\(stream ? target + exportQuery : "")", as: TransferInfo.self)
     let bar = TransferBar(enabled: !json)
     let start = ContinuousClock.now
     var lastMoved = start
@@ -104,17 +109,47 @@ func daemonGet(_ client: ControlClient, digest: Digest, output: String, json: Bo
     }
     bar.update(t)
     bar.finish()
-    struct Exported: Codable { var path: String }
+    /// `streamed`: the daemon wrote the file while it arrived (older daemons leave it out).
+    struct Exported: Codable { var path: String; var streamed: Bool? }
     let exportStart = ContinuousClock.now
-    _ = try client.call("POST", "/v1/export?\(q)&path=\(percentEncode(absolute(output)))\(exportQuery)", as: Exported.self)
+    let exported = try client.call("POST", "/v1/export?\(q)\(target)\(exportQuery)", as: Exported.self)
     let end = ContinuousClock.now
     let secs = (end - start).seconds
     if json {
         try printJSON(["digest": digest.description, "path": absolute(output), "bytes": "\(t.bytes_total)",
                        "seconds": String(format: "%.3f", secs), "export_seconds": String(format: "%.3f", (end - exportStart).seconds),
+                       "streamed": exported.streamed == true ? "true" : "false",
                        "transfer_seconds": t.seconds.map { String(format: "%.3f", $0) } ?? ""])
     } else {
         print("\(output): \(t.bytes_total) bytes, \(label ?? digest.description), \(String(format: "%.2f", secs)) s")
+    }
+}
+
+/// While a streamed get runs, SIGINT and SIGTERM first tell the daemon to remove the partial file
+/// (`POST /v1/abandon`), then exit 130. (A get killed outright is noticed by the daemon within half a
+/// second: it knows the get's pid from the control socket.)
+final class AbandonOnSignal {
+    private var sources: [DispatchSourceSignal] = []
+
+    init(_ client: ControlClient, _ abandonPath: String) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler {
+                _ = try? client.request("POST", abandonPath, timeoutSeconds: 5)
+                FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
+                exit(130)
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    func cancel() {
+        for s in sources { s.cancel() }
+        sources = []
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
     }
 }
 

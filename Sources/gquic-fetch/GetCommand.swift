@@ -15,7 +15,9 @@ struct GetCommand: AsyncParsableCommand {
         gquic-fetch get https://HOST:PORT/PATH -o FILE [--insecure]   from any HTTP/3 server
 
         A file blob is written to FILE, a tree blob to a new directory DIR. The output appears only once
-        it is complete and verified, so an interrupted get leaves nothing at the -o path.
+        it is complete and verified, so an interrupted get leaves nothing at the -o path. Through the
+        daemon a file is written while it arrives (into a hidden .FILE.gquic-partial-* next to FILE,
+        renamed onto FILE once the blob is verified), so it is in place about when the fetch ends.
         """
     )
 
@@ -51,7 +53,7 @@ struct GetCommand: AsyncParsableCommand {
             return
         }
         do {
-            try daemonGet(daemon.client, digest: d, output: output, json: json, exportQuery: noSync ? "&sync=0" : "")
+            try daemonGet(daemon.client, digest: d, output: output, json: json, exportQuery: noSync ? "&sync=0" : "", stream: true)
         } catch let e as DaemonError {
             FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
             throw ExitCode(e.code)

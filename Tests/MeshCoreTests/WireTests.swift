@@ -173,6 +173,29 @@ struct Sample: WireFields, Equatable {
         #expect(want.bytesWanted == 1)
         #expect(try want.next()?.payload.count == 70_000)
 
+        // Frames of FrameDecoder.directPayload and more are gathered in their own array: the same
+        // frames come out, whatever the pieces the stream delivers, and bytesWanted stays exact.
+        let bigFrames = (0..<40).map { i in
+            Frame(type: UInt64(0x50 + i % 9), payload: (0..<Int.random(in: 0...300_000, using: &rng)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) })
+        }
+        let bigStream = bigFrames.flatMap(\.encoded)
+        var bigDec = FrameDecoder(maxPayload: 1 << 20)
+        var bigGot: [Frame] = []
+        i = 0
+        while i < bigStream.count {
+            let n = min(Int.random(in: 1...70_000, using: &rng), bigStream.count - i)
+            let wanted = bigDec.bytesWanted
+            bigDec.append(Array(bigStream[i..<i + n])); i += n
+            if n < wanted { #expect(bigDec.bytesWanted == wanted - n) }
+            while let f = try bigDec.next() { bigGot.append(f) }
+        }
+        #expect(bigGot == bigFrames)
+        #expect(bigDec.isIdle && bigDec.bufferedCount == 0)
+        var partial = FrameDecoder(maxPayload: 1 << 20)
+        partial.append(big.prefix(30_000))
+        #expect(try partial.next() == nil)
+        #expect(!partial.isIdle && partial.bytesWanted == big.count - 30_000)
+
         var small = FrameDecoder(maxPayload: 100)
         small.append(Frame(type: 1, payload: [UInt8](repeating: 0, count: 101)).encoded.prefix(4))
         #expect(throws: WireError.self) { _ = try small.next() }
