@@ -88,10 +88,17 @@ extension ContentStore {
     /// Where an export to `dest` is written before it is renamed onto `dest`: next to it (same file
     /// system), hidden, `.NAME.gquic-partial-PID-RAND`.
     public static func partialName(_ dest: String) -> String {
+        let (dir, prefix) = partialPrefix(dest)
+        return "\(dir)/\(prefix)\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// The directory `partialName(dest)` is in, and what its file name starts with
+    /// (`.NAME.gquic-partial-`; the PID and a random number follow, dash-separated).
+    public static func partialPrefix(_ dest: String) -> (dir: String, prefix: String) {
         let slash = dest.lastIndex(of: "/")
         let dir = slash.map { String(dest[..<$0]) } ?? "."
         let base = slash.map { String(dest[dest.index(after: $0)...]) } ?? dest
-        return "\(dir.isEmpty ? "/" : dir)/.\(base).gquic-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        return (dir.isEmpty ? "/" : dir, ".\(base).gquic-partial-")
     }
 
     private func exportFile(_ reader: BlobReader, to dest: String, progress: ProgressHandler?, sync: Bool) throws {

@@ -265,7 +265,7 @@ public final class MembershipWorld {
         }
         for msg in out.messages {
             hosts[i].messagesSent += 1
-            hosts[i].bytesSent += msg.frame.encoded.count + Self.packetOverhead
+            hosts[i].bytesSent += msg.frame.encodedCount + Self.packetOverhead
             guard let to = byID[msg.peer] else { continue }
             var delay = oneWay(i, to)
             if loss > 0 && Double(rng.next() >> 11) / Double(1 << 53) < loss {

@@ -31,6 +31,11 @@ public struct Frame: Hashable, Sendable {
         return w.bytes
     }
 
+    /// `encoded.count`, without encoding.
+    public var encodedCount: Int {
+        VarInt.encodedLength(type) + VarInt.encodedLength(UInt64(payload.count)) + payload.count
+    }
+
     public var encoded: [UInt8] {
         var w = WireWriter(reservingCapacity: payload.count + 16)
         encode(to: &w)

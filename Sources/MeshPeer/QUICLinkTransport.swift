@@ -79,8 +79,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
 
     public func send(_ message: PeerMessage) {
         guard let peer = state.withLock({ $0.links[message.peer] }) else { return }
-        let header = message.frame.header
-        let size = header.count + message.frame.payload.count
+        let size = message.frame.encodedCount
         metrics?.sent(size, on: message.traffic)
         count(message.peer, message.traffic, sent: size)
         if message.unreliable && size <= QUICLinkTransport.maxDatagram {
@@ -88,7 +87,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
         } else {
             // Header and payload go to the stream as two pieces: the payload is not copied into a
             // new array behind the header first.
-            peer.writers[message.traffic]?.yield([header, message.frame.payload])
+            peer.writers[message.traffic]?.yield([message.frame.header, message.frame.payload])
         }
     }
 

@@ -92,15 +92,12 @@ public final class StreamedOutput: @unchecked Sendable {
     /// daemon that crashed mid-fetch): `.NAME.gquic-partial-PID-RAND` next to `target` whose PID no
     /// longer runs. Files of live processes, and any other name, are left alone.
     static func removeStale(next target: String) {
-        let slash = target.lastIndex(of: "/")
-        let dir = slash.map { String(target[..<$0]) } ?? "."
-        let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
-        let prefix = ".\(base).gquic-partial-"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.isEmpty ? "/" : dir) else { return }
+        let (dir, prefix) = ContentStore.partialPrefix(target)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
         for name in names where name.hasPrefix(prefix) {
             let rest = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
             guard rest.count == 2, let pid = Int32(rest[0]), UInt32(rest[1]) != nil, StreamedOutputs.exited(pid) else { continue }
-            unlink((dir.isEmpty ? "" : dir) + "/" + name)
+            unlink((dir == "/" ? "" : dir) + "/" + name)
         }
     }
 

@@ -179,6 +179,11 @@ struct Sample: WireFields, Equatable {
             Frame(type: UInt64(0x50 + i % 9), payload: (0..<Int.random(in: 0...300_000, using: &rng)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) })
         }
         let bigStream = bigFrames.flatMap(\.encoded)
+        // What a transport counts and queues without encoding: the same bytes as `encoded`.
+        for f in bigFrames + [Frame(type: 0, payload: []), Frame(type: 1 << 40, payload: [1, 2, 3])] {
+            #expect(f.encodedCount == f.encoded.count)
+            #expect(f.header + f.payload == f.encoded)
+        }
         var bigDec = FrameDecoder(maxPayload: 1 << 20)
         var bigGot: [Frame] = []
         i = 0
