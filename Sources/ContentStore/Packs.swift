@@ -121,7 +121,6 @@ final class PackSession: @unchecked Sendable {
     private var claimed = Set<Digest>()
     private var finished = false
     private var buffer: WriteBuffer?
-    private var spares: [WriteBuffer] = []
     /// Full buffers are written here, so the threads that hash and compress never wait on the disk.
     private let writer = DispatchQueue(label: "gquic.content.pack-writer")
     /// At most this many full buffers wait for the writer (bounds memory: 4 × 4 MiB).
@@ -171,7 +170,7 @@ final class PackSession: @unchecked Sendable {
             if let b = buffer, b.used + total > WriteBuffer.capacity { full = b; buffer = nil }
             let b: WriteBuffer
             if let existing = buffer { b = existing } else {
-                b = spares.popLast() ?? WriteBuffer()
+                b = store.writeBuffers.take()
                 b.pack = p; b.used = 0; b.records.removeAll(keepingCapacity: true)
                 b.offset = alignedStart(p)
                 buffer = b
@@ -244,7 +243,7 @@ final class PackSession: @unchecked Sendable {
 
     /// Writes a full buffer to its pack; its frames then wait for the next `commit`.
     private func write(_ b: WriteBuffer) throws(ContentStoreError) {
-        guard let p = b.pack, b.used > 0 else { lock.withLock { spares.append(b) }; return }
+        guard let p = b.pack, b.used > 0 else { store.writeBuffers.give(b); return }
         do {
             // O_DIRECT only when the data must reach the disk anyway: a store that is not durable
             // (a throwaway benchmark store) leaves it to the page cache, as any buffered writer.
@@ -254,15 +253,15 @@ final class PackSession: @unchecked Sendable {
                 if store.options.durable { _ = gq_start_writeback(p.fd, Int64(b.offset), Int64(b.used)) }
             }
         } catch {
-            lock.withLock { spares.append(b) }
+            store.writeBuffers.give(b)
             throw error
         }
         lock.withLock {
             for (d, o, l) in b.records { pending.append((d, p, o, l)) }
             pendingBytes += UInt64(b.used)
             b.pack = nil
-            spares.append(b)
         }
+        store.writeBuffers.give(b)
     }
 
     /// Writes a buffer with O_DIRECT: the data goes from the buffer to the disk without a copy into

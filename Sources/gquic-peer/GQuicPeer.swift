@@ -71,6 +71,7 @@ extension GQuicPeer {
         func run() async throws {
             // A daemon never dies of a closed pipe or socket: writes report EPIPE instead.
             signal(SIGPIPE, SIG_IGN)
+            ProcessTuning.keepFreedMemory()
             let dir = DataDirectory(path: data.data)
             var cfg = try dir.loadConfig(file: config, environment: ProcessInfo.processInfo.environment)
             if let listen {

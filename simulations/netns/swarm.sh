@@ -7,7 +7,8 @@
 #                              a BitTorrent swarm (aria2c + opentracker) in the same namespaces
 #
 # Environment: BIN (gquic-peer/gquic-fetch directory, default .build/release for bench and
-# .build/debug for test), MIB (blob size), RATE (tbf rate, e.g. 100mbit), JSON (bench output file).
+# .build/debug for test), MIB (blob size), RATE (tbf rate, e.g. 100mbit), JSON (bench output file),
+# ARIA=0 (bench: skip the aria2c anchor, for quick before/after runs of our side; writes no JSON).
 # Needs root. Everything it starts lives in namespaces it creates and is removed at the end.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -88,13 +89,16 @@ print(j.get("export_seconds") or float(j["seconds"]) - float(j.get("transfer_sec
         rm -f "$WORK/g$i.out"
     done
     # CPU-seconds (user + system) of all daemons over the run, load-independent, unlike wall time.
-    local ticks=0 p
+    # Minor page faults too: each is a page of memory touched for the first time (on a VM whose
+    # freed memory goes back to the host, one of the costlier things a daemon does per byte).
+    local ticks=0 faults=0 p
     for i in $(seq 1 $((n + 1))); do
         p=$(pgrep -f "gquic-peer run --data $WORK/g$i " | head -1); [ -n "$p" ] && [ -r "/proc/$p/stat" ] || continue
         ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+        faults=$((faults + $(awk '{ print $10 }' "/proc/$p/stat")))
     done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$n" -v mib="$MIB" \
-        'BEGIN { printf "%.1f CPU-s in all daemons, %.2f CPU-s per GiB received\n", t / hz, t / hz / (n * mib / 1024) }' > "$WORK/cpu"
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$n" -v mib="$MIB" -v f="$faults" \
+        'BEGIN { printf "%.1f CPU-s in all daemons, %.2f CPU-s per GiB received, %.0f minor faults per MiB received\n", t / hz, t / hz / (n * mib / 1024), f / (n * mib) }' > "$WORK/cpu"
     for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM -f "gquic-peer run --data $WORK/g$i" || true; done
     sleep 0.5
 }
@@ -170,17 +174,19 @@ if [ "$MODE" = test ]; then
     exit 0
 fi
 
-command -v aria2c >/dev/null && command -v opentracker >/dev/null && command -v mktorrent >/dev/null \
-    || fail "the anchor needs aria2c, opentracker and mktorrent (make deps installs them)"
+ARIA=${ARIA:-1}
+if [ "$ARIA" != 0 ]; then command -v aria2c >/dev/null && command -v opentracker >/dev/null && command -v mktorrent >/dev/null \
+    || fail "the anchor needs aria2c, opentracker and mktorrent (make deps installs them)"; fi
 rate_bps=$(echo "$RATE" | awk '/mbit$/ { sub("mbit", ""); print $0 * 1e6; next } /gbit$/ { sub("gbit", ""); print $0 * 1e9; next } { print $0 }')
 echo "{" > "$JSON.tmp"; first=1
 for n in "${SIZES[@]}"; do
     bound=$(awk -v f=$((MIB << 20)) -v u="$rate_bps" -v n="$n" 'BEGIN { a = f * 8 / u; b = n * f * 8 / (u + n * u); printf "%.2f", (a > b) ? a : b }')
     echo "== N=$n: fluid lower bound max(F/u_s, N·F/(u_s+Σu_i)) = $bound s"
     ours=$(run_gquic "$n"); echo "$ours" | sed 's/^/   gquic peer /'; echo "   gquic: $(cat "$WORK/cpu")"
-    bt=$(run_aria "$n"); echo "$bt" | sed 's/^/   aria2c peer /'
     summary gquic "$n" "$ours" "$bound"
     summary "  (committed)" "$n" "$(echo "$ours" | awk '{ print $1, $4, $3 }')" "$bound"
+    [ "$ARIA" = 0 ] && continue
+    bt=$(run_aria "$n"); echo "$bt" | sed 's/^/   aria2c peer /'
     summary aria2c "$n" "$bt" "$bound"
     [ $first = 1 ] || echo "," >> "$JSON.tmp"; first=0
     printf '"N=%s": {"bound_s": %s, "gquic": [%s], "gquic_committed": [%s], "aria2c": [%s]}' "$n" "$bound" \
@@ -188,5 +194,7 @@ for n in "${SIZES[@]}"; do
         "$(echo "$ours" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $4 }')" \
         "$(echo "$bt" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')" >> "$JSON.tmp"
 done
-echo "}" >> "$JSON.tmp"; mv "$JSON.tmp" "$JSON"
+echo "}" >> "$JSON.tmp"
+if [ "$ARIA" = 0 ]; then rm -f "$JSON.tmp"; echo "no aria2c anchor (ARIA=0): $JSON left as it was (load average $(cut -d' ' -f1-3 /proc/loadavg))"; exit 0; fi
+mv "$JSON.tmp" "$JSON"
 echo "wrote $JSON (load average $(cut -d' ' -f1-3 /proc/loadavg))"
