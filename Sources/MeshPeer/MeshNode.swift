@@ -24,6 +24,8 @@ public final class MeshNode: @unchecked Sendable {
     private var progress: [Digest: SwarmProgress] = [:]
     private var finished: [Digest: Result<Void, PeerError>] = [:]
     private var waiters: [Digest: [CheckedContinuation<Result<Void, PeerError>, Never>]] = [:]
+    /// Threads blocked in `waitForBlob(_:timeout:)`, woken by `finish`.
+    private var blockedWaiters: [Digest: [DispatchSemaphore]] = [:]
     /// Blobs fetched along with a blob that references them.
     private var references: [Digest: [Digest]] = [:]
     /// When each fetch started, and how long finished ones took (start to committed, or failed).
@@ -287,6 +289,24 @@ public final class MeshNode: @unchecked Sendable {
         }
     }
 
+    /// Blocks the calling thread until `digest` is in the store, its fetch failed, or `timeout` passed;
+    /// true unless it timed out. For the control server's threads (`/v1/transfer?wait=`), which used to
+    /// poll the store every 10 ms for each waiting `get`.
+    public func waitForBlob(_ digest: Digest, timeout: Duration) -> Bool {
+        let sem = DispatchSemaphore(value: 0)
+        let ended = lock.withLock { () -> Bool in
+            if case .failure = finished[digest] { return true }
+            if store.hasBlob(digest) { return true }
+            blockedWaiters[digest, default: []].append(sem)
+            return false
+        }
+        if ended { return true }
+        let ms = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        if sem.wait(timeout: .now() + .milliseconds(ms)) == .success { return true }
+        lock.withLock { blockedWaiters[digest]?.removeAll { $0 === sem } }
+        return false
+    }
+
     /// Progress of fetching `digest`, including the blobs it references that are fetched with it
     /// (an OCI image's config and layers count toward its manifest's progress).
     public func transferProgress(_ digest: Digest) -> SwarmProgress? {
@@ -355,6 +375,7 @@ public final class MeshNode: @unchecked Sendable {
             finished[d] = r
             if let t0 = fetchStarted[d], fetchTook[d] == nil { fetchTook[d] = SystemClock().now() - t0 }
             if let p = progress[d], case .success = r { var q = p; q.done = true; q.bytesDone = q.bytesTotal; progress[d] = q }
+            for sem in blockedWaiters.removeValue(forKey: d) ?? [] { sem.signal() }
             return waiters.removeValue(forKey: d) ?? []
         }
         ws.forEach { $0.resume(returning: r) }
