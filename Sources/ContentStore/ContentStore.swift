@@ -452,14 +452,19 @@ public final class ContentStore: @unchecked Sendable {
     /// chunk is read back and verified, a file's bytes must hash to `manifest.digest`, each tree file to
     /// its entry's digest, and a tree's listing to `manifest.digest`. Throws `.missingChunk` naming the
     /// first absent chunk. Then evicts least-recently-used blobs if the store is over capacity.
-    public func commitBlob(_ manifest: BlobManifest) throws {
+    ///
+    /// `hashed`: the content's digest taken while the chunks arrived (`BlobContentHasher`). When it
+    /// covers this manifest's chunks and matches, the blob is not read back to hash it; otherwise
+    /// (partial, another chunk list, or a mismatch) the store hashes the blob itself, as without it.
+    public func commitBlob(_ manifest: BlobManifest, hashed: BlobContentHasher? = nil) throws {
         try manifest.validate()
         for c in manifest.chunks where !hasChunk(c.digest) {
             throw ContentStoreError.missingChunk(blob: manifest.digest, chunk: c.digest)
         }
         switch manifest.kind {
         case .file:
-            let actual = try hashOfChunks(manifest.chunks[...], expected: manifest.digest)
+            let early = hashed?.digest(for: manifest)
+            let actual = early == manifest.digest ? early! : try hashOfChunks(manifest.chunks[...], expected: manifest.digest)
             guard actual == manifest.digest else { throw ContentStoreError.digestMismatch("blob content", expected: manifest.digest, actual: actual) }
         case .tree:
             let spans = try manifest.fileChunkSpans()

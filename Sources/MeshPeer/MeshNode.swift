@@ -349,8 +349,12 @@ public final class MeshNode: @unchecked Sendable {
         switch e {
         case .progress(let p):
             lock.withLock { progress[p.blob] = p }
-        case .completed(let d):
-            logger.info("fetched \(d.short)")
+        case .completed(let d, let hashed):
+            if let (early, atCommit) = hashed {
+                logger.info("fetched \(d.short) (content hash: \(early >> 20) MiB taken while it arrived, \(atCommit >> 20) MiB at the commit)")
+            } else {
+                logger.info("fetched \(d.short)")
+            }
             if let m = try? store.manifest(for: d) {
                 // Holding it now: tell the cluster (outside the host's lock: hop to a task).
                 Task { self.announce(m) }

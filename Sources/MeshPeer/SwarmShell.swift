@@ -172,6 +172,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                 }
             }
             writing.written(batch, bytes: bytes)
+            writing.advanceHashes(blobs, store: store)
         }
         if waiting || backlog > SwarmShell.maxWritingBytes { writer.sync(execute: write) } else { writer.async(execute: write) }
     }
@@ -223,6 +224,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     var have = Bitfield(count: m.chunks.count)
                     for (i, c) in m.chunks.enumerated() where inFlight(c.digest) || store.hasChunk(c.digest) { have.insert(i) }
                     manifests[blob] = m
+                    if let bm = try? BlobManifest(wireBytes: m.extra), bm.kind == .file, bm.digest == blob { writing.hashContent(of: bm) }
                     openOutputs(m)
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
@@ -260,9 +262,15 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Commits a transferred blob to the store, then any blob that was waiting only for it.
     private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
         let blob = manifest.digest
+        // How much of the content's hash the writer has taken so far (after the batches queued).
+        let early = writer.sync { writing.state.withLock { $0.hashers[blob] }?.bytesHashed ?? 0 }
         flushChunks(waiting: true)   // every chunk durable before the manifest that names it
+        // The content's hash, taken while it arrived; what the last batch left is hashed now.
+        let hasher = writing.takeHasher(blob)
+        hasher?.advance(store: store, memory: writing.recentChunk)
+        let hashedEarly = hasher.flatMap { h in h.result.map { _ in (early, h.bytesHashed - early) } }
         do {
-            if !store.hasBlob(blob) { try store.commitBlob(manifest) }
+            if !store.hasBlob(blob) { try store.commitBlob(manifest, hashed: hasher) }
         } catch {
             failed(blob, "\(error)", now: now, &out)
             return
@@ -272,7 +280,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             guard let c = VerifiedChunk(try store.readChunk(d), expected: d) else { throw PeerError.protocolError("chunk \(d) read back corrupt") }
             return c
         }
-        onEvent(.completed(blob))
+        onEvent(.completed(blob, hashed: hashedEarly))
         for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() {
             guard var waiting = awaiting[parent] else { continue }
             waiting.missing.remove(blob)
@@ -288,6 +296,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// A blob could not be completed: so can no blob waiting for it.
     private func failed(_ blob: Digest, _ why: String, now: Instant, _ out: inout Outbox) {
         manifests[blob] = nil
+        _ = writing.takeHasher(blob)   // (if the writer is advancing it still, that ends harmlessly)
         awaiting[blob] = nil
         onEvent(.failed(blob, why))
         out.merge(swarm.blobCommitFailed(blob, now: now))
@@ -316,6 +325,8 @@ final class WriteBacklog: Sendable {
         var chunks: [Digest: [UInt8]] = [:]
         var bytes = 0
         var recent: [Digest: [UInt8]] = [:]
+        /// Content hashes of the file blobs being fetched, advanced by the writer after each batch.
+        var hashers: [Digest: BlobContentHasher] = [:]
         var recentOrder: [(Digest, Int)] = []
         var recentHead = 0
         var recentBytes = 0
@@ -349,6 +360,22 @@ final class WriteBacklog: Sendable {
 
     var holdsRecent: Bool { state.withLock { $0.recentBytes > 0 } }
 
+    func recentChunk(_ d: Digest) -> [UInt8]? { state.withLock { $0.recent[d] } }
+
+    /// Starts hashing `m`'s content as its chunks arrive (unless that has begun already).
+    func hashContent(of m: BlobManifest) {
+        state.withLock { w in if w.hashers[m.digest] == nil { w.hashers[m.digest] = BlobContentHasher(m) } }
+    }
+
+    /// Hashes what the last batch made contiguous, for each of `blobs` (on the writer thread).
+    func advanceHashes(_ blobs: some Sequence<Digest>, store: ContentStore) {
+        let hs = state.withLock { w in Set(blobs).compactMap { w.hashers[$0] } }
+        for h in hs { h.advance(store: store, memory: recentChunk) }
+    }
+
+    /// Removes and returns `blob`'s content hasher (at its commit, or when it failed).
+    func takeHasher(_ blob: Digest) -> BlobContentHasher? { state.withLock { $0.hashers.removeValue(forKey: blob) } }
+
     func forgetRecent() {
         state.withLock { w in
             w.recent = [:]
@@ -361,7 +388,8 @@ final class WriteBacklog: Sendable {
 
 enum SwarmShellEvent: Sendable {
     case progress(SwarmProgress)
-    case completed(Digest)
+    /// `hashed`: content bytes hashed while the blob arrived, and at its commit (nil: not hashed early).
+    case completed(Digest, hashed: (early: Int, atCommit: Int)?)
     case failed(Digest, String)
     /// `blob` arrived, and is committed once the blobs it references (fetched now) are in.
     case awaitingReferences(Digest, [Digest])

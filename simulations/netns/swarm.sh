@@ -89,6 +89,11 @@ print(j.get("export_seconds") or float(j["seconds"]) - float(j.get("transfer_sec
         rm -f "$WORK/g$i.out"
     done
     # CPU-seconds (user + system) of all daemons over the run, load-independent, unlike wall time.
+    # What the seed uploaded: the fluid bound assumes each byte of the blob leaves it once.
+    "$BIN/gquic-peer" status --data "$WORK/g1" --json 2>/dev/null | python3 -c 'import json, sys
+links = json.load(sys.stdin).get("links", [])
+sent = sum(sum(l.get("sent_bytes", {}).values()) for l in links)
+print("seed sent %.1f MiB over its links (%.3f× the blob)" % (sent / 2**20, sent / (int(sys.argv[1]) * 2**20)))' "$MIB" > "$WORK/seed" 2>/dev/null || true
     # Minor page faults too: each is a page of memory touched for the first time (on a VM whose
     # freed memory goes back to the host, one of the costlier things a daemon does per byte).
     local ticks=0 faults=0 p
@@ -183,6 +188,7 @@ for n in "${SIZES[@]}"; do
     bound=$(awk -v f=$((MIB << 20)) -v u="$rate_bps" -v n="$n" 'BEGIN { a = f * 8 / u; b = n * f * 8 / (u + n * u); printf "%.2f", (a > b) ? a : b }')
     echo "== N=$n: fluid lower bound max(F/u_s, N·F/(u_s+Σu_i)) = $bound s"
     ours=$(run_gquic "$n"); echo "$ours" | sed 's/^/   gquic peer /'; echo "   gquic: $(cat "$WORK/cpu")"
+    [ -s "$WORK/seed" ] && echo "   gquic: $(cat "$WORK/seed")"
     summary gquic "$n" "$ours" "$bound"
     summary "  (committed)" "$n" "$(echo "$ours" | awk '{ print $1, $4, $3 }')" "$bound"
     [ "$ARIA" = 0 ] && continue
