@@ -1,10 +1,12 @@
 import CNgtcp2
 
-/// A QUIC connection ID (up to 20 bytes). Our endpoints issue 16-byte IDs, so a short-header
-/// packet's destination ID can be read without state.
+/// A QUIC connection ID (up to 20 bytes). Our endpoints issue 8-byte IDs, so a short-header
+/// packet's destination ID can be read without state. Every 1-RTT packet carries one: 8 random
+/// bytes tell apart an endpoint's connections as well as 16 (no load balancer routes on them here),
+/// and a bulk transfer's packets are 8 bytes shorter (0.55% of a 1,452-byte packet).
 public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public let bytes: [UInt8]
-    public static let localLength = 16
+    public static let localLength = 8
 
     public init(bytes: [UInt8]) { self.bytes = bytes }
 

@@ -496,6 +496,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
                 out.send(to: peer, .interactive, SwarmMessage.reject(blob: blob, index: index, busy: true).frame)
                 return out
             }
+            if b.servedRound == 0 && b.wasLeftToPeers(i, by: peer) { b.round0Comebacks += 1 }
             b.countServed(i)
             b.leftToPeers[peer]?.remove(i)
             queueUpload(peer, blob, index, size: Int(b.manifest!.chunks[i].size))
@@ -739,6 +740,10 @@ final class BlobState: @unchecked Sendable {
     var servedRound = 0
     var atRound = 0
     var serveCursor = 0
+    /// Chunks this seed sent again before it had sent every chunk once (round 0), and how many of
+    /// those went to a requester coming back after a busy reject (for `debugDescription`).
+    var round0Repeats = 0
+    var round0Comebacks = 0
     /// Seeding: what each requester said it holds (its `have` and `haveMore` to this node).
     var peerHave: [NodeID: Bitfield] = [:]
     /// Seeding: chunks each requester was told to fetch from peers (a busy reject) and has not
@@ -788,6 +793,7 @@ final class BlobState: @unchecked Sendable {
     }
 
     func countServed(_ i: Int) {
+        if servedRound == 0 && served[i] > 0 { round0Repeats += 1 }
         if Int(served[i]) == servedRound {
             atRound -= 1
             if atRound == 0 { servedRound += 1; atRound = served.count }
@@ -1018,7 +1024,7 @@ extension SwarmCore {
             let s = b.sources[p]!
             lines.append("  src \(p.description.prefix(8)): has \(s.have?.setCount ?? -1), inflight \(s.inflight.keys.sorted().prefix(6)), thr \(Int(s.throughput)), rtt \(s.rtt), avoid \(s.avoid.count), link \(links.contains(p))")
         }
-        lines.append("  links \(links.count); served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count)")
+        lines.append("  links \(links.count); served round \(b.servedRound), \(b.atRound) chunks left in it, seeding \(b.seeding), downloading \(b.downloading), interested \(b.interested.count), substitutes \(substitutes.count), round-0 repeats \(b.round0Repeats) (comebacks \(b.round0Comebacks))")
         for p in b.interested {
             lines.append("  peer \(p.description.prefix(8)): peerHave \(b.peerHave[p]?.setCount ?? -1), link \(links.contains(p))")
         }

@@ -40,6 +40,9 @@ netns_up $((MAXN + 1))
 if [ -n "$RATE" ]; then for i in $(seq 1 $((MAXN + 1))); do netns_rate "$i" "$RATE"; done; fi
 echo "swarm: $((MAXN + 1)) namespaces up ($GQ_NETNS_SUBNET.0/24), blob $MIB MiB${RATE:+, upload $RATE per node}"
 
+# Bytes node 1 (the seed) has sent through its uplink's qdisc, frame headers included.
+seed_wire_bytes() { netns_exec 1 tc -s qdisc show dev eth0 | awk '/Sent/ { print $2; exit }'; }
+
 # run_gquic N: seed = node 1, peers = nodes 2..N+1; prints one line per peer
 # "i seconds ok|BAD committed": seconds until `get` has written its verified copy out of the store
 # (-o, not fsynced), committed = seconds until the blob was verified and committed in the store (the same minus
@@ -70,6 +73,7 @@ run_gquic() {
     # Like aria2c, which writes into its file and does not fsync it, the copy is not fsynced
     # (--no-sync; gquic-fetch builds without the flag fsync it). The store's copy is durable anyway.
     local nosync=(); "$BIN/gquic-fetch" get --help 2>&1 | grep -q -- --no-sync && nosync=(--no-sync)
+    local wire0; wire0=$(seed_wire_bytes)
     local t0; t0=$(now)
     for i in $(seq 2 $((n + 1))); do
         ( "$BIN/gquic-fetch" get --data "$WORK/g$i" "$d" -o "$WORK/g$i.out" "${nosync[@]}" --json >"$WORK/g$i.get.json" 2>"$WORK/g$i.get.err"
@@ -93,7 +97,9 @@ print(j.get("export_seconds") or float(j["seconds"]) - float(j.get("transfer_sec
     "$BIN/gquic-peer" status --data "$WORK/g1" --json 2>/dev/null | python3 -c 'import json, sys
 links = json.load(sys.stdin).get("links", [])
 sent = sum(sum(l.get("sent_bytes", {}).values()) for l in links)
-print("seed sent %.1f MiB over its links (%.3f× the blob)" % (sent / 2**20, sent / (int(sys.argv[1]) * 2**20)))' "$MIB" > "$WORK/seed" 2>/dev/null || true
+wire = int(sys.argv[2])
+print("seed sent %.1f MiB over its links (%.3f× the blob), %.1f MiB on the wire (%.3f×: with packet headers, ACKs, retransmissions)"
+      % (sent / 2**20, sent / (int(sys.argv[1]) * 2**20), wire / 2**20, wire / (int(sys.argv[1]) * 2**20)))' "$MIB" $(( $(seed_wire_bytes) - wire0 )) > "$WORK/seed" 2>/dev/null || true
     # Minor page faults too: each is a page of memory touched for the first time (on a VM whose
     # freed memory goes back to the host, one of the costlier things a daemon does per byte).
     local ticks=0 faults=0 p
