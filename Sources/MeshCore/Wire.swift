@@ -133,10 +133,10 @@ public struct WireReader: Sendable {
     public mutating func fixed<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
         let size = MemoryLayout<T>.size
         try need(size)
-        var v: T = 0
-        for i in 0..<size { v = v << 8 | T(truncatingIfNeeded: buffer[offset + i]) }
+        let at = offset
+        let raw = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: T.self) }
         offset += size
-        return v
+        return T(bigEndian: raw)
     }
 
     public mutating func raw(count: Int) throws(WireError) -> [UInt8] {
