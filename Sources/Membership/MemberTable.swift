@@ -68,52 +68,62 @@ public final class MemberDirectory: Sendable {
     }
 }
 
+/// The keyed bucket hash the two NodeID tables below use. IDs are hashes of public keys, which a
+/// peer can grind, so the bucket comes from the ID mixed with a key drawn when a table is made, not
+/// from its raw bits. (`Dictionary`/`Set` of `NodeID` hashed all 32 bytes with SipHash on every
+/// lookup: ~4% of a 10,000-node simulation for the directory, ~3% for the core's link set.) A
+/// table's layout decides only where an entry sits, never what a lookup answers, so it cannot
+/// change a run.
+struct NodeIDHash {
+    typealias Words = (UInt64, UInt64, UInt64, UInt64)
+    private let k0: UInt64, k1: UInt64, k2: UInt64, k3: UInt64
+
+    init() {
+        var g = SystemRandomNumberGenerator()
+        (k0, k1, k2, k3) = (g.next(), g.next(), g.next(), g.next() | 1)
+    }
+
+    @inline(__always) static func words(_ id: NodeID) -> Words {
+        withUnsafeBytes(of: id) { raw in
+            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        }
+    }
+
+    @inline(__always) func callAsFunction(_ w: Words) -> UInt64 {
+        var h = ((w.0 ^ k0) &* 0x9e37_79b9_7f4a_7c15) ^ ((w.1 ^ k1) &* 0xc2b2_ae3d_27d4_eb4f)
+        h ^= ((w.2 ^ k2) &* 0x1656_67b1_9e37_79f9) ^ (w.3 &* k3)
+        h ^= h >> 29
+        h &*= 0xbf58_476d_1ce4_e5b9
+        h ^= h >> 32
+        return h
+    }
+}
+
+@inline(__always) private func same(_ a: NodeIDHash.Words, _ b: NodeIDHash.Words) -> Bool {
+    a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
+}
+
 /// NodeID → directory number, insert-only: open addressing with linear probing, the whole ID in the
-/// cell (one cache line per probe). IDs are hashes of public keys, which a peer can grind, so the
-/// bucket comes from the ID mixed with a key drawn when the table is made, not from its raw bits.
-/// (`Dictionary<NodeID, _>` hashed all 32 bytes with SipHash on every lookup: ~4% of a
-/// 10,000-node simulation, where every received record looks up its node.) The layout only decides
-/// where a number is stored, never which number an ID gets, so it cannot change a run.
+/// cell (one cache line per probe), hashed by `NodeIDHash`.
 struct NodeNumbers {
     private struct Cell {
-        var w: SIMD4<UInt64> = .zero
+        var w: NodeIDHash.Words = (0, 0, 0, 0)
         var n: UInt32 = .max // .max: free
     }
     private var cells: [Cell] = []
     private var mask = -1
     private var count = 0
-    private let key: SIMD4<UInt64>
-
-    init() {
-        var g = SystemRandomNumberGenerator()
-        key = SIMD4(g.next(), g.next(), g.next(), g.next() | 1)
-    }
-
-    @inline(__always) private static func words(_ id: NodeID) -> SIMD4<UInt64> {
-        withUnsafeBytes(of: id) { raw in
-            SIMD4(raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                  raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-        }
-    }
-
-    @inline(__always) private func home(_ w: SIMD4<UInt64>) -> Int {
-        let x = w ^ key
-        var h = (x[0] &* 0x9e37_79b9_7f4a_7c15) ^ (x[1] &* 0xc2b2_ae3d_27d4_eb4f)
-        h ^= (x[2] &* 0x1656_67b1_9e37_79f9) ^ (x[3] &* key[3])
-        h ^= h >> 29
-        h &*= 0xbf58_476d_1ce4_e5b9
-        h ^= h >> 32
-        return Int(truncatingIfNeeded: h) & mask
-    }
+    private let hash = NodeIDHash()
 
     func find(_ id: NodeID) -> UInt32? {
         guard count > 0 else { return nil }
-        let w = Self.words(id)
-        var i = home(w)
+        let w = NodeIDHash.words(id)
+        var i = Int(truncatingIfNeeded: hash(w)) & mask
         while true {
             let c = cells[i]
             if c.n == .max { return nil }
-            if c.w == w { return c.n }
+            if same(c.w, w) { return c.n }
             i = (i + 1) & mask
         }
     }
@@ -126,14 +136,89 @@ struct NodeNumbers {
             mask = cells.count - 1
             for c in old where c.n != .max { place(c.w, c.n) }
         }
-        place(Self.words(id), n)
+        place(NodeIDHash.words(id), n)
         count += 1
     }
 
-    private mutating func place(_ w: SIMD4<UInt64>, _ n: UInt32) {
-        var i = home(w)
+    private mutating func place(_ w: NodeIDHash.Words, _ n: UInt32) {
+        var i = Int(truncatingIfNeeded: hash(w)) & mask
         while cells[i].n != .max { i = (i + 1) & mask }
         cells[i] = Cell(w: w, n: n)
+    }
+}
+
+/// A set of node IDs (a core's open links; every message received inserts its sender and every
+/// message sent asks for its receiver): open addressing with linear probing and backward-shift
+/// deletion, 32 bytes a cell, hashed by `NodeIDHash`. The all-zero ID marks a free cell and is
+/// kept in a flag of its own.
+struct NodeIDSet {
+    private var cells: [NodeIDHash.Words] = []
+    private var mask = -1
+    private var stored = 0
+    private var hasZero = false
+    private let hash = NodeIDHash()
+
+    var count: Int { stored + (hasZero ? 1 : 0) }
+
+    @inline(__always) private static func isFree(_ w: NodeIDHash.Words) -> Bool { w.0 | w.1 | w.2 | w.3 == 0 }
+    @inline(__always) private func home(_ w: NodeIDHash.Words) -> Int { Int(truncatingIfNeeded: hash(w)) & mask }
+
+    private func index(_ w: NodeIDHash.Words) -> Int? {
+        guard stored > 0 else { return nil }
+        var i = home(w)
+        while true {
+            let c = cells[i]
+            if Self.isFree(c) { return nil }
+            if same(c, w) { return i }
+            i = (i + 1) & mask
+        }
+    }
+
+    func contains(_ id: NodeID) -> Bool {
+        let w = NodeIDHash.words(id)
+        return Self.isFree(w) ? hasZero : index(w) != nil
+    }
+
+    mutating func insert(_ id: NodeID) {
+        let w = NodeIDHash.words(id)
+        if Self.isFree(w) { hasZero = true; return }
+        if index(w) != nil { return }
+        if (stored + 1) * 4 > cells.count * 3 {
+            let old = cells
+            cells = Array(repeating: (0, 0, 0, 0), count: Swift.max(16, cells.count * 2))
+            mask = cells.count - 1
+            for c in old where !Self.isFree(c) { place(c) }
+        }
+        place(w)
+        stored += 1
+    }
+
+    private mutating func place(_ w: NodeIDHash.Words) {
+        var i = home(w)
+        while !Self.isFree(cells[i]) { i = (i + 1) & mask }
+        cells[i] = w
+    }
+
+    mutating func remove(_ id: NodeID) {
+        let w = NodeIDHash.words(id)
+        if Self.isFree(w) { hasZero = false; return }
+        guard var i = index(w) else { return }
+        stored -= 1
+        // Backward-shift deletion: later cells of the probe run move into the hole.
+        var j = i
+        while true {
+            j = (j + 1) & mask
+            let c = cells[j]
+            if Self.isFree(c) { break }
+            let h = home(c)
+            // The cell at j stays unless its home lies cyclically outside (i, j].
+            let stays = i <= j ? (h > i && h <= j) : (h > i || h <= j)
+            if !stays {
+                cells[i] = c
+                i = j
+            }
+        }
+        cells[i] = (0, 0, 0, 0)
     }
 }
 

@@ -126,7 +126,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var nextReconnectAt: Instant = .distantFuture
     private var nextReapAt: Instant = .distantFuture
 
-    private var links: Set<NodeID> = []
+    private var links = NodeIDSet()
     private var queued: [NodeID: [(message: PeerMessage, until: Instant)]] = [:]
     private var lastDial: [PeerAddress: Instant] = [:]
     private var joinDials: Set<PeerAddress> = []
