@@ -414,7 +414,48 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func tickBody(now: Instant, _ out: inout Outbox) {
         guard started else { return }
+        // Probes, relays and suspicions act only once one of their deadlines has come, and the
+        // earliest of those is kept (`timersNext`): before it, the three scans below would find
+        // nothing to do. (Each scan sorts its keys and copies every timer; while 10,000 nodes join
+        // a member holds hundreds of suspicions, and most ticks are for probes and gossip.)
+        refreshTimers()
+        if now >= timersNext { runTimers(now: now, &out) }
+        if now >= nextProbeAt {
+            if !leaving { probeNext(now: now, &out) }
+            nextProbeAt = now + scaled(settings.probe.interval)
+        }
+        if now >= nextGossipAt && !broadcasts.isEmpty {
+            gossipRound(now: now, &out)
+            nextGossipAt = now + settings.gossip.interval
+        }
+        if now >= nextPushPullAt && !pushPullStaggered {
+            // Members that start together (a cluster booted at once, a mass restart, a simulated
+            // cluster formed in one step) would otherwise sync together, one interval apart for
+            // ever: at 10,000 members that is 10^4 full states of 10^4 records in the same second.
+            // memberlist staggers its first push-pull over the interval; here the interval is the
+            // one scaled to the cluster this member knows by now, not the size-1 one at start.
+            pushPullStaggered = true
+            nextPushPullAt = now + stagger(pushPullInterval())
+        }
+        if now >= nextPushPullAt {
+            if !leaving, let peer = randomMembers(1, excluding: nil, where: { st, _ in st == .alive }).first {
+                sendPushPull(to: peer, now: now, &out)
+            }
+            nextPushPullAt = now + pushPullInterval()
+        }
+        if now >= nextReconnectAt {
+            if !leaving { reconnect(now: now, &out) }
+            nextReconnectAt = now + settings.reconnect.interval
+        }
+        if now >= nextReapAt {
+            reap(now: now)
+            nextReapAt = now + Self.reapInterval
+        }
+        return
+    }
 
+    /// The probe, relay and suspicion deadlines that have come (`tickBody`).
+    private mutating func runTimers(now: Instant, _ out: inout Outbox) {
         // Probe phases.
         for seq in probes.keys.sorted() {
             guard let probe = probes[seq] else { continue }
@@ -477,38 +518,21 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             suspicions[slot]?.finalProbe = true
             startProbe(slot, final: true, now: now, &out)
         }
-        if now >= nextProbeAt {
-            if !leaving { probeNext(now: now, &out) }
-            nextProbeAt = now + scaled(settings.probe.interval)
+    }
+
+    /// Recomputes `timersNext` if probes, relays, suspicions or local health changed since.
+    private mutating func refreshTimers() {
+        guard timersDirty else { return }
+        var t = Instant.distantFuture
+        for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
+        // (A relay also expires un-nacked if a setting puts its nack after its expiry.)
+        for r in relays.values { t = min(t, r.nacked ? r.expiresAt : min(r.nackAt, r.expiresAt)) }
+        let lead = lastChanceLead
+        for s in suspicions.values {
+            if s.finalFailed { t = min(t, s.deadline) } else if !s.finalProbe { t = min(t, s.lastChanceAt(lead: lead)) }
         }
-        if now >= nextGossipAt && !broadcasts.isEmpty {
-            gossipRound(now: now, &out)
-            nextGossipAt = now + settings.gossip.interval
-        }
-        if now >= nextPushPullAt && !pushPullStaggered {
-            // Members that start together (a cluster booted at once, a mass restart, a simulated
-            // cluster formed in one step) would otherwise sync together, one interval apart for
-            // ever: at 10,000 members that is 10^4 full states of 10^4 records in the same second.
-            // memberlist staggers its first push-pull over the interval; here the interval is the
-            // one scaled to the cluster this member knows by now, not the size-1 one at start.
-            pushPullStaggered = true
-            nextPushPullAt = now + stagger(pushPullInterval())
-        }
-        if now >= nextPushPullAt {
-            if !leaving, let peer = randomMembers(1, excluding: nil, where: { st, _ in st == .alive }).first {
-                sendPushPull(to: peer, now: now, &out)
-            }
-            nextPushPullAt = now + pushPullInterval()
-        }
-        if now >= nextReconnectAt {
-            if !leaving { reconnect(now: now, &out) }
-            nextReconnectAt = now + settings.reconnect.interval
-        }
-        if now >= nextReapAt {
-            reap(now: now)
-            nextReapAt = now + Self.reapInterval
-        }
-        return
+        timersNext = t
+        timersDirty = false
     }
 
     /// Leaves the cluster gracefully: announces `left` with a new incarnation to several members at
@@ -1129,17 +1153,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // Gossip rounds wake the node only while there is something to gossip (a round with an
         // empty queue sends nothing; at 10,000 simulated nodes those wake-ups were a third of all events).
         let next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
-        if timersDirty {
-            var t = Instant.distantFuture
-            for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
-            for r in relays.values { t = min(t, r.nacked ? r.expiresAt : r.nackAt) }
-            let lead = lastChanceLead
-            for s in suspicions.values {
-                if s.finalFailed { t = min(t, s.deadline) } else if !s.finalProbe { t = min(t, s.lastChanceAt(lead: lead)) }
-            }
-            timersNext = t
-            timersDirty = false
-        }
+        refreshTimers()
         out.wake(at: min(next, timersNext))
     }
 }
