@@ -25,7 +25,7 @@ struct BroadcastQueue: Sendable {
         var from: UInt32
     }
     private var buckets: [[Entry]] = []
-    private var live = SlotMap<Live>()
+    private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0, from: 0))
     /// Tokens tell a bucket entry from a stale one; they wrap after 2^32 placements, and an entry
     /// would have to sit unread through all of them to be mistaken.
     private var counter: UInt32 = 0
@@ -133,13 +133,18 @@ struct BroadcastQueue: Sendable {
 /// hash is safe. Nothing iterates it, so its layout cannot change what a core does.
 struct SlotMap<Value: Sendable>: Sendable {
     private struct Cell: Sendable {
-        var key: Int32   // `SlotMap.empty` marks a free cell
-        var value: Value?
+        var key: Int32   // `SlotMap.empty` marks a free cell (its value is the placeholder)
+        var value: Value
     }
     private var cells: [Cell] = []
     private var mask = -1
     private(set) var count = 0
+    private let placeholder: Value
     private static var empty: Int32 { Int32.min }
+
+    /// - Parameter placeholder: what free cells hold (values are stored unwrapped, so a cell of
+    ///   the broadcast queue is 16 bytes, not 20).
+    init(placeholder: Value) { self.placeholder = placeholder }
 
     var isEmpty: Bool { count == 0 }
 
@@ -159,7 +164,7 @@ struct SlotMap<Value: Sendable>: Sendable {
     }
 
     subscript(key: Int32) -> Value? {
-        get { find(key).flatMap { cells[$0].value } }
+        get { find(key).map { cells[$0].value } }
         set {
             if let v = newValue { insert(key, v) } else { _ = removeValue(forKey: key) }
         }
@@ -168,7 +173,7 @@ struct SlotMap<Value: Sendable>: Sendable {
     /// Updates an item in place (nothing happens if it is absent).
     @inline(__always) mutating func modify(_ key: Int32, _ body: (inout Value) -> Void) {
         guard let i = find(key) else { return }
-        body(&cells[i].value!)
+        body(&cells[i].value)
     }
 
     private mutating func insert(_ key: Int32, _ value: Value) {
@@ -184,10 +189,10 @@ struct SlotMap<Value: Sendable>: Sendable {
     private mutating func grow() {
         let old = cells
         let size = Swift.max(16, cells.count * 2)
-        cells = Array(repeating: Cell(key: Self.empty, value: nil), count: size)
+        cells = Array(repeating: Cell(key: Self.empty, value: placeholder), count: size)
         mask = size - 1
         count = 0
-        for c in old where c.key != Self.empty { insert(c.key, c.value!) }
+        for c in old where c.key != Self.empty { insert(c.key, c.value) }
     }
 
     /// Removes `key`; true if it was present.
@@ -209,7 +214,7 @@ struct SlotMap<Value: Sendable>: Sendable {
                 i = j
             }
         }
-        cells[i] = Cell(key: Self.empty, value: nil)
+        cells[i] = Cell(key: Self.empty, value: placeholder)
         return true
     }
 }

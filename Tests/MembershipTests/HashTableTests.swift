@@ -8,7 +8,7 @@ import MeshCore
 @Suite struct HashTableTests {
     @Test func slotMapAgreesWithADictionary() {
         var rng = SeededRandom(seed: 21)
-        var map = SlotMap<UInt64>()
+        var map = SlotMap<UInt64>(placeholder: 0)
         var model: [Int32: UInt64] = [:]
         for step in 0..<60_000 {
             // Keys from a small range so inserts, replacements and removals collide often; -1 is
