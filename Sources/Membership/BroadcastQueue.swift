@@ -74,9 +74,9 @@ struct BroadcastQueue: Sendable {
     /// Picks updates that fit `byteBudget` (`size` gives one update's encoded size), counting one
     /// transmission each and dropping those that reached `limit`. `first`, if queued, goes first
     /// (Lifeguard's buddy system: a suspect hears of its suspicion in the very ping that probes it).
-    /// Returns (slot, suspector node number + 1) pairs.
+    /// Returns (slot, suspector node number + 1, transmissions before this one).
     mutating func take(byteBudget: Int, maxCount: Int, limit: Int, first: Int32? = nil,
-                       size: (Int32, UInt32) -> Int) -> [(slot: Int32, from: UInt32)] {
+                       size: (Int32, UInt32) -> Int) -> [(slot: Int32, from: UInt32, transmits: Int)] {
         guard !live.isEmpty, byteBudget > 0, maxCount > 0 else { return [] }
         var chosen: [(slot: Int32, from: UInt32, transmits: Int)] = []
         chosen.reserveCapacity(16)
@@ -108,14 +108,11 @@ struct BroadcastQueue: Sendable {
             buckets[t].append(contentsOf: kept.reversed())
             t += 1
         }
-        var out: [(slot: Int32, from: UInt32)] = []
-        out.reserveCapacity(chosen.count)
         for c in chosen {
-            out.append((c.slot, c.from))
             if c.transmits + 1 >= limit { _ = live.removeValue(forKey: c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
         }
         if stale > live.count + 1_024 { compact() }
-        return out
+        return chosen
     }
 
     private mutating func compact() {

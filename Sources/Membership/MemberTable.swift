@@ -224,21 +224,26 @@ struct NodeIDSet {
 
 /// One core's members: a slot per member, ~21 bytes a member.
 ///
-/// Slot fields: the interned endpoint (node, generation, address), the incarnation, and when the
-/// status last changed (deciseconds since the core started), together in one 16-byte record (a
+/// Slot fields: the interned endpoint (node, generation, address), when the status last changed
+/// (deciseconds since the core started) and the incarnation, together in one 12-byte record (a
 /// received record about a known member is checked against its version with one cache line of the
-/// table instead of one per field); the status in an array of its own (scans read only it). A node
-/// number → slot map is a dense array over the directory's numbers. Freed slots are reused;
-/// iteration is in slot order, so it depends only on what this core saw, never on the shared
-/// directory.
+/// table instead of one per field); the status in an array of its own (scans read only it). An
+/// incarnation grows by one per refutation, so 32 bits hold every real one; a larger one (the wire
+/// allows up to 2^62 − 1, and a peer may claim any) is kept whole in a side table. A node number →
+/// slot map is a dense array over the directory's numbers. Freed slots are reused; iteration is in
+/// slot order, so it depends only on what this core saw, never on the shared directory.
 struct MemberTable {
     struct Record {
         var endpoint: UInt32
         var since: UInt32
-        var incarnation: UInt64
+        /// The incarnation, or `MemberTable.wide` if it is in `wideIncarnations`.
+        var incarnation: UInt32
     }
     static let free: UInt8 = 0xff
+    /// Marks an incarnation too large for the record.
+    static let wide: UInt32 = .max
     private var records: [Record] = []
+    private var wideIncarnations: [Int32: UInt64] = [:]
     private(set) var statuses: [UInt8] = []
     /// Node number → slot + 1 (0: not a member).
     private var slotOf: [UInt32] = []
@@ -256,12 +261,15 @@ struct MemberTable {
     @inline(__always) func status(_ s: Int32) -> MemberStatus? { MemberStatus(rawValue: statuses[Int(s)]) }
     @inline(__always) func isUsed(_ s: Int32) -> Bool { statuses[Int(s)] != Self.free }
     @inline(__always) func endpoint(_ s: Int32) -> UInt32 { records[Int(s)].endpoint }
-    @inline(__always) func incarnation(_ s: Int32) -> UInt64 { records[Int(s)].incarnation }
     @inline(__always) func since(_ s: Int32) -> UInt32 { records[Int(s)].since }
+    @inline(__always) func incarnation(_ s: Int32) -> UInt64 {
+        let i = records[Int(s)].incarnation
+        return i == Self.wide ? wideIncarnations[s]! : UInt64(i)
+    }
 
     mutating func insert(node: UInt32, endpoint: UInt32, incarnation: UInt64, status: MemberStatus, since t: UInt32) -> Int32 {
         let s: Int32
-        let r = Record(endpoint: endpoint, since: t, incarnation: incarnation)
+        let r = Record(endpoint: endpoint, since: t, incarnation: 0)
         if let f = freeSlots.popLast() {
             s = f
             records[Int(s)] = r
@@ -271,6 +279,7 @@ struct MemberTable {
             Self.grow(&records); records.append(r)
             Self.grow(&statuses); statuses.append(status.rawValue)
         }
+        set(s, incarnation: incarnation)
         let i = Int(node)
         if i >= slotOf.count {
             slotOf.reserveCapacity(Swift.max(i + 1, slotOf.count + slotOf.count / 4 + 16))
@@ -283,13 +292,22 @@ struct MemberTable {
 
     mutating func remove(_ s: Int32, node: UInt32) {
         statuses[Int(s)] = Self.free
+        set(s, incarnation: 0)
         slotOf[Int(node)] = 0
         freeSlots.append(s)
         count -= 1
     }
 
     mutating func set(_ s: Int32, endpoint: UInt32) { records[Int(s)].endpoint = endpoint }
-    mutating func set(_ s: Int32, incarnation: UInt64) { records[Int(s)].incarnation = incarnation }
+    mutating func set(_ s: Int32, incarnation: UInt64) {
+        if records[Int(s)].incarnation == Self.wide { wideIncarnations[s] = nil }
+        if incarnation >= UInt64(Self.wide) {
+            records[Int(s)].incarnation = Self.wide
+            wideIncarnations[s] = incarnation
+        } else {
+            records[Int(s)].incarnation = UInt32(incarnation)
+        }
+    }
     mutating func set(_ s: Int32, status: MemberStatus, since t: UInt32) {
         statuses[Int(s)] = status.rawValue
         records[Int(s)].since = t

@@ -70,4 +70,34 @@ import MeshCore
         }
         #expect(numbers.find(NodeID(digest: Digest.of(Array("absent".utf8)))) == nil)
     }
+
+    @Test func memberTableKeepsEveryIncarnationWhole() {
+        // Records hold 32-bit incarnations; larger ones (up to the varint limit) live in a side
+        // table. Every value reads back exactly, through updates, removal and slot reuse.
+        var table = MemberTable()
+        var rng = SeededRandom(seed: 23)
+        let edges: [UInt64] = [0, 1, UInt64(UInt32.max) - 1, UInt64(UInt32.max), UInt64(UInt32.max) + 1, (1 << 62) - 1]
+        var model: [UInt32: (slot: Int32, inc: UInt64)] = [:]
+        for step in 0..<20_000 {
+            let node = UInt32(rng.next() % 300)
+            let inc = rng.next() % 3 == 0 ? edges[Int(rng.next() % UInt64(edges.count))] : rng.next() >> (2 + rng.next() % 62)
+            if let m = model[node] {
+                if rng.next() % 4 == 0 {
+                    table.remove(m.slot, node: node); model[node] = nil
+                } else {
+                    table.set(m.slot, incarnation: inc); model[node] = (m.slot, inc)
+                }
+            } else {
+                let s = table.insert(node: node, endpoint: UInt32(step), incarnation: inc, status: .alive, since: 7)
+                model[node] = (s, inc)
+            }
+            if step % 101 == 0 {
+                for (node, m) in model where table.slot(ofNode: node) != m.slot || table.incarnation(m.slot) != m.inc {
+                    Issue.record("step \(step): node \(node) reads \(table.incarnation(m.slot)), expected \(m.inc)")
+                    return
+                }
+            }
+        }
+        #expect(table.count == model.count)
+    }
 }
