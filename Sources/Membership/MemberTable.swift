@@ -17,7 +17,7 @@ public final class MemberDirectory: Sendable {
     }
     private struct State {
         var ids: [NodeID] = []
-        var idIndex: [NodeID: UInt32] = [:]
+        var idIndex = NodeNumbers()
         var endpoints: [Endpoint] = []
         var endpointIndex: [Endpoint: UInt32] = [:]
     }
@@ -33,16 +33,16 @@ public final class MemberDirectory: Sendable {
 
     func intern(_ id: NodeID) -> UInt32? {
         state.withLock { s in
-            if let n = s.idIndex[id] { return n }
+            if let n = s.idIndex.find(id) { return n }
             guard s.ids.count < limit else { return nil }
             let n = UInt32(s.ids.count)
             s.ids.append(id)
-            s.idIndex[id] = n
+            s.idIndex.insert(id, n)
             return n
         }
     }
 
-    func existing(_ id: NodeID) -> UInt32? { state.withLock { $0.idIndex[id] } }
+    func existing(_ id: NodeID) -> UInt32? { state.withLock { $0.idIndex.find(id) } }
 
     func id(_ n: UInt32) -> NodeID { state.withLock { $0.ids[Int(n)] } }
 
@@ -68,24 +68,189 @@ public final class MemberDirectory: Sendable {
     }
 }
 
-/// One core's members: a slot per member, structure of arrays, ~25 bytes a member.
+/// The keyed bucket hash the two NodeID tables below use. IDs are hashes of public keys, which a
+/// peer can grind, so the bucket comes from the ID mixed with a key drawn when a table is made, not
+/// from its raw bits. (`Dictionary`/`Set` of `NodeID` hashed all 32 bytes with SipHash on every
+/// lookup: ~4% of a 10,000-node simulation for the directory, ~3% for the core's link set.) A
+/// table's layout decides only where an entry sits, never what a lookup answers, so it cannot
+/// change a run.
+struct NodeIDHash {
+    typealias Words = (UInt64, UInt64, UInt64, UInt64)
+    private let k0: UInt64, k1: UInt64, k2: UInt64, k3: UInt64
+
+    init() {
+        var g = SystemRandomNumberGenerator()
+        (k0, k1, k2, k3) = (g.next(), g.next(), g.next(), g.next() | 1)
+    }
+
+    @inline(__always) static func words(_ id: NodeID) -> Words {
+        withUnsafeBytes(of: id) { raw in
+            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        }
+    }
+
+    @inline(__always) func callAsFunction(_ w: Words) -> UInt64 {
+        var h = ((w.0 ^ k0) &* 0x9e37_79b9_7f4a_7c15) ^ ((w.1 ^ k1) &* 0xc2b2_ae3d_27d4_eb4f)
+        h ^= ((w.2 ^ k2) &* 0x1656_67b1_9e37_79f9) ^ (w.3 &* k3)
+        h ^= h >> 29
+        h &*= 0xbf58_476d_1ce4_e5b9
+        h ^= h >> 32
+        return h
+    }
+}
+
+@inline(__always) private func same(_ a: NodeIDHash.Words, _ b: NodeIDHash.Words) -> Bool {
+    a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
+}
+
+/// NodeID → directory number, insert-only: open addressing with linear probing, the whole ID in the
+/// cell (one cache line per probe), hashed by `NodeIDHash`.
+struct NodeNumbers {
+    private struct Cell {
+        var w: NodeIDHash.Words = (0, 0, 0, 0)
+        var n: UInt32 = .max // .max: free
+    }
+    private var cells: [Cell] = []
+    private var mask = -1
+    private var count = 0
+    private let hash = NodeIDHash()
+
+    func find(_ id: NodeID) -> UInt32? {
+        guard count > 0 else { return nil }
+        let w = NodeIDHash.words(id)
+        var i = Int(truncatingIfNeeded: hash(w)) & mask
+        while true {
+            let c = cells[i]
+            if c.n == .max { return nil }
+            if same(c.w, w) { return c.n }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// Adds `id` (which must be absent) as number `n`.
+    mutating func insert(_ id: NodeID, _ n: UInt32) {
+        if (count + 1) * 2 > cells.count {
+            let old = cells
+            cells = Array(repeating: Cell(), count: Swift.max(64, cells.count * 2))
+            mask = cells.count - 1
+            for c in old where c.n != .max { place(c.w, c.n) }
+        }
+        place(NodeIDHash.words(id), n)
+        count += 1
+    }
+
+    private mutating func place(_ w: NodeIDHash.Words, _ n: UInt32) {
+        var i = Int(truncatingIfNeeded: hash(w)) & mask
+        while cells[i].n != .max { i = (i + 1) & mask }
+        cells[i] = Cell(w: w, n: n)
+    }
+}
+
+/// A set of node IDs (a core's open links; every message received inserts its sender and every
+/// message sent asks for its receiver): open addressing with linear probing and backward-shift
+/// deletion, 32 bytes a cell, hashed by `NodeIDHash`. The all-zero ID marks a free cell and is
+/// kept in a flag of its own.
+struct NodeIDSet {
+    private var cells: [NodeIDHash.Words] = []
+    private var mask = -1
+    private var stored = 0
+    private var hasZero = false
+    private let hash = NodeIDHash()
+
+    var count: Int { stored + (hasZero ? 1 : 0) }
+
+    @inline(__always) private static func isFree(_ w: NodeIDHash.Words) -> Bool { w.0 | w.1 | w.2 | w.3 == 0 }
+    @inline(__always) private func home(_ w: NodeIDHash.Words) -> Int { Int(truncatingIfNeeded: hash(w)) & mask }
+
+    private func index(_ w: NodeIDHash.Words) -> Int? {
+        guard stored > 0 else { return nil }
+        var i = home(w)
+        while true {
+            let c = cells[i]
+            if Self.isFree(c) { return nil }
+            if same(c, w) { return i }
+            i = (i + 1) & mask
+        }
+    }
+
+    func contains(_ id: NodeID) -> Bool {
+        let w = NodeIDHash.words(id)
+        return Self.isFree(w) ? hasZero : index(w) != nil
+    }
+
+    mutating func insert(_ id: NodeID) {
+        let w = NodeIDHash.words(id)
+        if Self.isFree(w) { hasZero = true; return }
+        if index(w) != nil { return }
+        if (stored + 1) * 4 > cells.count * 3 {
+            let old = cells
+            cells = Array(repeating: (0, 0, 0, 0), count: Swift.max(16, cells.count * 2))
+            mask = cells.count - 1
+            for c in old where !Self.isFree(c) { place(c) }
+        }
+        place(w)
+        stored += 1
+    }
+
+    private mutating func place(_ w: NodeIDHash.Words) {
+        var i = home(w)
+        while !Self.isFree(cells[i]) { i = (i + 1) & mask }
+        cells[i] = w
+    }
+
+    mutating func remove(_ id: NodeID) {
+        let w = NodeIDHash.words(id)
+        if Self.isFree(w) { hasZero = false; return }
+        guard var i = index(w) else { return }
+        stored -= 1
+        // Backward-shift deletion: later cells of the probe run move into the hole.
+        var j = i
+        while true {
+            j = (j + 1) & mask
+            let c = cells[j]
+            if Self.isFree(c) { break }
+            let h = home(c)
+            // The cell at j stays unless its home lies cyclically outside (i, j].
+            let stays = i <= j ? (h > i && h <= j) : (h > i || h <= j)
+            if !stays {
+                cells[i] = c
+                i = j
+            }
+        }
+        cells[i] = (0, 0, 0, 0)
+    }
+}
+
+/// One core's members: a slot per member, ~21 bytes a member.
 ///
-/// Slot fields: the interned endpoint (node, generation, address), the incarnation, the status, and
-/// when the status last changed (deciseconds since the core started). A node number → slot map is a
-/// dense array over the directory's numbers. Freed slots are reused; iteration is in slot order, so it
-/// depends only on what this core saw, never on the shared directory.
+/// Slot fields: the interned endpoint (node, generation, address), when the status last changed
+/// (deciseconds since the core started) and the incarnation, together in one 12-byte record (a
+/// received record about a known member is checked against its version with one cache line of the
+/// table instead of one per field); the status in an array of its own (scans read only it). An
+/// incarnation grows by one per refutation, so 32 bits hold every real one; a larger one (the wire
+/// allows up to 2^62 − 1, and a peer may claim any) is kept whole in a side table. A node number →
+/// slot map is a dense array over the directory's numbers. Freed slots are reused; iteration is in
+/// slot order, so it depends only on what this core saw, never on the shared directory.
 struct MemberTable {
+    struct Record {
+        var endpoint: UInt32
+        var since: UInt32
+        /// The incarnation, or `MemberTable.wide` if it is in `wideIncarnations`.
+        var incarnation: UInt32
+    }
     static let free: UInt8 = 0xff
-    private(set) var endpoints: [UInt32] = []
-    private(set) var incarnations: [UInt64] = []
+    /// Marks an incarnation too large for the record.
+    static let wide: UInt32 = .max
+    private var records: [Record] = []
+    private var wideIncarnations: [Int32: UInt64] = [:]
     private(set) var statuses: [UInt8] = []
-    private(set) var since: [UInt32] = []
     /// Node number → slot + 1 (0: not a member).
     private var slotOf: [UInt32] = []
     private var freeSlots: [Int32] = []
     private(set) var count = 0
 
-    var capacity: Int { endpoints.count }
+    var capacity: Int { records.count }
 
     @inline(__always) func slot(ofNode n: UInt32) -> Int32? {
         let i = Int(n)
@@ -95,22 +260,26 @@ struct MemberTable {
 
     @inline(__always) func status(_ s: Int32) -> MemberStatus? { MemberStatus(rawValue: statuses[Int(s)]) }
     @inline(__always) func isUsed(_ s: Int32) -> Bool { statuses[Int(s)] != Self.free }
+    @inline(__always) func endpoint(_ s: Int32) -> UInt32 { records[Int(s)].endpoint }
+    @inline(__always) func since(_ s: Int32) -> UInt32 { records[Int(s)].since }
+    @inline(__always) func incarnation(_ s: Int32) -> UInt64 {
+        let i = records[Int(s)].incarnation
+        return i == Self.wide ? wideIncarnations[s]! : UInt64(i)
+    }
 
     mutating func insert(node: UInt32, endpoint: UInt32, incarnation: UInt64, status: MemberStatus, since t: UInt32) -> Int32 {
         let s: Int32
+        let r = Record(endpoint: endpoint, since: t, incarnation: 0)
         if let f = freeSlots.popLast() {
             s = f
-            endpoints[Int(s)] = endpoint
-            incarnations[Int(s)] = incarnation
+            records[Int(s)] = r
             statuses[Int(s)] = status.rawValue
-            since[Int(s)] = t
         } else {
-            s = Int32(endpoints.count)
-            Self.grow(&endpoints); endpoints.append(endpoint)
-            Self.grow(&incarnations); incarnations.append(incarnation)
+            s = Int32(records.count)
+            Self.grow(&records); records.append(r)
             Self.grow(&statuses); statuses.append(status.rawValue)
-            Self.grow(&since); since.append(t)
         }
+        set(s, incarnation: incarnation)
         let i = Int(node)
         if i >= slotOf.count {
             slotOf.reserveCapacity(Swift.max(i + 1, slotOf.count + slotOf.count / 4 + 16))
@@ -123,16 +292,25 @@ struct MemberTable {
 
     mutating func remove(_ s: Int32, node: UInt32) {
         statuses[Int(s)] = Self.free
+        set(s, incarnation: 0)
         slotOf[Int(node)] = 0
         freeSlots.append(s)
         count -= 1
     }
 
-    mutating func set(_ s: Int32, endpoint: UInt32) { endpoints[Int(s)] = endpoint }
-    mutating func set(_ s: Int32, incarnation: UInt64) { incarnations[Int(s)] = incarnation }
+    mutating func set(_ s: Int32, endpoint: UInt32) { records[Int(s)].endpoint = endpoint }
+    mutating func set(_ s: Int32, incarnation: UInt64) {
+        if records[Int(s)].incarnation == Self.wide { wideIncarnations[s] = nil }
+        if incarnation >= UInt64(Self.wide) {
+            records[Int(s)].incarnation = Self.wide
+            wideIncarnations[s] = incarnation
+        } else {
+            records[Int(s)].incarnation = UInt32(incarnation)
+        }
+    }
     mutating func set(_ s: Int32, status: MemberStatus, since t: UInt32) {
         statuses[Int(s)] = status.rawValue
-        since[Int(s)] = t
+        records[Int(s)].since = t
     }
 
     /// Grows by a quarter instead of doubling: at 10^8 records in one process, doubling's slack

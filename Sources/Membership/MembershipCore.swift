@@ -126,7 +126,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var nextReconnectAt: Instant = .distantFuture
     private var nextReapAt: Instant = .distantFuture
 
-    private var links: Set<NodeID> = []
+    private var links = NodeIDSet()
     private var queued: [NodeID: [(message: PeerMessage, until: Instant)]] = [:]
     private var lastDial: [PeerAddress: Instant] = [:]
     private var joinDials: Set<PeerAddress> = []
@@ -137,6 +137,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     public private(set) var vivaldi: VivaldiState
     public private(set) var stats = MembershipStats()
     private var changes: [MembershipChange] = []
+    /// False for hosts that never read the change log (the simulator): changes are then not
+    /// recorded at all instead of recorded and dropped (each change resolves its member's ID and
+    /// address; a joiner's push-pull records one per member).
+    public var logsChanges = true
     /// The last message refused, and why (for logs and tests).
     public private(set) var lastRefusal: MembershipError?
 
@@ -382,13 +386,15 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .up(let peer, let addr):
             guard peer != me else { return }
             links.insert(peer)
-            if let pending = queued.removeValue(forKey: peer) {
+            // (Emptiness checked first: most links come up with nothing queued and no join dial
+            // outstanding, and hashing an ID or an address for nothing was a tenth of this.)
+            if !queued.isEmpty, let pending = queued.removeValue(forKey: peer) {
                 for item in pending where item.until >= now { emit(item.message, &out) }
             }
             // A DNS-name seed may come up under its resolved address: while a join dial is
             // outstanding, any link to a node we do not count as live also gets the sync.
-            let isLive = slot(of: peer).map { self.isLive($0) } ?? false
-            let wasJoinDial = joinDials.remove(addr) != nil || (!joinDials.isEmpty && !isLive)
+            let wasJoinDial = !joinDials.isEmpty
+                && (joinDials.remove(addr) != nil || (!joinDials.isEmpty && !(slot(of: peer).map { self.isLive($0) } ?? false)))
             if wasJoinDial, started, !leaving {
                 // A seed (or mDNS find, or a dead member we reconnect to) proved its identity: sync.
                 sendPushPull(to: peer, now: now, &out)
@@ -408,7 +414,48 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func tickBody(now: Instant, _ out: inout Outbox) {
         guard started else { return }
+        // Probes, relays and suspicions act only once one of their deadlines has come, and the
+        // earliest of those is kept (`timersNext`): before it, the three scans below would find
+        // nothing to do. (Each scan sorts its keys and copies every timer; while 10,000 nodes join
+        // a member holds hundreds of suspicions, and most ticks are for probes and gossip.)
+        refreshTimers()
+        if now >= timersNext { runTimers(now: now, &out) }
+        if now >= nextProbeAt {
+            if !leaving { probeNext(now: now, &out) }
+            nextProbeAt = now + scaled(settings.probe.interval)
+        }
+        if now >= nextGossipAt && !broadcasts.isEmpty {
+            gossipRound(now: now, &out)
+            nextGossipAt = now + settings.gossip.interval
+        }
+        if now >= nextPushPullAt && !pushPullStaggered {
+            // Members that start together (a cluster booted at once, a mass restart, a simulated
+            // cluster formed in one step) would otherwise sync together, one interval apart for
+            // ever: at 10,000 members that is 10^4 full states of 10^4 records in the same second.
+            // memberlist staggers its first push-pull over the interval; here the interval is the
+            // one scaled to the cluster this member knows by now, not the size-1 one at start.
+            pushPullStaggered = true
+            nextPushPullAt = now + stagger(pushPullInterval())
+        }
+        if now >= nextPushPullAt {
+            if !leaving, let peer = randomMembers(1, excluding: nil, where: { st, _ in st == .alive }).first {
+                sendPushPull(to: peer, now: now, &out)
+            }
+            nextPushPullAt = now + pushPullInterval()
+        }
+        if now >= nextReconnectAt {
+            if !leaving { reconnect(now: now, &out) }
+            nextReconnectAt = now + settings.reconnect.interval
+        }
+        if now >= nextReapAt {
+            reap(now: now)
+            nextReapAt = now + Self.reapInterval
+        }
+        return
+    }
 
+    /// The probe, relay and suspicion deadlines that have come (`tickBody`).
+    private mutating func runTimers(now: Instant, _ out: inout Outbox) {
         // Probe phases.
         for seq in probes.keys.sorted() {
             guard let probe = probes[seq] else { continue }
@@ -471,38 +518,21 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             suspicions[slot]?.finalProbe = true
             startProbe(slot, final: true, now: now, &out)
         }
-        if now >= nextProbeAt {
-            if !leaving { probeNext(now: now, &out) }
-            nextProbeAt = now + scaled(settings.probe.interval)
+    }
+
+    /// Recomputes `timersNext` if probes, relays, suspicions or local health changed since.
+    private mutating func refreshTimers() {
+        guard timersDirty else { return }
+        var t = Instant.distantFuture
+        for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
+        // (A relay also expires un-nacked if a setting puts its nack after its expiry.)
+        for r in relays.values { t = min(t, r.nacked ? r.expiresAt : min(r.nackAt, r.expiresAt)) }
+        let lead = lastChanceLead
+        for s in suspicions.values {
+            if s.finalFailed { t = min(t, s.deadline) } else if !s.finalProbe { t = min(t, s.lastChanceAt(lead: lead)) }
         }
-        if now >= nextGossipAt && !broadcasts.isEmpty {
-            gossipRound(now: now, &out)
-            nextGossipAt = now + settings.gossip.interval
-        }
-        if now >= nextPushPullAt && !pushPullStaggered {
-            // Members that start together (a cluster booted at once, a mass restart, a simulated
-            // cluster formed in one step) would otherwise sync together, one interval apart for
-            // ever: at 10,000 members that is 10^4 full states of 10^4 records in the same second.
-            // memberlist staggers its first push-pull over the interval; here the interval is the
-            // one scaled to the cluster this member knows by now, not the size-1 one at start.
-            pushPullStaggered = true
-            nextPushPullAt = now + stagger(pushPullInterval())
-        }
-        if now >= nextPushPullAt {
-            if !leaving, let peer = randomMembers(1, excluding: nil, where: { st, _ in st == .alive }).first {
-                sendPushPull(to: peer, now: now, &out)
-            }
-            nextPushPullAt = now + pushPullInterval()
-        }
-        if now >= nextReconnectAt {
-            if !leaving { reconnect(now: now, &out) }
-            nextReconnectAt = now + settings.reconnect.interval
-        }
-        if now >= nextReapAt {
-            reap(now: now)
-            nextReapAt = now + Self.reapInterval
-        }
-        return
+        timersNext = t
+        timersDirty = false
     }
 
     /// Leaves the cluster gracefully: announces `left` with a new incarnation to several members at
@@ -683,14 +713,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private var usedSlots: [Int32] { (0..<Int32(table.capacity)).filter { table.isUsed($0) } }
 
-    private func id(at slot: Int32) -> NodeID { directory.id(directory.endpoint(table.endpoints[Int(slot)]).node) }
+    private func id(at slot: Int32) -> NodeID { directory.id(directory.endpoint(table.endpoint(slot)).node) }
 
     private func version(at slot: Int32) -> MemberVersion {
-        MemberVersion(generation: directory.endpoint(table.endpoints[Int(slot)]).generation, incarnation: table.incarnations[Int(slot)])
+        MemberVersion(generation: directory.endpoint(table.endpoint(slot)).generation, incarnation: table.incarnation(slot))
     }
 
     private func address(of node: NodeID) -> PeerAddress? {
-        slot(of: node).map { directory.endpoint(table.endpoints[Int($0)]).address }
+        slot(of: node).map { directory.endpoint(table.endpoint($0)).address }
     }
 
     private func instant(_ ds: UInt32) -> Instant { (epoch ?? .zero) + .milliseconds(Int64(ds) * 100) }
@@ -701,18 +731,18 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     private func memberAt(_ slot: Int32) -> Member {
-        let (node, e) = directory.resolve(table.endpoints[Int(slot)])
+        let (node, e) = directory.resolve(table.endpoint(slot))
         return Member(node: node, address: e.address,
-                      version: MemberVersion(generation: e.generation, incarnation: table.incarnations[Int(slot)]),
-                      status: table.status(slot) ?? .dead, since: instant(table.since[Int(slot)]), coordinate: coordinates[slot])
+                      version: MemberVersion(generation: e.generation, incarnation: table.incarnation(slot)),
+                      status: table.status(slot) ?? .dead, since: instant(table.since(slot)), coordinate: coordinates[slot])
     }
 
     /// The member's current record as an update.
     private func update(at slot: Int32, status: MemberStatus? = nil, from: NodeID? = nil) -> MemberUpdate {
         if slot == BroadcastQueue.me { var u = selfUpdate; u.from = from; return u }
-        let (node, e) = directory.resolve(table.endpoints[Int(slot)])
+        let (node, e) = directory.resolve(table.endpoint(slot))
         return MemberUpdate(node: node, address: e.address,
-                            version: MemberVersion(generation: e.generation, incarnation: table.incarnations[Int(slot)]),
+                            version: MemberVersion(generation: e.generation, incarnation: table.incarnation(slot)),
                             status: status ?? table.status(slot) ?? .dead, from: from)
     }
 
@@ -759,8 +789,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             return
         }
         if let n = directory.existing(u.node), let s = table.slot(ofNode: n) {
-            let e = directory.endpoint(table.endpoints[Int(s)])
-            let current = MemberVersion(generation: e.generation, incarnation: table.incarnations[Int(s)])
+            let e = directory.endpoint(table.endpoint(s))
+            let current = MemberVersion(generation: e.generation, incarnation: table.incarnation(s))
             guard u.version > current else { return }
             let oldStatus = table.status(s)!
             let changed = oldStatus != .alive || e.address != u.address
@@ -803,7 +833,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if u.version != current {
                 // Same generation and address as we hold, or a new endpoint.
                 if u.version.generation != current.generation {
-                    guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoints[Int(s)]).address, version: u.version, status: .suspect, from: nil)) else { return }
+                    guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: .suspect, from: nil)) else { return }
                     table.set(s, endpoint: ep)
                 }
                 table.set(s, incarnation: u.version.incarnation)
@@ -834,7 +864,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         if status == .dead && !(u.status == .left) { return }
         if u.version != current {
             if u.version.generation != current.generation {
-                guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoints[Int(s)]).address, version: u.version, status: u.status, from: nil)) else { return }
+                guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: u.status, from: nil)) else { return }
                 table.set(s, endpoint: ep)
             }
             table.set(s, incarnation: u.version.incarnation)
@@ -852,10 +882,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         if !wasLive && isLive { liveCount += 1 }
         if old == .alive && status != .alive { aliveSum &-= Self.words(node) }
         if old != .alive && status == .alive { aliveSum &+= Self.words(node) }
-        table.set(s, status: status, since: old != status ? deciseconds(now) : table.since[Int(s)])
+        table.set(s, status: status, since: old != status ? deciseconds(now) : table.since(s))
     }
 
     private mutating func record(_ s: Int32, now: Instant) {
+        guard logsChanges else { return }
         if changes.count >= 65_536 { changes.removeFirst(32_768) }
         let u = update(at: s)
         changes.append(MembershipChange(node: u.node, status: u.status, version: u.version, address: u.address, at: now))
@@ -889,9 +920,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 host = myAddress.host.utf8.count; port = myAddress.port
                 generation = 0; incarnation = 0
             } else {
-                let e = directory.endpoint(table.endpoints[Int(slot)])
+                let e = directory.endpoint(table.endpoint(slot))
                 host = e.address.host.utf8.count; port = e.address.port
-                generation = e.generation; incarnation = table.incarnations[Int(slot)]
+                generation = e.generation; incarnation = table.incarnation(slot)
             }
             _ = me
             return 32 + VarInt.encodedLength(UInt64(host)) + host + VarInt.encodedLength(UInt64(port))
@@ -1026,14 +1057,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var gone: [Int32] = []
         for s in 0..<Int32(table.capacity) {
             let st = table.statuses[Int(s)]
-            if st == MemberStatus.dead.rawValue && nowDs &- table.since[Int(s)] > deadAfter { gone.append(s) }
-            if st == MemberStatus.left.rawValue && nowDs &- table.since[Int(s)] > leftAfter { gone.append(s) }
+            if st == MemberStatus.dead.rawValue && nowDs &- table.since(s) > deadAfter { gone.append(s) }
+            if st == MemberStatus.left.rawValue && nowDs &- table.since(s) > leftAfter { gone.append(s) }
         }
         for s in gone { remove(s) }
     }
 
     private mutating func remove(_ s: Int32) {
-        let e = directory.endpoint(table.endpoints[Int(s)])
+        let e = directory.endpoint(table.endpoint(s))
         let node = directory.id(e.node)
         table.remove(s, node: e.node)
         suspicions[s] = nil
@@ -1091,7 +1122,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var attempts = 0
         func fits(_ s: Int32) -> Bool {
             guard s != excluded, !picked.contains(s), let st = table.status(s) else { return false }
-            return ok(st, table.since[Int(s)])
+            return ok(st, table.since(s))
         }
         while picked.count < count && attempts < count * 4 + 8 {
             attempts += 1
@@ -1122,17 +1153,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // Gossip rounds wake the node only while there is something to gossip (a round with an
         // empty queue sends nothing; at 10,000 simulated nodes those wake-ups were a third of all events).
         let next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
-        if timersDirty {
-            var t = Instant.distantFuture
-            for p in probes.values { t = min(t, p.indirectSent ? p.periodEndAt : p.timeoutAt) }
-            for r in relays.values { t = min(t, r.nacked ? r.expiresAt : r.nackAt) }
-            let lead = lastChanceLead
-            for s in suspicions.values {
-                if s.finalFailed { t = min(t, s.deadline) } else if !s.finalProbe { t = min(t, s.lastChanceAt(lead: lead)) }
-            }
-            timersNext = t
-            timersDirty = false
-        }
+        refreshTimers()
         out.wake(at: min(next, timersNext))
     }
 }

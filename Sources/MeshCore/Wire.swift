@@ -34,6 +34,9 @@ public struct WireWriter: Sendable {
 
     public var count: Int { bytes.count }
 
+    /// Makes room for at least `n` more bytes (a message that knows its size avoids regrowing).
+    public mutating func reserveCapacity(_ n: Int) { bytes.reserveCapacity(bytes.count + n) }
+
     /// Appends a QUIC varint. Values above `VarInt.max` are a programming error and trap.
     @inline(__always)
     public mutating func varint(_ value: UInt64) {
@@ -43,11 +46,9 @@ public struct WireWriter: Sendable {
         case 2:
             bytes.append(0x40 | UInt8(value >> 8)); bytes.append(UInt8(truncatingIfNeeded: value))
         case 4:
-            bytes.append(0x80 | UInt8(value >> 24))
-            for shift in [16, 8, 0] as [UInt64] { bytes.append(UInt8(truncatingIfNeeded: value >> shift)) }
+            fixed(UInt32(truncatingIfNeeded: value) | 0x8000_0000)
         default:
-            bytes.append(0xC0 | UInt8(value >> 56))
-            for shift in [48, 40, 32, 24, 16, 8, 0] as [UInt64] { bytes.append(UInt8(truncatingIfNeeded: value >> shift)) }
+            fixed(value | 0xC000_0000_0000_0000)
         }
     }
 
@@ -132,10 +133,10 @@ public struct WireReader: Sendable {
     public mutating func fixed<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
         let size = MemoryLayout<T>.size
         try need(size)
-        var v: T = 0
-        for i in 0..<size { v = v << 8 | T(truncatingIfNeeded: buffer[offset + i]) }
+        let at = offset
+        let raw = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: T.self) }
         offset += size
-        return v
+        return T(bigEndian: raw)
     }
 
     public mutating func raw(count: Int) throws(WireError) -> [UInt8] {
@@ -161,7 +162,16 @@ public struct WireReader: Sendable {
     public mutating func string(maxLength: Int) throws(WireError) -> String {
         let at = offset
         let range = try lengthPrefixedRange(maxLength: maxLength)
-        guard let s = String(validating: buffer[range], as: UTF8.self) else { throw .malformed("string is not valid UTF-8", at: at) }
+        // ASCII (host names, addresses, IDs: nearly every string on the wire) is valid UTF-8 as it
+        // is and takes `String(decoding:)`'s direct path; the generic validation of a slice was a
+        // tenth of decoding a membership record. Anything else is validated.
+        let s: String? = buffer.withUnsafeBufferPointer { all in
+            let bytes = UnsafeBufferPointer(rebasing: all[range])
+            var high: UInt8 = 0
+            for b in bytes { high |= b }
+            return high < 0x80 ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self)
+        }
+        guard let s else { throw .malformed("string is not valid UTF-8", at: at) }
         return s
     }
 

@@ -16,10 +16,12 @@ func simCoreRegistry(swarmLedger: SwarmSimLedger = SwarmSimLedger()) -> SimCoreR
     // not once per node that knows it (10^8 records at 10,000 nodes).
     let directory = MemberDirectory()
     r.register("membership", summary: "SWIM + Lifeguard membership (Membership, issue 6)") { ctx in
-        MembershipSimCore(core: MembershipCore(
+        var core = MembershipCore(
             me: ctx.nodeID, address: ctx.address,
             generation: UInt64(ctx.incarnation + 1),   // grows across restarts, disk or not
-            seeds: ctx.seeds, random: ctx.random, directory: directory))
+            seeds: ctx.seeds, random: ctx.random, directory: directory)
+        core.logsChanges = false // the simulator reads no change log
+        return MembershipSimCore(core: core)
     }
     r.register("swarm", summary: "swarm download planner with a synthetic chunk store (Swarm, issue 8)") { ctx in
         try SwarmSimCore(context: ctx, ledger: swarmLedger)
@@ -33,17 +35,11 @@ struct MembershipSimCore: SimObservableCore {
     var core: MembershipCore
 
     func handles(frameType type: UInt64) -> Bool { core.handles(frameType: type) }
-    // The simulator reads no change log: drop it after each input instead of letting it grow.
-    mutating func start(now: Instant) -> Outbox { defer { core.discardChanges() }; return core.start(now: now) }
-    mutating func receive(_ message: PeerMessage, now: Instant) -> Outbox {
-        defer { core.discardChanges() }
-        return core.receive(message, now: now)
-    }
-    mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
-        defer { core.discardChanges() }
-        return core.linkChanged(event, now: now)
-    }
-    mutating func tick(now: Instant) -> Outbox { defer { core.discardChanges() }; return core.tick(now: now) }
+    // The core is built with `logsChanges = false`: the simulator reads no change log.
+    mutating func start(now: Instant) -> Outbox { core.start(now: now) }
+    mutating func receive(_ message: PeerMessage, now: Instant) -> Outbox { core.receive(message, now: now) }
+    mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox { core.linkChanged(event, now: now) }
+    mutating func tick(now: Instant) -> Outbox { core.tick(now: now) }
 
     /// The core's order-independent alive-set digest (kept up to date as the view changes, so
     /// sampling 10,000 nodes costs nothing), widened to a `Digest`.

@@ -1,0 +1,103 @@
+import Testing
+import MeshCore
+@testable import Membership
+
+/// The open-addressing tables behind the broadcast queue, the directory and the link set answer
+/// exactly as `Dictionary` / `Set` do, through growth and many removals (backward-shift deletion is
+/// where such tables break).
+@Suite struct HashTableTests {
+    @Test func slotMapAgreesWithADictionary() {
+        var rng = SeededRandom(seed: 21)
+        var map = SlotMap<UInt64>(placeholder: 0)
+        var model: [Int32: UInt64] = [:]
+        for step in 0..<60_000 {
+            // Keys from a small range so inserts, replacements and removals collide often; -1 is
+            // the queue's own-record slot.
+            let key = Int32(rng.next() % 700) - 1
+            switch rng.next() % 5 {
+            case 0, 1:
+                map[key] = UInt64(step); model[key] = UInt64(step)
+            case 2:
+                #expect(map.removeValue(forKey: key) == (model.removeValue(forKey: key) != nil))
+            case 3:
+                map.modify(key) { $0 += 1 }
+                if model[key] != nil { model[key]! += 1 }
+            default:
+                map[key] = nil; model[key] = nil
+            }
+            if step % 997 == 0 {
+                for k in Int32(-1)..<700 where map[k] != model[k] {
+                    Issue.record("step \(step): key \(k) is \(String(describing: map[k])), expected \(String(describing: model[k]))")
+                    return
+                }
+            }
+            #expect(map.count == model.count)
+        }
+    }
+
+    @Test func nodeIDSetAgreesWithASet() {
+        var rng = SeededRandom(seed: 22)
+        let ids = [NodeID(digest: .zero)] + (0..<900).map { NodeID(digest: Digest.of(Array("n\($0)".utf8))) }
+        var set = NodeIDSet()
+        var model = Set<NodeID>()
+        for step in 0..<40_000 {
+            let id = ids[Int(rng.next() % UInt64(ids.count))]
+            if rng.next() % 3 == 0 {
+                set.remove(id); model.remove(id)
+            } else {
+                set.insert(id); model.insert(id)
+            }
+            #expect(set.count == model.count)
+            if step % 1_009 == 0 {
+                for id in ids where set.contains(id) != model.contains(id) {
+                    Issue.record("step \(step): membership of \(id.short) differs")
+                    return
+                }
+            }
+        }
+    }
+
+    @Test func nodeNumbersFindWhatWasInserted() {
+        var numbers = NodeNumbers()
+        let ids = (0..<5_000).map { NodeID(digest: Digest.of(Array("m\($0)".utf8))) }
+        for (i, id) in ids.enumerated() {
+            #expect(numbers.find(id) == nil)
+            numbers.insert(id, UInt32(i))
+        }
+        for (i, id) in ids.enumerated() where numbers.find(id) != UInt32(i) {
+            Issue.record("\(id.short) maps to \(String(describing: numbers.find(id))), expected \(i)")
+            return
+        }
+        #expect(numbers.find(NodeID(digest: Digest.of(Array("absent".utf8)))) == nil)
+    }
+
+    @Test func memberTableKeepsEveryIncarnationWhole() {
+        // Records hold 32-bit incarnations; larger ones (up to the varint limit) live in a side
+        // table. Every value reads back exactly, through updates, removal and slot reuse.
+        var table = MemberTable()
+        var rng = SeededRandom(seed: 23)
+        let edges: [UInt64] = [0, 1, UInt64(UInt32.max) - 1, UInt64(UInt32.max), UInt64(UInt32.max) + 1, (1 << 62) - 1]
+        var model: [UInt32: (slot: Int32, inc: UInt64)] = [:]
+        for step in 0..<20_000 {
+            let node = UInt32(rng.next() % 300)
+            let inc = rng.next() % 3 == 0 ? edges[Int(rng.next() % UInt64(edges.count))] : rng.next() >> (2 + rng.next() % 62)
+            if let m = model[node] {
+                if rng.next() % 4 == 0 {
+                    table.remove(m.slot, node: node); model[node] = nil
+                } else {
+                    table.set(m.slot, incarnation: inc); model[node] = (m.slot, inc)
+                }
+            } else {
+                let s = table.insert(node: node, endpoint: UInt32(step), incarnation: inc, status: .alive, since: 7)
+                model[node] = (s, inc)
+            }
+            if step % 101 == 0 {
+                for (node, m) in model where table.slot(ofNode: node) != m.slot || table.incarnation(m.slot) != m.inc {
+                    Issue.record("step \(step): node \(node) reads \(table.incarnation(m.slot)), expected \(m.inc)")
+                    return
+                }
+            }
+        }
+        #expect(table.count == model.count)
+    }
+}
