@@ -196,17 +196,12 @@ struct SlotMap<Value: Sendable>: Sendable {
     mutating func removeValue(forKey key: Int32) -> Bool {
         guard var i = find(key) else { return false }
         count -= 1
-        // Backward-shift deletion: move later cells of the probe run into the hole, so lookups
-        // never need tombstones.
         var j = i
         while true {
             j = (j + 1) & mask
             let k = cells[j].key
             if k == Self.empty { break }
-            let h = home(k)
-            // The cell at j may move to i unless its home lies cyclically in (i, j].
-            let stays = i <= j ? (h > i && h <= j) : (h > i || h <= j)
-            if !stays {
+            if !staysInPlace(home: home(k), hole: i, at: j) {
                 cells[i] = cells[j]
                 i = j
             }

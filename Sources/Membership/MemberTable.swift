@@ -104,6 +104,13 @@ struct NodeIDHash {
     a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
 }
 
+/// Backward-shift deletion in a linear-probing table (`SlotMap`, `NodeIDSet`): with a hole at `hole`,
+/// the cell at `at` (later in the same probe run) may move into it unless its home slot lies
+/// cyclically in (hole, at]. Moving cells this way means lookups never need tombstones.
+@inline(__always) func staysInPlace(home h: Int, hole i: Int, at j: Int) -> Bool {
+    i <= j ? (h > i && h <= j) : (h > i || h <= j)
+}
+
 /// NodeID → directory number, insert-only: open addressing with linear probing, the whole ID in the
 /// cell (one cache line per probe), hashed by `NodeIDHash`.
 struct NodeNumbers {
@@ -204,16 +211,12 @@ struct NodeIDSet {
         if Self.isFree(w) { hasZero = false; return }
         guard var i = index(w) else { return }
         stored -= 1
-        // Backward-shift deletion: later cells of the probe run move into the hole.
         var j = i
         while true {
             j = (j + 1) & mask
             let c = cells[j]
             if Self.isFree(c) { break }
-            let h = home(c)
-            // The cell at j stays unless its home lies cyclically outside (i, j].
-            let stays = i <= j ? (h > i && h <= j) : (h > i || h <= j)
-            if !stays {
+            if !staysInPlace(home: home(c), hole: i, at: j) {
                 cells[i] = c
                 i = j
             }

@@ -892,9 +892,6 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         changes.append(MembershipChange(node: u.node, status: u.status, version: u.version, address: u.address, at: now))
     }
 
-    /// Drops the change log without handing it out (hosts that never read it, such as the simulator).
-    public mutating func discardChanges() { clearChanges() }
-
     /// Drops every record waiting to be gossiped (this member's own included). For a member that
     /// was handed a cluster's whole, already-agreed state at once — a simulated cluster formed in one
     /// step — where gossiping it would re-announce news every other member already holds.

@@ -46,6 +46,8 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// serving (`WriteBacklog.recent`); then the memory goes back.
     static let recentIdle: Duration = .seconds(20)
     private var lastChunkActivity = Instant.zero
+    /// Chunks were stored since the recent set was last dropped (so it may hold some).
+    private var recentHeld = false
 
     init(swarm: SwarmCore, store: ContentStore, outputs: StreamedOutputs = StreamedOutputs(),
          onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
@@ -77,7 +79,10 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
 
     func tick(now: Instant) -> Outbox {
         flushChunks(waiting: false)
-        if now >= lastChunkActivity + SwarmShell.recentIdle { writing.forgetRecent() }
+        if recentHeld, now >= lastChunkActivity + SwarmShell.recentIdle {
+            writing.forgetRecent()
+            recentHeld = false
+        }
         guard let due = swarmWake, due <= now else {
             var out = Outbox()
             if let due = swarmWake { out.wake(at: due) }
@@ -138,7 +143,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
         if pendingBytes >= SwarmShell.batchBytes { flushChunks(waiting: false) }
         if !pending.isEmpty || !pendingOutput.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
-        if writing.holdsRecent { out.wake(at: lastChunkActivity + SwarmShell.recentIdle) }
+        if recentHeld { out.wake(at: lastChunkActivity + SwarmShell.recentIdle) }
         return out
     }
 
@@ -202,17 +207,16 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             if effects.isEmpty { return out }
             for e in effects {
                 switch e {
-                case .serve, .store: lastChunkActivity = now
-                default: break
-                }
-                switch e {
                 case .serve(let peer, let blob, let index):
+                    lastChunkActivity = now
                     if let digest = chunkDigest(blob, index), let data = chunkBytes(digest) {
                         out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
                 case .store(let blob, let index, let chunk):
+                    lastChunkActivity = now
+                    recentHeld = true
                     // Hashed by the swarm on arrival: the store takes it as verified.
                     for o in outputs.writing(blob) { pendingOutput.append((o, chunk)) }
                     if let digest = chunkDigest(blob, index), digest == chunk.digest, !inFlight(digest), !store.hasChunk(digest) {
@@ -325,11 +329,11 @@ final class WriteBacklog: Sendable {
         var chunks: [Digest: [UInt8]] = [:]
         var bytes = 0
         var recent: [Digest: [UInt8]] = [:]
-        /// Content hashes of the file blobs being fetched, advanced by the writer after each batch.
-        var hashers: [Digest: BlobContentHasher] = [:]
         var recentOrder: [(Digest, Int)] = []
         var recentHead = 0
         var recentBytes = 0
+        /// Content hashes of the file blobs being fetched, advanced by the writer after each batch.
+        var hashers: [Digest: BlobContentHasher] = [:]
     }
     static let recentLimit = 64 << 20
     let state = Mutex(State())
@@ -357,8 +361,6 @@ final class WriteBacklog: Sendable {
             }
         }
     }
-
-    var holdsRecent: Bool { state.withLock { $0.recentBytes > 0 } }
 
     func recentChunk(_ d: Digest) -> [UInt8]? { state.withLock { $0.recent[d] } }
 
