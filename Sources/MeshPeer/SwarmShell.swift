@@ -34,14 +34,28 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     static let batchBytes = 8 << 20
     static let batchDelay: Duration = .milliseconds(20)
     /// Full batches are written (appended and fdatasynced; the swarm's hash on arrival is the store's
-    /// check, `VerifiedChunk`) on a writer thread, not under
-    /// the host's lock: a flush took tens of milliseconds on a busy disk, and every core — a
-    /// membership probe, a control round trip — waited for it. Until a batch is on disk its chunks
-    /// are served and counted from here. A commit waits for the writer (chunks durable before the
-    /// manifest that names them), and so does a flush with `maxWritingBytes` already queued.
-    private let writer = DispatchQueue(label: "gquic-swarm-chunk-writer")
+    /// check, `VerifiedChunk`) on a writer thread, never under the host's lock: a flush takes tens of
+    /// milliseconds on a busy disk, behind writeback seconds, and every core — a membership probe,
+    /// a control round trip — would wait for it. Until a batch is on disk its chunks are served and
+    /// counted from here. Commits run on the same thread, after the batches before them (chunks
+    /// durable before the manifest that names them), and come back through `reenter`. When more
+    /// than `maxWritingBytes` wait to be written, the swarm stops requesting (`SwarmCore.holdRequests`)
+    /// until half of it is written: the disk's pace, without blocking anyone.
+    let writer = DispatchQueue(label: "gquic-swarm-chunk-writer")
     private let writing = WriteBacklog()
-    static let maxWritingBytes = 64 << 20
+    let maxWritingBytes: Int
+    /// Runs a closure on this shell under the host's lock, later and from another thread; the
+    /// outbox it returns is carried out. Set by the owner before the host starts; without it a
+    /// commit is finished in place (waiting for the writer).
+    var reenter: (@Sendable (@escaping @Sendable (SwarmShell, Instant) -> Outbox) -> Void)?
+    /// Blobs whose commit is running on the writer thread.
+    private var committing: Set<Digest> = []
+    /// Chunks to serve that are not in memory are read on this thread (`serveFromStore`).
+    let reader = DispatchQueue(label: "gquic-swarm-chunk-reader")
+    struct ReadChunk: Sendable { var peer: NodeID; var blob: Digest; var index: UInt32; var data: [UInt8]? }
+    /// Reads done and not yet served; whether a `reenter` to serve them is under way.
+    final class DoneReads: Sendable { let state = Mutex<(done: [ReadChunk], reentering: Bool)>(([], false)) }
+    private let reads = DoneReads()
     /// Chunks just written stay in memory this long after the swarm last stored or served one, for
     /// serving (`WriteBacklog.recent`); then the memory goes back.
     static let recentIdle: Duration = .seconds(20)
@@ -49,11 +63,12 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// Chunks were stored since the recent set was last dropped (so it may hold some).
     private var recentHeld = false
 
-    init(swarm: SwarmCore, store: ContentStore, outputs: StreamedOutputs = StreamedOutputs(),
+    init(swarm: SwarmCore, store: ContentStore, outputs: StreamedOutputs = StreamedOutputs(), maxWritingBytes: Int = 64 << 20,
          onEvent: @escaping @Sendable (SwarmShellEvent) -> Void) {
         self.swarm = swarm
         self.store = store
         self.outputs = outputs
+        self.maxWritingBytes = maxWritingBytes
         self.onEvent = onEvent
     }
 
@@ -78,18 +93,23 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     static let debugDump = ProcessInfo.processInfo.environment["GQUIC_SWARM_DEBUG"] != nil
 
     func tick(now: Instant) -> Outbox {
-        flushChunks(waiting: false)
+        flushChunks()
+        var resumed = Outbox()
+        if swarm.holdingRequests, writing.state.withLock({ $0.bytes }) <= maxWritingBytes / 2 {
+            resumed = settle(swarm.resumeRequests(now: now), now: now)
+        }
         if recentHeld, now >= lastChunkActivity + SwarmShell.recentIdle {
             writing.forgetRecent()
             recentHeld = false
         }
         guard let due = swarmWake, due <= now else {
-            var out = Outbox()
+            var out = resumed
             if let due = swarmWake { out.wake(at: due) }
             return out
         }
         swarmWake = nil
-        return settle(swarm.tick(now: now), now: now)
+        resumed.merge(settle(swarm.tick(now: now), now: now))
+        return resumed
     }
 
     /// A blob just added to the local store: offer it to the swarm.
@@ -107,7 +127,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// the store holds it (the caller exports it the ordinary way).
     @discardableResult
     func stream(_ blob: Digest, _ request: StreamedOutputs.Request) -> Bool {
-        guard !store.hasBlob(blob) else { return false }
+        guard !store.hasBlob(blob), !committing.contains(blob) else { return false }
         outputs.request(blob, request)
         if let m = manifests[blob] { openOutputs(m) }
         return true
@@ -141,19 +161,17 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             FileHandle.standardError.write(("swarm state at \(now):\n" + swarm.debugDescription + "\n").data(using: .utf8)!)
         }
         if let w = out.wakeAt { swarmWake = min(swarmWake ?? w, w) }   // all of it came from the swarm
-        if pendingBytes >= SwarmShell.batchBytes { flushChunks(waiting: false) }
+        if pendingBytes >= SwarmShell.batchBytes { flushChunks() }
         if !pending.isEmpty || !pendingOutput.isEmpty { out.wake(at: now + SwarmShell.batchDelay) }
+        if swarm.holdingRequests { out.wake(at: now + SwarmShell.batchDelay) }   // to see the backlog shrink
         if recentHeld { out.wake(at: lastChunkActivity + SwarmShell.recentIdle) }
         return out
     }
 
-    /// Writes the pending chunks in one batch: on the writer thread, or (`waiting`) here, after
-    /// everything queued before it. On failure every blob with a chunk in the batch fails.
-    private func flushChunks(waiting: Bool) {
-        guard !pending.isEmpty || !pendingOutput.isEmpty else {
-            if waiting { writer.sync {} }
-            return
-        }
+    /// Hands the pending chunks to the writer thread as one batch, and holds the swarm's requests
+    /// when too much waits to be written. On failure every blob with a chunk in the batch fails.
+    private func flushChunks() {
+        guard !pending.isEmpty || !pendingOutput.isEmpty else { return }
         let batch = pending.map(\.chunk)
         let blobs = pending.map(\.blob)
         let toOutputs = pendingOutput
@@ -179,7 +197,8 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             writing.written(batch, bytes: bytes)
             writing.advanceHashes(blobs, store: store)
         }
-        if waiting || backlog > SwarmShell.maxWritingBytes { writer.sync(execute: write) } else { writer.async(execute: write) }
+        writer.async(execute: write)
+        if backlog > maxWritingBytes { swarm.holdRequests() }
     }
 
     /// A chunk verified and on its way to the store (pending or being written).
@@ -187,12 +206,50 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
         pendingIndex[digest] != nil || writing.state.withLock { $0.chunks[digest] != nil }
     }
 
-    /// A chunk's bytes: from the batch not yet written, from memory if written lately, or from the
-    /// store (read back and hashed again).
-    private func chunkBytes(_ digest: Digest) -> [UInt8]? {
+    /// A chunk's bytes if they are in memory: in the batch not yet written, being written, or
+    /// written lately.
+    private func chunkInMemory(_ digest: Digest) -> [UInt8]? {
         if let i = pendingIndex[digest] { return pending[i].chunk.bytes }
-        if let bytes = writing.state.withLock({ $0.chunks[digest] ?? $0.recent[digest] }) { return bytes }
-        return try? store.readChunk(digest)
+        return writing.state.withLock { $0.chunks[digest] ?? $0.recent[digest] }
+    }
+
+    /// Serves chunk `index` of `blob` to `peer` from the store (read back and hashed again) on the
+    /// reader thread: a read from a busy disk takes tens of milliseconds, and under the host's lock
+    /// it would hold up every core — a seed's control round trips waited for its reads. Finished
+    /// reads come back through `reenter`, as many as are done at a time.
+    private func serveFromStore(_ peer: NodeID, _ blob: Digest, _ index: UInt32, _ digest: Digest, now: Instant) -> Outbox {
+        guard let reenter else {
+            if let data = try? store.readChunk(digest) { return swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now) }
+            return swarm.cannotServe(peer, blob: blob, index: index)
+        }
+        let store = store, reads = reads
+        reader.async {
+            let data = try? store.readChunk(digest)
+            let first = reads.state.withLock { r in
+                r.done.append(ReadChunk(peer: peer, blob: blob, index: index, data: data))
+                defer { r.reentering = true }
+                return !r.reentering
+            }
+            if first { reenter { shell, now in shell.serveReads(now: now) } }
+        }
+        return Outbox()
+    }
+
+    /// Hands the swarm the chunks the reader has read since the last call.
+    private func serveReads(now: Instant) -> Outbox {
+        let done = reads.state.withLock { r in
+            defer { r.done = []; r.reentering = false }
+            return r.done
+        }
+        var out = Outbox()
+        for r in done {
+            if let data = r.data {
+                out.merge(swarm.servePiece(to: r.peer, blob: r.blob, index: r.index, data: data, now: now))
+            } else {
+                out.merge(swarm.cannotServe(r.peer, blob: r.blob, index: r.index))
+            }
+        }
+        return settle(out, now: now)
     }
 
     static func swarmManifest(_ m: BlobManifest) -> SwarmManifest {
@@ -209,8 +266,12 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                 switch e {
                 case .serve(let peer, let blob, let index):
                     lastChunkActivity = now
-                    if let digest = chunkDigest(blob, index), let data = chunkBytes(digest) {
-                        out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
+                    if let digest = chunkDigest(blob, index) {
+                        if let data = chunkInMemory(digest) {
+                            out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
+                        } else {
+                            out.merge(serveFromStore(peer, blob, index, digest, now: now))
+                        }
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
                     }
@@ -232,6 +293,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                     openOutputs(m)
                     out.merge(swarm.localChunks(blob, have: have, now: now))
                 case .completed(let blob, let m):
+                    guard !committing.contains(blob) else { break }   // its commit reports when done
                     do {
                         let manifest = try BlobManifest(wireBytes: m.extra)
                         guard manifest.digest == blob,
@@ -247,7 +309,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                             awaiting[blob] = (manifest, Set(missing))
                             for child in missing {
                                 referencedBy[child, default: []].insert(blob)
-                                out.merge(swarm.fetch(child, now: now))
+                                if !committing.contains(child) { out.merge(swarm.fetch(child, now: now)) }
                             }
                             onEvent(.awaitingReferences(blob, missing))
                         }
@@ -264,25 +326,60 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     }
 
     /// Commits a transferred blob to the store, then any blob that was waiting only for it.
+    ///
+    /// The disk work — the last batch, the rest of the content hash, the commit's writes and fsyncs —
+    /// runs on the writer thread after every batch before it; `finishCommit` then runs under the
+    /// host's lock again (through `reenter`), so a commit behind a busy disk stalls no core.
     private func commit(_ manifest: BlobManifest, now: Instant, _ out: inout Outbox) {
         let blob = manifest.digest
-        // How much of the content's hash the writer has taken so far (after the batches queued).
-        let early = writer.sync { writing.state.withLock { $0.hashers[blob] }?.bytesHashed ?? 0 }
-        flushChunks(waiting: true)   // every chunk durable before the manifest that names it
-        // The content's hash, taken while it arrived; what the last batch left is hashed now.
-        let hasher = writing.takeHasher(blob)
-        hasher?.advance(store: store, memory: writing.recentChunk)
-        let hashedEarly = hasher.flatMap { h in h.result.map { _ in (early, h.bytesHashed - early) } }
-        do {
-            if !store.hasBlob(blob) { try store.commitBlob(manifest, hashed: hasher) }
-        } catch {
-            failed(blob, "\(error)", now: now, &out)
+        guard committing.insert(blob).inserted else { return }
+        flushChunks()   // queued ahead of the commit: chunks durable before the manifest
+        let store = store, writing = writing, outputs = outputs
+        let work: @Sendable () -> CommitOutcome = {
+            // How much of the content's hash the writer took while the blob arrived; the rest now.
+            let hasher = writing.takeHasher(blob)
+            let early = hasher?.bytesHashed ?? 0
+            hasher?.advance(store: store, memory: writing.recentChunk)
+            let hashedEarly = hasher.flatMap { h in h.result.map { _ in (early, h.bytesHashed - early) } }
+            do {
+                if !store.hasBlob(blob) { try store.commitBlob(manifest, hashed: hasher) }
+            } catch {
+                return .failed("\(error)")
+            }
+            outputs.finish(blob, committed: manifest.chunks.map { ($0.digest, Int($0.length)) }) { d in
+                guard let c = VerifiedChunk(try store.readChunk(d), expected: d) else { throw PeerError.protocolError("chunk \(d) read back corrupt") }
+                return c
+            }
+            return .committed(hashedEarly)
+        }
+        guard let reenter else {
+            let outcome = writer.sync(execute: work)
+            finishCommit(manifest, outcome, now: now, &out)
             return
         }
-        let store = store
-        outputs.finish(blob, committed: manifest.chunks.map { ($0.digest, Int($0.length)) }) { d in
-            guard let c = VerifiedChunk(try store.readChunk(d), expected: d) else { throw PeerError.protocolError("chunk \(d) read back corrupt") }
-            return c
+        writer.async {
+            let outcome = work()
+            reenter { shell, now in
+                var out = Outbox()
+                shell.finishCommit(manifest, outcome, now: now, &out)
+                return shell.settle(out, now: now)
+            }
+        }
+    }
+
+    enum CommitOutcome: Sendable {
+        /// Committed; how many bytes of the content hash were taken before the commit and at it.
+        case committed((early: Int, atCommit: Int)?)
+        case failed(String)
+    }
+
+    /// Back under the host's lock after the writer committed `manifest` (or failed to).
+    private func finishCommit(_ manifest: BlobManifest, _ outcome: CommitOutcome, now: Instant, _ out: inout Outbox) {
+        let blob = manifest.digest
+        committing.remove(blob)
+        guard case .committed(let hashedEarly) = outcome else {
+            if case .failed(let why) = outcome { failed(blob, why, now: now, &out) }
+            return
         }
         onEvent(.completed(blob, hashed: hashedEarly))
         for parent in (referencedBy.removeValue(forKey: blob) ?? []).sorted() {

@@ -164,6 +164,9 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     struct Upload: Sendable { var blob: Digest; var index: UInt32; var size: Int }
     /// Bad pieces received, by sender, over this core's life.
     public private(set) var penalties: [NodeID: Int] = [:]
+    /// The shell's store is behind: no new requests go out (those in flight still land) until the
+    /// shell says it has caught up (`holdRequests`, `resumeRequests`).
+    public private(set) var holdingRequests = false
 
     public init(me: NodeID, settings: SwarmSettings = SwarmSettings(), seed: UInt64) {
         self.me = me
@@ -226,6 +229,20 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
         }
         announceHave(blob, to: b.interested, &out)
         schedule(blob, now: now, &out)
+        return out
+    }
+
+    /// The shell cannot keep up writing verified chunks: stop asking for more (those in flight
+    /// still land), so the backlog waits in the senders' stores rather than in this node's memory,
+    /// and nothing that shares the shell's thread waits for the disk.
+    public mutating func holdRequests() { holdingRequests = true }
+
+    /// The shell's store has caught up: requests resume at once.
+    public mutating func resumeRequests(now: Instant) -> Outbox {
+        var out = Outbox()
+        guard holdingRequests else { return out }
+        holdingRequests = false
+        for d in blobOrder { schedule(d, now: now, &out) }
         return out
     }
 
@@ -637,7 +654,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
 
     /// Fills every source's pipeline for one blob.
     private mutating func schedule(_ blob: Digest, now: Instant, _ out: inout Outbox, only: NodeID? = nil) {
-        guard let b = blobs[blob], b.downloading, !b.awaitingLocalCheck, let m = b.manifest else { return }
+        guard !holdingRequests, let b = blobs[blob], b.downloading, !b.awaitingLocalCheck, let m = b.manifest else { return }
         // After a piece, a reject or new holdings from one source, only that source's pipeline
         // changed, unless this is endgame, when a freed chunk may go to anyone.
         for p in b.sourceOrder where ranks[p] == nil { ranks[p] = rng.next() }

@@ -295,6 +295,29 @@ func makeBlob(size: Int, seed: UInt64) -> (SwarmManifest, [[UInt8]], [UInt8]) {
         #expect(requested == m.chunks.count)
     }
 
+    /// A shell whose store falls behind holds the swarm's requests: the requests already out still
+    /// land, no new one leaves until it resumes, and then the transfer finishes byte-exact.
+    @Test func heldRequestsStopUntilResumed() {
+        let (m, chunks, data) = makeBlob(size: 2 << 20, seed: 7)
+        let net = TestSwarmNet(count: 2)
+        seedNode(net, 0, m, chunks)
+        net.apply(1, net.nodes[1].core.fetch(m.blob, now: net.now))
+        net.run(until: Instant(nanoseconds: 60_000_000))
+        let requestsBefore = net.sentBetween[[1, 0, 0x55]] ?? 0
+        let storedBefore = net.nodes[1].store[m.blob]?.count ?? 0
+        #expect(requestsBefore > 0 && storedBefore < m.chunks.count, "the transfer should be under way at 60 ms")
+        net.nodes[1].core.holdRequests()
+        net.run(until: Instant(nanoseconds: 5_300_000_000))
+        #expect(net.sentBetween[[1, 0, 0x55]] ?? 0 == requestsBefore, "a request left while held")
+        let storedHeld = net.nodes[1].store[m.blob]?.count ?? 0
+        #expect(storedHeld > storedBefore, "the requests in flight should still land")
+        #expect(storedHeld < m.chunks.count && net.nodes[1].completedAt == nil)
+        net.apply(1, net.nodes[1].core.resumeRequests(now: net.now))
+        #expect(net.sentBetween[[1, 0, 0x55]] ?? 0 > requestsBefore, "resuming should request at once")
+        net.run(until: Instant(nanoseconds: 60_000_000_000)) { net.nodes[1].completedAt != nil }
+        #expect(assembled(net, 1, m) == data)
+    }
+
     @Test func messagesRoundTripAndGarbageIsRefused() throws {
         let (m, _, _) = makeBlob(size: 300_000, seed: 5)
         let msgs: [SwarmMessage] = [

@@ -8,7 +8,8 @@
 #
 # Environment: BIN (gquic-peer/gquic-fetch directory, default .build/release for bench and
 # .build/debug for test), MIB (blob size), RATE (tbf rate, e.g. 100mbit), JSON (bench output file),
-# ARIA=0 (bench: skip the aria2c anchor, for quick before/after runs of our side; writes no JSON).
+# ARIA=0 (bench: skip the aria2c anchor, for quick before/after runs of our side; writes no JSON),
+# KEEP_LOGS=DIR (keep the daemons' logs: test mode on failure, bench mode in DIR/nN after each run).
 # Needs root. Everything it starts lives in namespaces it creates and is removed at the end.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -112,6 +113,7 @@ print("seed sent %.1f MiB over its links (%.3f× the blob), %.1f MiB on the wire
         'BEGIN { printf "%.1f CPU-s in all daemons, %.2f CPU-s per GiB received, %.0f minor faults per MiB received\n", t / hz, t / hz / (n * mib / 1024), f / (n * mib) }' > "$WORK/cpu"
     for i in $(seq 1 $((n + 1))); do netns_exec "$i" pkill -TERM -f "gquic-peer run --data $WORK/g$i" || true; done
     sleep 0.5
+    if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS/n$n" && cp "$WORK"/g*.log "$KEEP_LOGS/n$n"/; fi
 }
 
 # run_aria N: the same swarm with aria2c (BitTorrent), opentracker on the seed's node.
