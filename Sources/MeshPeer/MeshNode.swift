@@ -73,11 +73,9 @@ public final class MeshNode: @unchecked Sendable {
                                 outputs: outputs) { events.forward($0) }
         host = CoreHost(cores: [membership, sync, swarmShell, LinkEcho()], transport: transport)
         events.target = self
-        // The swarm's commits run on its writer thread and finish under the host's lock, entered from
-        // a global queue so that the writer goes on with the next batch meanwhile.
-        swarmShell.reenter = { [host, swarmShell] body in
-            DispatchQueue.global().async { host.withShell(swarmShell) { shell, now in body(shell, now) } }
-        }
+        // The swarm's commits and reads from the store run on its writer and reader threads and come
+        // back under the host's lock from there (nothing holding the lock waits for those threads).
+        swarmShell.reenter = { [host, swarmShell] body in host.withShell(swarmShell) { shell, now in body(shell, now) } }
     }
 
     /// The daemon's swarm settings: the planner's defaults, the seed's unique-first serving on. (It

@@ -44,9 +44,9 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     let writer = DispatchQueue(label: "gquic-swarm-chunk-writer")
     private let writing = WriteBacklog()
     let maxWritingBytes: Int
-    /// Runs a closure on this shell under the host's lock, later and from another thread; the
-    /// outbox it returns is carried out. Set by the owner before the host starts; without it a
-    /// commit is finished in place (waiting for the writer).
+    /// Runs a closure on this shell under the host's lock; the outbox it returns is carried out.
+    /// Called from the writer and reader threads, never with the lock held. Set by the owner before
+    /// the host starts; without it commits and reads are done in place (waiting for the disk).
     var reenter: (@Sendable (@escaping @Sendable (SwarmShell, Instant) -> Outbox) -> Void)?
     /// Blobs whose commit is running on the writer thread.
     private var committing: Set<Digest> = []
