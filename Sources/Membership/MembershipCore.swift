@@ -832,7 +832,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if changed { record(s, now: now) }
         } else {
             guard table.count < settings.limits.maxMembers, let n = directory.intern(u.node), let ep = endpoint(n, u) else { return }
-            let s = table.insert(node: n, endpoint: ep, incarnation: u.version.incarnation, status: .alive, since: deciseconds(now))
+            let s = table.insert(node: n, endpoint: ep, incarnation: u.version.incarnation, status: .alive, since: deciseconds(now),
+                                 nodes: directory.count)
             liveCount += 1
             aliveSum &+= Self.words(u.node)
             addToProbeOrder(s)
