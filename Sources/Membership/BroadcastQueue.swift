@@ -74,10 +74,11 @@ struct BroadcastQueue: Sendable {
     /// Picks updates that fit `byteBudget` (`size` gives one update's encoded size), counting one
     /// transmission each and dropping those that reached `limit`. `first`, if queued, goes first
     /// (Lifeguard's buddy system: a suspect hears of its suspicion in the very ping that probes it).
-    /// Returns (slot, suspector node number + 1, transmissions before this one).
+    /// Returns (slot, suspector node number + 1, transmissions before this one) for each, and the
+    /// sum of their sizes.
     mutating func take(byteBudget: Int, maxCount: Int, limit: Int, first: Int32? = nil,
-                       size: (Int32, UInt32) -> Int) -> [(slot: Int32, from: UInt32, transmits: Int)] {
-        guard !live.isEmpty, byteBudget > 0, maxCount > 0 else { return [] }
+                       size: (Int32, UInt32) -> Int) -> (items: [(slot: Int32, from: UInt32, transmits: Int)], bytes: Int) {
+        guard !live.isEmpty, byteBudget > 0, maxCount > 0 else { return ([], 0) }
         var chosen: [(slot: Int32, from: UInt32, transmits: Int)] = []
         chosen.reserveCapacity(16)
         var used = 0
@@ -112,7 +113,7 @@ struct BroadcastQueue: Sendable {
             if c.transmits + 1 >= limit { _ = live.removeValue(forKey: c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
         }
         if stale > live.count + 1_024 { compact() }
-        return chosen
+        return (chosen, used)
     }
 
     private mutating func compact() {

@@ -270,7 +270,10 @@ struct MemberTable {
         return i == Self.wide ? wideIncarnations[s]! : UInt64(i)
     }
 
-    mutating func insert(node: UInt32, endpoint: UInt32, incarnation: UInt64, status: MemberStatus, since t: UInt32) -> Int32 {
+    /// - Parameter nodes: how many node numbers exist (the directory's count): when the node-number
+    ///   map must grow it grows to at least that at once, not by a quarter at a time (a joiner's
+    ///   push-pull brings thousands of members in rising number order, and each growth copied the map).
+    mutating func insert(node: UInt32, endpoint: UInt32, incarnation: UInt64, status: MemberStatus, since t: UInt32, nodes: Int = 0) -> Int32 {
         let s: Int32
         let r = Record(endpoint: endpoint, since: t, incarnation: 0)
         if let f = freeSlots.popLast() {
@@ -285,7 +288,7 @@ struct MemberTable {
         set(s, incarnation: incarnation)
         let i = Int(node)
         if i >= slotOf.count {
-            slotOf.reserveCapacity(Swift.max(i + 1, slotOf.count + slotOf.count / 4 + 16))
+            slotOf.reserveCapacity(Swift.max(i + 1, slotOf.count + slotOf.count / 4 + 16, nodes))
             slotOf.append(contentsOf: repeatElement(0, count: i + 1 - slotOf.count))
         }
         slotOf[i] = UInt32(s) + 1

@@ -34,6 +34,13 @@ public struct MembershipStats: Sendable {
     public var messagesSent = 0
     public var bytesSent = 0
     public var messagesRefused: [MembershipError.Code: Int] = [:]
+    /// Member updates received: piggybacked, gossiped, and the records of push-pull states.
+    public var updatesReceived = 0
+    /// Of those, the ones about members already held at the same version or a newer one, which
+    /// change nothing and are dropped without being decoded.
+    public var updatesAlreadyHeld = 0
+    /// Updates sent piggybacked or gossiped (the records of push-pull states are not counted).
+    public var updatesSent = 0
 }
 
 /// The sans-IO SWIM + Lifeguard core. One value per node; the shell (daemon or simulator) feeds it
@@ -277,13 +284,15 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func handleBody(_ message: PeerMessage, now: Instant, _ out: inout Outbox) throws(MembershipError) {
         guard started else { return }
-        let decoded = try MembershipMessage(frame: message.frame, maxPushPullBytes: settings.limits.maxPushPullBytes)
+        // The updates stay in the message's bytes, checked: most are records we already hold, and
+        // those are recognised without being decoded (`fresh`).
+        let (decoded, updates) = try MembershipMessage.decodeLeavingUpdates(message.frame, maxPushPullBytes: settings.limits.maxPushPullBytes)
         let from = message.peer
         if from == me { return }
         // A message arrived, so the shell has an authenticated link to its sender.
         links.insert(from)
         if case .pushPull(let pp) = decoded {
-            try onPushPull(pp, from: from, now: now, &out)
+            try onPushPull(pp, members: updates, from: from, now: now, &out)
             return
         }
         // Everything but a join request must come from a member: a node outside the cluster cannot
@@ -293,14 +302,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             // A member we hold as left may still speak for itself, and only that: a newer alive
             // of its own refutes a `left` another member forged (records are not signed; see
             // docs/protocol.md). A node that really left never sends one in the same generation.
-            let own = decoded.updates.filter { $0.node == from && $0.status == .alive }
+            let own = updates.filter { $0.node == from && $0.status == .alive }
             guard !own.isEmpty else { throw .notAMember(from) }
-            apply(own, from: from, now: now)
+            apply(own, in: updates.bytes, now: now)
             return
         }
         switch decoded {
         case .ping(let ping):
-            apply(ping.updates, from: from, now: now)
+            apply(updates, in: updates.bytes, now: now)
             guard ping.target == me else { return }
             var ack = MembershipMessage.Ack()
             ack.sequence = ping.sequence
@@ -308,13 +317,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             ack.coordinate = vivaldi.coordinate
             // The prober suspects us (Lifeguard's buddy system put the suspicion in its ping): our
             // refutation goes first in the answer.
-            let accused = ping.updates.contains { $0.node == me && $0.status != .alive }
+            let accused = updates.contains { $0.node == me && $0.status != .alive }
             if accused { broadcasts.enqueue(BroadcastQueue.me) }
-            ack.updates = piggyback(for: from, first: accused ? BroadcastQueue.me : nil)
+            let answer = frame(MembershipMessage.FrameType.ack, headBound: ack.headBound, first: accused ? BroadcastQueue.me : nil) { ack.encodeHead(to: &$0) }
             // A ping that came over the stream (the prober's fallback) is answered the same way.
-            send(.ack(ack), to: from, reliable: !message.unreliable, now: now, &out)
+            send(answer.frame, to: from, reliable: !message.unreliable, now: now, &out)
         case .pingReq(let req):
-            apply(req.updates, from: from, now: now)
+            apply(updates, in: updates.bytes, now: now)
             if req.target == me {
                 var ack = MembershipMessage.Ack()
                 ack.sequence = req.sequence
@@ -335,10 +344,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             var ping = MembershipMessage.Ping()
             ping.sequence = sequence
             ping.target = req.target
-            ping.updates = piggyback(for: req.target)
-            send(.ping(ping), to: req.target, now: now, &out)
+            send(frame(MembershipMessage.FrameType.ping) { ping.encodeHead(to: &$0) }.frame, to: req.target, now: now, &out)
         case .ack(let ack):
-            apply(ack.updates, from: from, now: now)
+            apply(updates, in: updates.bytes, now: now)
             if let probe = probes[ack.sequence] {
                 // Only the target itself, or a member we asked to probe it, may answer for it.
                 guard ack.responder == probe.target, from == probe.target || probe.helpers.contains(from) else { return }
@@ -368,8 +376,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             }
         case .nack(let nack):
             if var probe = probes[nack.sequence] { probe.nacks += 1; probes[nack.sequence] = probe }
-        case .gossip(let g):
-            apply(g.updates, from: from, now: now)
+        case .gossip:
+            apply(updates, in: updates.bytes, now: now)
         case .pushPull:
             break // handled above
         }
@@ -468,15 +476,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                     var req = MembershipMessage.PingReq()
                     req.sequence = seq
                     req.target = probe.target
-                    req.updates = piggyback(for: h)
-                    send(.pingReq(req), to: h, now: now, &out)
+                    send(frame(MembershipMessage.FrameType.pingReq) { req.encodeHead(to: &$0) }.frame, to: h, now: now, &out)
                     stats.indirectProbesSent += 1
                 }
                 if settings.probe.streamFallback && !probe.final {
                     // memberlist's TCP fallback ping: the same ping again over the link's reliable
                     // stream, which loss only delays, so a live member on a lossy path still answers.
                     let ping = makePing(seq: seq, target: probe.target, slot: slot(of: probe.target))
-                    send(.ping(ping), to: probe.target, reliable: true, now: now, &out)
+                    send(ping, to: probe.target, reliable: true, now: now, &out)
                     stats.fallbackProbesSent += 1
                 }
             }
@@ -593,24 +600,24 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                                    periodEndAt: now + max(direct + max(indirect, expected), final ? lastChanceLead : .zero),
                                    final: final,
                                    version: version(at: slot))
-        var ping = makePing(seq: seq, target: t, slot: slot)
-        send(.ping(ping), to: t, now: now, &out)
+        send(makePing(seq: seq, target: t, slot: slot), to: t, now: now, &out)
         stats.probesSent += 1
         if final && settings.probe.streamFallback {
             // The verdict on a suspect: the stream ping goes at once, not only after the timeout.
-            ping.updates = []
+            var ping = MembershipMessage.Ping()
+            ping.sequence = seq
+            ping.target = t
             send(.ping(ping), to: t, reliable: true, now: now, &out)
             stats.fallbackProbesSent += 1
         }
     }
 
     /// A ping of `target` (at `slot`, if it is a member), its piggyback led by its own suspicion.
-    private mutating func makePing(seq: UInt64, target: NodeID, slot: Int32?) -> MembershipMessage.Ping {
+    private mutating func makePing(seq: UInt64, target: NodeID, slot: Int32?) -> Frame {
         var ping = MembershipMessage.Ping()
         ping.sequence = seq
         ping.target = target
-        ping.updates = piggyback(for: target, first: slot.flatMap { table.status($0) == .suspect ? $0 : nil })
-        return ping
+        return frame(MembershipMessage.FrameType.ping, first: slot.flatMap { table.status($0) == .suspect ? $0 : nil }) { ping.encodeHead(to: &$0) }.frame
     }
 
     /// This node's verdict on a suspect whose suspicion ran out: dead, gossiped as such.
@@ -759,14 +766,33 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         MemberUpdate(node: me, address: address, version: version, status: leaving ? .left : .alive, from: nil)
     }
 
-    private mutating func apply(_ updates: [MemberUpdate], from: NodeID, now: Instant) {
-        for u in updates.prefix(settings.limits.maxUpdatesPerMessage) {
+    /// Applies received updates (`bytes`: the message they were read from), at most
+    /// `limits.maxUpdatesPerMessage` of them.
+    private mutating func apply(_ updates: some Sequence<RawUpdate>, in bytes: [UInt8], now: Instant) {
+        for raw in updates.prefix(settings.limits.maxUpdatesPerMessage) {
+            guard let u = fresh(raw, in: bytes) else { continue }
             switch u.status {
             case .alive: applyAlive(u, now: now)
             case .suspect: applySuspect(u, now: now)
             case .dead, .left: applyDead(u, now: now)
             }
         }
+    }
+
+    /// The received update `raw` decoded, or nil if it is about another member that we hold at the
+    /// same version or a newer one (the same or an older one, for a record that says alive): then
+    /// `applyAlive`, `applySuspect` and `applyDead` would return at their version check, having
+    /// changed nothing, so the record is dropped before its address is read. Counted in `stats`.
+    private mutating func fresh(_ raw: RawUpdate, in bytes: [UInt8]) -> MemberUpdate? {
+        stats.updatesReceived += 1
+        if raw.node != me, let s = slot(of: raw.node) {
+            let current = version(at: s)
+            if raw.status == .alive ? raw.version <= current : raw.version < current {
+                stats.updatesAlreadyHeld += 1
+                return nil
+            }
+        }
+        return raw.update(in: bytes)
     }
 
     private mutating func refute(_ claimed: MemberVersion) {
@@ -806,7 +832,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if changed { record(s, now: now) }
         } else {
             guard table.count < settings.limits.maxMembers, let n = directory.intern(u.node), let ep = endpoint(n, u) else { return }
-            let s = table.insert(node: n, endpoint: ep, incarnation: u.version.incarnation, status: .alive, since: deciseconds(now))
+            let s = table.insert(node: n, endpoint: ep, incarnation: u.version.incarnation, status: .alive, since: deciseconds(now),
+                                 nodes: directory.count)
             liveCount += 1
             aliveSum &+= Self.words(u.node)
             addToProbeOrder(s)
@@ -907,8 +934,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         probeOrder.swapAt(at, probeOrder.count - 1)
     }
 
-    private mutating func piggyback(for peer: NodeID, first: Int32? = nil) -> [MemberUpdate] {
-        let table = self.table, directory = self.directory, me = self.me
+    /// A ping, ping-req, ack or gossip frame carrying updates from the broadcast queue (`first`, if
+    /// queued, leading): `head` writes the message's fields before its updates (at most `headBound`
+    /// bytes), then the updates are written straight from the member table — the bytes the
+    /// message's `encode` would write, without building a `MemberUpdate` for each. Also returns how
+    /// many updates it carries.
+    private mutating func frame(_ type: UInt64, headBound: Int = 48, first: Int32? = nil,
+                                head: (inout WireWriter) -> Void) -> (frame: Frame, updates: Int) {
+        let table = self.table, directory = self.directory
         let myAddress = address
         let picked = broadcasts.take(byteBudget: settings.gossip.maxPiggybackBytes, maxCount: settings.limits.maxUpdatesPerMessage,
                                      limit: retransmitLimit, first: first) { slot, from in
@@ -921,16 +954,29 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 host = e.address.host.utf8.count; port = e.address.port
                 generation = e.generation; incarnation = table.incarnation(slot)
             }
-            _ = me
             return 32 + VarInt.encodedLength(UInt64(host)) + host + VarInt.encodedLength(UInt64(port))
                 + VarInt.encodedLength(generation) + VarInt.encodedLength(incarnation) + 1 + (from == 0 ? 1 : 33)
         }
-        var out: [MemberUpdate] = []
-        out.reserveCapacity(picked.count)
-        for p in picked {
-            out.append(update(at: p.slot, from: p.from == 0 ? nil : directory.id(p.from - 1)))
+        stats.updatesSent += picked.items.count
+        // (The sizes count our own record's version as 1 + 1 bytes; the writer grows if it is longer.)
+        var w = WireWriter(reservingCapacity: headBound + 8 + picked.bytes)
+        head(&w)
+        precondition(picked.items.count <= 256, "encoding \(picked.items.count) elements into a field limited to 256")
+        w.varint(UInt64(picked.items.count))
+        for p in picked.items { writeUpdate(at: p.slot, from: p.from == 0 ? nil : directory.id(p.from - 1), to: &w) }
+        return (Frame(type: type, payload: w.bytes), picked.items.count)
+    }
+
+    /// Writes the record of the member at `slot` (or ours, for `BroadcastQueue.me`) as an update:
+    /// the bytes of `update(at: slot, from: from).encode(to:)`, without building the update.
+    private func writeUpdate(at slot: Int32, from: NodeID?, to w: inout WireWriter) {
+        if slot == BroadcastQueue.me {
+            MemberUpdate.encode(node: me, address: address, version: version, status: leaving ? .left : .alive, from: from, to: &w)
+            return
         }
-        return out
+        let (node, e) = directory.resolve(table.endpoint(slot))
+        MemberUpdate.encode(node: node, address: e.address, version: MemberVersion(generation: e.generation, incarnation: table.incarnation(slot)),
+                            status: table.status(slot) ?? .dead, from: from, to: &w)
     }
 
     private var retransmitLimit: Int {
@@ -945,11 +991,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             st == .alive || st == .suspect || (st == .dead && nowDs &- since < window)
         }
         for t in targets {
-            let updates = piggyback(for: t)
-            if updates.isEmpty { break }
-            var g = MembershipMessage.Gossip()
-            g.updates = updates
-            send(.gossip(g), to: t, now: now, &out)
+            let g = frame(MembershipMessage.FrameType.gossip, headBound: 0) { _ in }
+            if g.updates == 0 { break }
+            send(g.frame, to: t, now: now, &out)
         }
     }
 
@@ -968,23 +1012,33 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         return settings.pushPull.interval * mult
     }
 
-    private mutating func fullState() -> MembershipMessage.PushPull {
+    /// Our full state as a push-pull frame: our own record, then every member's in slot order (at
+    /// most `limits.maxMembers` records in all), written straight from the member table.
+    private func fullState(isResponse: Bool) -> Frame {
         var pp = MembershipMessage.PushPull()
         pp.clusterID = settings.clusterID
-        pp.members = [selfUpdate]
-        pp.members.reserveCapacity(table.count + 1)
-        for s in 0..<Int32(table.capacity) where table.isUsed(s) && pp.members.count < settings.limits.maxMembers {
-            pp.members.append(update(at: s))
+        pp.isResponse = isResponse
+        let n = min(table.count + 1, max(1, settings.limits.maxMembers))
+        precondition(n <= 65_536, "encoding \(n) elements into a field limited to 65536")
+        // (~50 bytes a record with an IPv4 address; the writer grows for longer ones.)
+        var w = WireWriter(reservingCapacity: 32 + settings.clusterID.utf8.count + 56 * n)
+        pp.encodeHead(to: &w)
+        w.varint(UInt64(n))
+        writeUpdate(at: BroadcastQueue.me, from: nil, to: &w)
+        var written = 1
+        for s in 0..<Int32(table.capacity) where written < n && table.isUsed(s) {
+            writeUpdate(at: s, from: nil, to: &w)
+            written += 1
         }
-        return pp
+        return Frame(type: MembershipMessage.FrameType.pushPull, payload: w.bytes)
     }
 
     private mutating func sendPushPull(to peer: NodeID, now: Instant, _ out: inout Outbox) {
         pushPullOutstanding[peer] = now + settings.pushPull.timeout
-        send(.pushPull(fullState()), to: peer, now: now, &out)
+        send(fullState(isResponse: false), to: peer, now: now, &out)
     }
 
-    private mutating func onPushPull(_ pp: MembershipMessage.PushPull, from: NodeID, now: Instant, _ out: inout Outbox) throws(MembershipError) {
+    private mutating func onPushPull(_ pp: MembershipMessage.PushPull, members: RawUpdates, from: NodeID, now: Instant, _ out: inout Outbox) throws(MembershipError) {
         guard pp.clusterID == settings.clusterID else { throw .wrongCluster(pp.clusterID) }
         if pp.isResponse {
             guard let deadline = pushPullOutstanding[from], now <= deadline else { throw .unsolicited(from) }
@@ -994,20 +1048,20 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if !known {
                 if let allowed = settings.allowedNodes, !allowed.contains(from) { throw .notAllowed(from) }
                 // A joiner must speak for itself: its own alive record has to be in the state.
-                guard pp.members.contains(where: { $0.node == from && $0.status == .alive }) else { throw .notAMember(from) }
+                guard members.contains(where: { $0.node == from && $0.status == .alive }) else { throw .notAMember(from) }
             }
         }
-        merge(pp.members, from: from, now: now)
+        merge(members, from: from, now: now)
         joined = true
         if !pp.isResponse {
-            var reply = fullState()
-            reply.isResponse = true
-            send(.pushPull(reply), to: from, now: now, &out)
+            send(fullState(isResponse: true), to: from, now: now, &out)
         }
     }
 
-    private mutating func merge(_ records: [MemberUpdate], from: NodeID, now: Instant) {
-        for r in records {
+    private mutating func merge(_ records: RawUpdates, from: NodeID, now: Instant) {
+        for raw in records {
+            // (A record we hold at least as new would change nothing, whatever its status: see `fresh`.)
+            guard let r = fresh(raw, in: records.bytes) else { continue }
             // The sender's own record is authoritative about itself; an allow-list also gates
             // third parties it introduces.
             if r.node != from, r.node != me, let allowed = settings.allowedNodes, !allowed.contains(r.node), slot(of: r.node) == nil { continue }
@@ -1084,9 +1138,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     /// Sends `m` to `peer`: over the reliable stream if `reliable` (push-pull always), else as a DATAGRAM.
     private mutating func send(_ m: MembershipMessage, to peer: NodeID, reliable stream: Bool = false, now: Instant, _ out: inout Outbox) {
-        let reliable: Bool
-        if case .pushPull = m { reliable = true } else { reliable = stream }
-        let msg = PeerMessage(peer: peer, traffic: .control, frame: m.frame, unreliable: !reliable)
+        send(m.frame, to: peer, reliable: stream, now: now, &out)
+    }
+
+    /// Sends a membership frame, as `send(_:to:...)` does a message.
+    private mutating func send(_ frame: Frame, to peer: NodeID, reliable stream: Bool = false, now: Instant, _ out: inout Outbox) {
+        let reliable = stream || frame.type == MembershipMessage.FrameType.pushPull
+        let msg = PeerMessage(peer: peer, traffic: .control, frame: frame, unreliable: !reliable)
         if links.contains(peer) {
             emit(msg, &out)
             return

@@ -68,6 +68,14 @@ public struct MemberUpdate: Hashable, Sendable, WireFields {
     // The same bytes as `wireFields`, written out by hand: a message carries a dozen updates and
     // this is the simulator's hottest path (ProtocolTests checks the two agree).
     public func encode(to w: inout WireWriter) {
+        Self.encode(node: node, address: address, version: version, status: status, from: from, to: &w)
+    }
+
+    /// The bytes of an update with these fields (a core writes its members' records with it
+    /// without building `MemberUpdate`s).
+    @inline(__always)
+    static func encode(node: NodeID, address: PeerAddress, version: MemberVersion, status: MemberStatus, from: NodeID?,
+                       to w: inout WireWriter) {
         node.encode(to: &w)
         w.string(address.host)
         w.varint(UInt64(address.port))
@@ -78,19 +86,114 @@ public struct MemberUpdate: Hashable, Sendable, WireFields {
     }
 
     public init(from r: inout WireReader) throws(WireError) {
-        node = try NodeID(from: &r)
-        address = PeerAddress(host: try r.string(maxLength: 255), port: try r.varint(as: UInt16.self))
-        version = MemberVersion(generation: try r.varint(), incarnation: try r.varint())
+        let f = try Self.readFields(&r) { r throws(WireError) in try r.string(maxLength: 255) }
+        self.init(node: f.node, address: PeerAddress(host: f.host, port: f.port), version: f.version, status: f.status, from: f.from)
+    }
+
+    /// Reads one update's fields in wire order, with every check of the format; `host` reads the
+    /// address's host (as a `String`, or checked and left in the bytes: `RawUpdate`).
+    @inline(__always)
+    static func readFields<Host>(_ r: inout WireReader, host: (inout WireReader) throws(WireError) -> Host) throws(WireError)
+        -> (node: NodeID, host: Host, port: UInt16, version: MemberVersion, status: MemberStatus, from: NodeID?) {
+        let node = try NodeID(from: &r)
+        let h = try host(&r)
+        let port = try r.varint(as: UInt16.self)
+        let version = MemberVersion(generation: try r.varint(), incarnation: try r.varint())
         let at = r.position
         let raw = try r.varint(as: UInt8.self)
-        guard let s = MemberStatus(rawValue: raw) else { throw .malformed("member status \(raw) is not 0...3", at: at) }
-        status = s
+        guard let status = MemberStatus(rawValue: raw) else { throw .malformed("member status \(raw) is not 0...3", at: at) }
         let tagAt = r.position
+        let from: NodeID?
         switch try r.u8() {
         case 0: from = nil
         case 1: from = try NodeID(from: &r)
         case let b: throw .malformed("optional tag must be 0 or 1, got \(b)", at: tagAt)
         }
+        return (node, h, port, version, status, from)
+    }
+}
+
+/// One update as read from a received message, its host left in the message's bytes (`host` is a
+/// range of them): reading it allocates nothing and builds no string, so a record the receiver
+/// already holds at the same or a newer version costs a lookup and a compare. (While 10,000
+/// members join, nearly every record a member receives is one it already holds.)
+struct RawUpdate {
+    var node: NodeID
+    var host: Range<Int>
+    var port: UInt16
+    var version: MemberVersion
+    var status: MemberStatus
+    var from: NodeID?
+
+    /// Reads an update from `r`, a reader over `bytes`, with the checks `MemberUpdate(from:)` makes.
+    @inline(__always)
+    init(from r: inout WireReader, in bytes: [UInt8]) throws(WireError) {
+        let f = try MemberUpdate.readFields(&r) { r throws(WireError) in
+            let at = r.position
+            let range = try r.lengthPrefixedRange(maxLength: 255)
+            // `WireReader.string`'s check: ASCII as it is, anything else validated as UTF-8.
+            let valid = bytes.withUnsafeBufferPointer { all in
+                let b = UnsafeBufferPointer(rebasing: all[range])
+                var high: UInt8 = 0
+                for x in b { high |= x }
+                return high < 0x80 || String(validating: b, as: UTF8.self) != nil
+            }
+            guard valid else { throw .malformed("string is not valid UTF-8", at: at) }
+            return range
+        }
+        (node, host, port, version, status, from) = (f.node, f.host, f.port, f.version, f.status, f.from)
+    }
+
+    /// The whole update, its host read from `bytes` (those it was read from).
+    func update(in bytes: [UInt8]) -> MemberUpdate {
+        let h = bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[host]), as: UTF8.self) }
+        return MemberUpdate(node: node, address: PeerAddress(host: h, port: port), version: version, status: status, from: from)
+    }
+}
+
+/// The updates of a received message (its piggyback, its gossip, a push-pull's members), every one
+/// checked when the message was read — a malformed message is refused before any of it is applied,
+/// as when they were decoded into `[MemberUpdate]` — but left in the message's bytes; iterating
+/// reads them again as `RawUpdate`s.
+struct RawUpdates: Sequence {
+    let bytes: [UInt8]
+    private let records: Range<Int>
+    let count: Int
+
+    static var none: RawUpdates { RawUpdates() }
+    private init() { bytes = []; records = 0..<0; count = 0 }
+
+    /// Reads a count (at most `max`, and at most the bytes left) and that many updates from `r`, a
+    /// reader over `bytes`.
+    init(reading r: inout WireReader, in bytes: [UInt8], max: Int) throws(WireError) {
+        count = try r.length(max: max, unitSize: 1)
+        let start = r.position
+        for _ in 0..<count { _ = try RawUpdate(from: &r, in: bytes) }
+        records = start..<r.position
+        self.bytes = bytes
+    }
+
+    var underestimatedCount: Int { count }
+
+    struct Iterator: IteratorProtocol {
+        fileprivate var reader: WireReader
+        fileprivate var left: Int
+        fileprivate let bytes: [UInt8]
+        mutating func next() -> RawUpdate? {
+            guard left > 0 else { return nil }
+            left -= 1
+            do { return try RawUpdate(from: &reader, in: bytes) } catch { preconditionFailure("updates checked when read failed to read again: \(error)") }
+        }
+    }
+
+    func makeIterator() -> Iterator { Iterator(reader: WireReader(bytes, range: records), left: count, bytes: bytes) }
+
+    /// All of them as `MemberUpdate`s.
+    var decoded: [MemberUpdate] {
+        var out: [MemberUpdate] = []
+        out.reserveCapacity(count)
+        for u in self { out.append(u.update(in: bytes)) }
+        return out
     }
 }
 
@@ -234,29 +337,54 @@ public enum MembershipMessage: Hashable, Sendable {
 
     /// Decodes a frame; every failure is a typed `MembershipError`.
     public init(frame: Frame, maxPushPullBytes: Int = 8 << 20) throws(MembershipError) {
+        let (message, updates) = try Self.decodeLeavingUpdates(frame, maxPushPullBytes: maxPushPullBytes)
+        self = updates.count == 0 ? message : message.with(updates: updates.decoded)
+    }
+
+    /// Decodes a frame as `init(frame:)` does — the same checks in the same order, the same errors —
+    /// but returns the message without its updates (a ping's, ping-req's or ack's piggyback, a
+    /// gossip's updates, a push-pull's members) and those apart, checked but left in the bytes.
+    static func decodeLeavingUpdates(_ frame: Frame, maxPushPullBytes: Int) throws(MembershipError) -> (MembershipMessage, RawUpdates) {
         do {
+            var r = WireReader(frame.payload)
+            let message: MembershipMessage
+            var max = 256
             switch frame.type {
-            case FrameType.ping: self = .ping(try Ping(wireBytes: frame.payload))
-            case FrameType.pingReq: self = .pingReq(try PingReq(wireBytes: frame.payload))
-            case FrameType.ack:
-                let ack = try Ack(wireBytes: frame.payload)
-                if let c = ack.coordinate, !c.isValid { throw MembershipError.invalidCoordinate }
-                self = .ack(ack)
-            case FrameType.nack: self = .nack(try Nack(wireBytes: frame.payload))
-            case FrameType.gossip: self = .gossip(try Gossip(wireBytes: frame.payload))
+            case FrameType.ping: message = .ping(try Ping(head: &r))
+            case FrameType.pingReq: message = .pingReq(try PingReq(head: &r))
+            case FrameType.ack: message = .ack(try Ack(head: &r))
+            case FrameType.nack: return (.nack(try Nack(wireBytes: frame.payload)), .none)
+            case FrameType.gossip: message = .gossip(Gossip())
             case FrameType.pushPull:
                 guard frame.payload.count <= maxPushPullBytes else {
                     throw MembershipError.tooLarge(frame.payload.count, limit: maxPushPullBytes)
                 }
-                self = .pushPull(try PushPull(wireBytes: frame.payload))
+                message = .pushPull(try PushPull(head: &r))
+                max = 65_536
             default: throw MembershipError.malformed(.unknownType(frame.type, at: 0))
             }
+            let updates = try RawUpdates(reading: &r, in: frame.payload, max: max)
+            try r.expectEnd()
+            if case .ack(let ack) = message, let c = ack.coordinate, !c.isValid { throw MembershipError.invalidCoordinate }
+            return (message, updates)
         } catch let e as MembershipError {
             throw e
         } catch let e as WireError {
             throw .malformed(e)
         } catch {
             throw .malformed(.malformed("\(error)", at: 0))
+        }
+    }
+
+    /// The same message carrying `updates` (a nack carries none).
+    func with(updates: [MemberUpdate]) -> MembershipMessage {
+        switch self {
+        case .ping(var m): m.updates = updates; return .ping(m)
+        case .pingReq(var m): m.updates = updates; return .pingReq(m)
+        case .ack(var m): m.updates = updates; return .ack(m)
+        case .nack: return self
+        case .gossip(var m): m.updates = updates; return .gossip(m)
+        case .pushPull(var m): m.members = updates; return .pushPull(m)
         }
     }
 }
@@ -311,29 +439,53 @@ extension Coordinate {
 extension MembershipMessage.Probe {
     public func encode(to w: inout WireWriter) {
         w.reserveCapacity(48 + updates.reduce(0) { $0 + $1.encodedSizeBound })
-        w.varint(sequence)
-        target.encode(to: &w)
+        encodeHead(to: &w)
         MemberUpdate.encodeArray(updates, max: 256, to: &w)
     }
 
+    /// The fields before the updates.
+    func encodeHead(to w: inout WireWriter) {
+        w.varint(sequence)
+        target.encode(to: &w)
+    }
+
     public init(from r: inout WireReader) throws(WireError) {
+        try self.init(head: &r)
+        updates = try MemberUpdate.decodeArray(&r, max: 256)
+    }
+
+    /// The fields before the updates.
+    init(head r: inout WireReader) throws(WireError) {
         self.init()
         sequence = try r.varint()
         target = try NodeID(from: &r)
-        updates = try MemberUpdate.decodeArray(&r, max: 256)
     }
 }
 
 extension MembershipMessage.Ack {
     public func encode(to w: inout WireWriter) {
-        w.reserveCapacity(48 + 8 * (5 + (coordinate?.vector.count ?? 0)) + updates.reduce(0) { $0 + $1.encodedSizeBound })
-        w.varint(sequence)
-        responder.encode(to: &w)
-        if let c = coordinate { w.u8(1); c.encode(to: &w) } else { w.u8(0) }
+        w.reserveCapacity(headBound + updates.reduce(0) { $0 + $1.encodedSizeBound })
+        encodeHead(to: &w)
         MemberUpdate.encodeArray(updates, max: 256, to: &w)
     }
 
+    /// An upper bound on the size of the fields before the updates.
+    var headBound: Int { 48 + 8 * (5 + (coordinate?.vector.count ?? 0)) }
+
+    /// The fields before the updates.
+    func encodeHead(to w: inout WireWriter) {
+        w.varint(sequence)
+        responder.encode(to: &w)
+        if let c = coordinate { w.u8(1); c.encode(to: &w) } else { w.u8(0) }
+    }
+
     public init(from r: inout WireReader) throws(WireError) {
+        try self.init(head: &r)
+        updates = try MemberUpdate.decodeArray(&r, max: 256)
+    }
+
+    /// The fields before the updates.
+    init(head r: inout WireReader) throws(WireError) {
         self.init()
         sequence = try r.varint()
         responder = try NodeID(from: &r)
@@ -343,7 +495,6 @@ extension MembershipMessage.Ack {
         case 1: coordinate = try Coordinate(from: &r)
         case let b: throw .malformed("optional tag must be 0 or 1, got \(b)", at: at)
         }
-        updates = try MemberUpdate.decodeArray(&r, max: 256)
     }
 }
 
@@ -363,12 +514,23 @@ extension MembershipMessage.PushPull {
     public func encode(to w: inout WireWriter) {
         precondition(clusterID.utf8.count <= 255, "encoding a \(clusterID.utf8.count)-byte string into a field limited to 255")
         w.reserveCapacity(16 + clusterID.utf8.count + members.reduce(0) { $0 + $1.encodedSizeBound })
-        w.string(clusterID)
-        w.u8(isResponse ? 1 : 0)
+        encodeHead(to: &w)
         MemberUpdate.encodeArray(members, max: 65_536, to: &w)
     }
 
+    /// The fields before the members.
+    func encodeHead(to w: inout WireWriter) {
+        w.string(clusterID)
+        w.u8(isResponse ? 1 : 0)
+    }
+
     public init(from r: inout WireReader) throws(WireError) {
+        try self.init(head: &r)
+        members = try MemberUpdate.decodeArray(&r, max: 65_536)
+    }
+
+    /// The fields before the members.
+    init(head r: inout WireReader) throws(WireError) {
         self.init()
         clusterID = try r.string(maxLength: 255)
         let at = r.position
@@ -377,6 +539,5 @@ extension MembershipMessage.PushPull {
         case 1: isResponse = true
         case let b: throw .malformed("boolean byte must be 0 or 1, got \(b)", at: at)
         }
-        members = try MemberUpdate.decodeArray(&r, max: 65_536)
     }
 }

@@ -123,8 +123,10 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, L
 extension Digest: WireCodable {
     // Four big-endian words: the same 32 bytes as `bytes`, without building an array (membership
     // messages carry a dozen node IDs each; this is on the simulator's hottest path).
+    // Written in one append (four appends of 8 bytes were ~3% of a 10,000-node simulation).
     public func encode(to writer: inout WireWriter) {
-        writer.fixed(w0); writer.fixed(w1); writer.fixed(w2); writer.fixed(w3)
+        let words = (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)
+        withUnsafeBytes(of: words) { writer.raw($0) }
     }
     public init(from reader: inout WireReader) throws(WireError) {
         w0 = try reader.fixed(UInt64.self)

@@ -50,7 +50,14 @@ struct MembershipSimCore: SimObservableCore {
         return Digest(unchecked: w.bytes)
     }
 
-    func gauges() -> [SimGauge] { [SimGauge("live-members", Double(core.liveMemberCount))] }
+    /// The view's size, and running totals of the core's traffic (their mean times the live nodes
+    /// is the cluster's total; differences between samples give rates per virtual second).
+    func gauges() -> [SimGauge] {
+        let s = core.stats
+        return [SimGauge("live-members", Double(core.liveMemberCount)), SimGauge("messages-sent", Double(s.messagesSent)),
+                SimGauge("updates-sent", Double(s.updatesSent)), SimGauge("updates-received", Double(s.updatesReceived)),
+                SimGauge("updates-already-held", Double(s.updatesAlreadyHeld))]
+    }
 
     mutating func drainCompletions() -> [SimCompletion] { [] }
 }

@@ -351,6 +351,132 @@ extension ProtocolTests {
     }
 }
 
+extension ProtocolTests {
+    /// A core reads a message's updates in place (checked when the message is read, decoded one at a
+    /// time only when they matter); `MembershipMessage(frame:)` goes the same way. Both must take
+    /// exactly what the per-message decoders (`[MemberUpdate]` through `MemberUpdate(from:)`) take
+    /// and refuse the rest with the same error: every truncation and every single-byte change of
+    /// messages of each kind is checked.
+    @Test func updatesReadInPlaceAcceptAndRefuseWhatWholeDecodingDoes() throws {
+        var rng = SeededRandom(seed: 21)
+        func updates(_ n: Int) -> [MemberUpdate] {
+            (0..<n).map { i in
+                var u = update(Self.id("u\(i)"), MemberStatus(rawValue: UInt8(i % 4))!, inc: rng.next() >> (2 + rng.next() % 62),
+                               from: i % 3 == 0 ? Self.id("s\(i)") : nil)
+                u.address = PeerAddress(host: i % 4 == 1 ? "nœud-\(i).example" : "10.1.\(i % 256).\(i)", port: UInt16(truncatingIfNeeded: rng.next()))
+                return u
+            }
+        }
+        var ping = MembershipMessage.Ping(); ping.sequence = 77; ping.target = Self.id("t"); ping.updates = updates(5)
+        var ack = MembershipMessage.Ack(); ack.sequence = 78; ack.responder = Self.id("r")
+        ack.coordinate = Coordinate(dimensions: 3, error: 0.5, height: 1e-4); ack.updates = updates(4)
+        var pp = MembershipMessage.PushPull(); pp.clusterID = "c"; pp.isResponse = true; pp.members = updates(6)
+        let messages: [MembershipMessage] = [.ping(ping), .pingReq(ping), .ack(ack), .gossip(.init(updates: updates(3))), .pushPull(pp),
+                                             .gossip(.init(updates: []))]
+        /// What the whole decoders say about `bytes` as a frame of `type`.
+        func whole(_ type: UInt64, _ bytes: [UInt8]) -> Result<MembershipMessage, WireError> {
+            do throws(WireError) {
+                switch type {
+                case MembershipMessage.FrameType.ping: return .success(.ping(try .init(wireBytes: bytes)))
+                case MembershipMessage.FrameType.pingReq: return .success(.pingReq(try .init(wireBytes: bytes)))
+                case MembershipMessage.FrameType.ack: return .success(.ack(try .init(wireBytes: bytes)))
+                case MembershipMessage.FrameType.gossip: return .success(.gossip(try .init(wireBytes: bytes)))
+                default: return .success(.pushPull(try .init(wireBytes: bytes)))
+                }
+            } catch { return .failure(error) }
+        }
+        var refused = 0, accepted = 0
+        for m in messages {
+            let f = m.frame
+            #expect(try MembershipMessage(frame: f) == m)
+            var variants: [[UInt8]] = (0..<f.payload.count).map { Array(f.payload[..<$0]) }
+            for i in f.payload.indices {
+                for delta: UInt8 in [1, 0x40, 0x80] { var b = f.payload; b[i] &+= delta; variants.append(b) }
+            }
+            for bytes in variants {
+                let expected = whole(f.type, bytes)
+                do {
+                    let got = try MembershipMessage(frame: Frame(type: f.type, payload: bytes))
+                    accepted += 1
+                    if case .success(let e) = expected {
+                        // (An ack whose changed coordinate is not finite is refused by both; see below.)
+                        #expect(got == e)
+                    } else { Issue.record("accepted what whole decoding refuses: \(bytes)") }
+                } catch {
+                    refused += 1
+                    switch expected {
+                    case .failure(let e): #expect(error.wireError == e, "\(error) vs \(e)")
+                    case .success(let e):
+                        guard case .ack(let a) = e, let c = a.coordinate, !(c.vector.allSatisfy { $0.isFinite && abs($0) < 1e6 }
+                            && c.error.isFinite && c.error >= 0 && c.adjustment.isFinite && c.height.isFinite && c.height >= 0) else {
+                            Issue.record("refused what whole decoding accepts: \(error)"); continue
+                        }
+                        #expect(error.code == .invalidCoordinate)
+                    }
+                }
+            }
+        }
+        #expect(refused > 100 && accepted > 100)
+    }
+
+    /// A record about a member held at the same version (or, for a suspicion or death, a newer one)
+    /// changes nothing: it is dropped undecoded and counted; a newer one is applied.
+    @Test func recordsAlreadyHeldAreCountedAndChangeNothing() throws {
+        let w = MembershipWorld(count: 4, seed: 5)
+        w.startAll(spread: .milliseconds(200))
+        #expect(w.run(until: { w.converged }, limit: .seconds(20)) != nil)
+        var core = try #require(w.core(0))
+        let subject = w.hosts[1], sender = w.hosts[2].id
+        let held = try #require(core.member(subject.id))
+        func gossip(_ status: MemberStatus, _ version: MemberVersion) throws {
+            let u = MemberUpdate(node: subject.id, address: held.address, version: version, status: status, from: status == .alive ? nil : sender)
+            _ = try core.handle(message(.gossip(.init(updates: [u])), from: sender), now: w.now)
+        }
+        let before = core.stats
+        let older = MemberVersion(generation: held.version.generation, incarnation: 0)
+        try gossip(.alive, held.version)
+        try gossip(.alive, older)
+        if held.version.incarnation > 0 { try gossip(.suspect, older) } else { try gossip(.alive, held.version) }
+        #expect(core.stats.updatesReceived == before.updatesReceived + 3)
+        #expect(core.stats.updatesAlreadyHeld == before.updatesAlreadyHeld + 3)
+        #expect(core.member(subject.id) == held)
+        // Newer: applied, not counted as held.
+        let newer = MemberVersion(generation: held.version.generation, incarnation: held.version.incarnation + 1)
+        try gossip(.suspect, newer)
+        #expect(core.stats.updatesAlreadyHeld == before.updatesAlreadyHeld + 3)
+        #expect(core.member(subject.id)?.status == .suspect)
+        #expect(core.member(subject.id)?.version == newer)
+        // The same suspicion again is not "already held": it may confirm the suspicion.
+        try gossip(.suspect, newer)
+        #expect(core.stats.updatesAlreadyHeld == before.updatesAlreadyHeld + 3)
+        try gossip(.alive, newer)
+        #expect(core.stats.updatesAlreadyHeld == before.updatesAlreadyHeld + 4)
+        #expect(core.member(subject.id)?.status == .suspect)
+    }
+
+    /// Cores write their messages' updates (and push-pull states) straight from their member
+    /// tables: the bytes must be the ones the message types encode.
+    @Test func framesCoresWriteAreTheBytesTheMessagesEncode() {
+        let w = MembershipWorld(count: 6, seed: 8)
+        var checked: [UInt64: Int] = [:], withUpdates = 0
+        w.onDeliver = { _, _, m in
+            guard let decoded = try? MembershipMessage(frame: m.frame) else { Issue.record("undecodable frame"); return }
+            #expect(decoded.frame == m.frame)
+            checked[m.frame.type, default: 0] += 1
+            if !decoded.updates.isEmpty { withUpdates += 1 }
+        }
+        w.startAll(spread: .milliseconds(300))
+        w.run(for: .seconds(5))
+        w.crash(5) // so that probes of it go indirect (ping-req)
+        w.run(for: .seconds(15))
+        for type in [MembershipMessage.FrameType.ping, MembershipMessage.FrameType.ack, MembershipMessage.FrameType.gossip,
+                     MembershipMessage.FrameType.pushPull, MembershipMessage.FrameType.pingReq] {
+            #expect(checked[type, default: 0] > 0, "no frame of type \(type)")
+        }
+        #expect(withUpdates > 10)
+    }
+}
+
 /// Test access to the suspicion formula.
 enum SuspicionTimerProbe {
     static func timeout(_ c: Int, k: Int, min: Duration, max: Duration) -> Duration {
