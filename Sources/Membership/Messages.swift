@@ -125,12 +125,14 @@ struct RawUpdate {
     var status: MemberStatus
     var from: NodeID?
 
-    /// Reads an update from `r`, a reader over `bytes`, with the checks `MemberUpdate(from:)` makes.
+    /// Reads an update from `r`, a reader over `bytes`, with the checks `MemberUpdate(from:)` makes
+    /// (`hostChecked`: the host's bytes were checked when the message was read; not again).
     @inline(__always)
-    init(from r: inout WireReader, in bytes: [UInt8]) throws(WireError) {
+    init(from r: inout WireReader, in bytes: [UInt8], hostChecked: Bool = false) throws(WireError) {
         let f = try MemberUpdate.readFields(&r) { r throws(WireError) in
             let at = r.position
             let range = try r.lengthPrefixedRange(maxLength: 255)
+            if hostChecked { return range }
             // `WireReader.string`'s check: ASCII as it is, anything else validated as UTF-8.
             let valid = bytes.withUnsafeBufferPointer { all in
                 let b = UnsafeBufferPointer(rebasing: all[range])
@@ -182,7 +184,7 @@ struct RawUpdates: Sequence {
         mutating func next() -> RawUpdate? {
             guard left > 0 else { return nil }
             left -= 1
-            do { return try RawUpdate(from: &reader, in: bytes) } catch { preconditionFailure("updates checked when read failed to read again: \(error)") }
+            do { return try RawUpdate(from: &reader, in: bytes, hostChecked: true) } catch { preconditionFailure("updates checked when read failed to read again: \(error)") }
         }
     }
 

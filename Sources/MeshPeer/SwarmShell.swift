@@ -45,9 +45,11 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     private let writing = WriteBacklog()
     let maxWritingBytes: Int
     /// Runs a closure on this shell under the host's lock; the outbox it returns is carried out.
-    /// Called from the writer and reader threads, never with the lock held. Set by the owner before
-    /// the host starts; without it commits and reads are done in place (waiting for the disk).
-    var reenter: (@Sendable (@escaping @Sendable (SwarmShell, Instant) -> Outbox) -> Void)?
+    /// Called from the writer and reader threads, never with the lock held. The owner sets it
+    /// before the host starts (it needs the host, which needs the shell).
+    var reenter: @Sendable (@escaping @Sendable (SwarmShell, Instant) -> Outbox) -> Void = { _ in
+        preconditionFailure("SwarmShell.reenter was not set before the host started")
+    }
     /// Blobs whose commit is running on the writer thread.
     private var committing: Set<Digest> = []
     /// Chunks to serve that are not in memory are read on this thread (`serveFromStore`).
@@ -217,12 +219,8 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
     /// reader thread: a read from a busy disk takes tens of milliseconds, and under the host's lock
     /// it would hold up every core — a seed's control round trips waited for its reads. Finished
     /// reads come back through `reenter`, as many as are done at a time.
-    private func serveFromStore(_ peer: NodeID, _ blob: Digest, _ index: UInt32, _ digest: Digest, now: Instant) -> Outbox {
-        guard let reenter else {
-            if let data = try? store.readChunk(digest) { return swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now) }
-            return swarm.cannotServe(peer, blob: blob, index: index)
-        }
-        let store = store, reads = reads
+    private func serveFromStore(_ peer: NodeID, _ blob: Digest, _ index: UInt32, _ digest: Digest) {
+        let store = store, reads = reads, reenter = reenter
         reader.async {
             let data = try? store.readChunk(digest)
             let first = reads.state.withLock { r in
@@ -232,7 +230,6 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             }
             if first { reenter { shell, now in shell.serveReads(now: now) } }
         }
-        return Outbox()
     }
 
     /// Hands the swarm the chunks the reader has read since the last call.
@@ -270,7 +267,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
                         if let data = chunkInMemory(digest) {
                             out.merge(swarm.servePiece(to: peer, blob: blob, index: index, data: data, now: now))
                         } else {
-                            out.merge(serveFromStore(peer, blob, index, digest, now: now))
+                            serveFromStore(peer, blob, index, digest)
                         }
                     } else {
                         out.merge(swarm.cannotServe(peer, blob: blob, index: index))
@@ -352,11 +349,7 @@ final class SwarmShell: MeshProtocolCore, @unchecked Sendable {
             }
             return .committed(hashedEarly)
         }
-        guard let reenter else {
-            let outcome = writer.sync(execute: work)
-            finishCommit(manifest, outcome, now: now, &out)
-            return
-        }
+        let reenter = reenter
         writer.async {
             let outcome = work()
             reenter { shell, now in
