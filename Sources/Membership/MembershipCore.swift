@@ -137,6 +137,17 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var queued: [NodeID: [(message: PeerMessage, until: Instant)]] = [:]
     private var lastDial: [PeerAddress: Instant] = [:]
     private var joinDials: Set<PeerAddress> = []
+    /// Join candidates (seeds, mDNS finds) still to try in this join attempt, in the order they
+    /// will be tried; the one being tried now is `joinTarget` (see `tryNextJoinCandidate`).
+    private var joinCandidates: [PeerAddress] = []
+    private var joinTarget: PeerAddress?
+    /// Seeds this join announces itself to without pulling their state (all but the first tried).
+    private var announceTo: Set<PeerAddress> = []
+    /// Who answered this join's dials, by the address dialled (a later candidate whose link is up
+    /// already, from its announce, is asked over that link; a dial now would be a no-op).
+    private var joinPeers: [PeerAddress: NodeID] = [:]
+    /// When the candidate being tried counts as failed if no push-pull has completed by then.
+    private var joinDeadline: Instant = .distantFuture
     private var pushPullOutstanding: [NodeID: Instant] = [:]
     /// True once a push-pull with some member completed (we have a view of the cluster).
     public private(set) var joined = false
@@ -229,7 +240,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var out = Outbox()
         for a in more where !seeds.contains(a) && a != address {
             seeds.append(a)
-            if liveCount == 0 && started { dialForJoin(a, now: now, &out) }
+            if liveCount == 0 && started && !leaving {
+                joinCandidates.append(a)
+                if joinTarget == nil { tryNextJoinCandidate(now: now, &out) }
+            }
         }
         scheduleWake(&out)
         return out
@@ -253,7 +267,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         nextReconnectAt = now + settings.reconnect.interval
         nextReapAt = now + Self.reapInterval
         broadcasts.enqueue(BroadcastQueue.me)
-        for s in seeds where s != address { dialForJoin(s, now: now, &out) }
+        beginJoin(now: now, &out)
         scheduleWake(&out)
         return out
     }
@@ -403,14 +417,26 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             // outstanding, any link to a node we do not count as live also gets the sync.
             let wasJoinDial = !joinDials.isEmpty
                 && (joinDials.remove(addr) != nil || (!joinDials.isEmpty && !(slot(of: peer).map { self.isLive($0) } ?? false)))
-            if wasJoinDial, started, !leaving {
+            if wasJoinDial, joinTarget != nil { joinPeers[addr] = peer }
+            if wasJoinDial, started, !leaving, addr != joinTarget, announceTo.remove(addr) != nil {
+                // A seed we do not pull from: it learns of us first-hand, and answers nothing.
+                send(fullState(kind: .announce), to: peer, now: now, &out)
+            } else if wasJoinDial, started, !leaving {
                 // A seed (or mDNS find, or a dead member we reconnect to) proved its identity: sync.
                 sendPushPull(to: peer, now: now, &out)
+                // The candidate being tried gets the push-pull's own time to answer.
+                if addr == joinTarget { joinDeadline = now + settings.pushPull.timeout }
             }
         case .down(let peer):
             links.remove(peer)
         case .dialFailed(let addr):
             joinDials.remove(addr)
+            if addr == joinTarget {
+                tryNextJoinCandidate(now: now, &out)
+            } else if announceTo.remove(addr) != nil {
+                // A seed we only announced to is down: do not wait on it later in this join.
+                joinCandidates.removeAll { $0 == addr }
+            }
             for node in queued.keys.sorted() where address(of: node) == addr { queued[node] = nil }
         }
         return
@@ -450,6 +476,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 sendPushPull(to: peer, now: now, &out)
             }
             nextPushPullAt = now + pushPullInterval()
+        }
+        if now >= joinDeadline {
+            // The candidate being tried did not answer in time (no link, or no push-pull response).
+            if let t = joinTarget { joinDials.remove(t) }
+            tryNextJoinCandidate(now: now, &out)
         }
         if now >= nextReconnectAt {
             if !leaving { reconnect(now: now, &out) }
@@ -1014,10 +1045,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     /// Our full state as a push-pull frame: our own record, then every member's in slot order (at
     /// most `limits.maxMembers` records in all), written straight from the member table.
-    private func fullState(isResponse: Bool) -> Frame {
+    private func fullState(kind: MembershipMessage.PushPull.Kind) -> Frame {
         var pp = MembershipMessage.PushPull()
         pp.clusterID = settings.clusterID
-        pp.isResponse = isResponse
+        pp.kind = kind
         let n = min(table.count + 1, max(1, settings.limits.maxMembers))
         precondition(n <= 65_536, "encoding \(n) elements into a field limited to 65536")
         // (~50 bytes a record with an IPv4 address; the writer grows for longer ones.)
@@ -1035,7 +1066,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func sendPushPull(to peer: NodeID, now: Instant, _ out: inout Outbox) {
         pushPullOutstanding[peer] = now + settings.pushPull.timeout
-        send(fullState(isResponse: false), to: peer, now: now, &out)
+        send(fullState(kind: .request), to: peer, now: now, &out)
     }
 
     private mutating func onPushPull(_ pp: MembershipMessage.PushPull, members: RawUpdates, from: NodeID, now: Instant, _ out: inout Outbox) throws(MembershipError) {
@@ -1052,9 +1083,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             }
         }
         merge(members, from: from, now: now)
+        // An announce is one joiner's own record; a request or a response is a member's view of
+        // the cluster: we hold one now, and the join is done, whichever candidate it came through.
+        guard pp.kind != .announce else { return }
         joined = true
-        if !pp.isResponse {
-            send(fullState(isResponse: true), to: from, now: now, &out)
+        endJoin()
+        if pp.kind == .request {
+            send(fullState(kind: .response), to: from, now: now, &out)
         }
     }
 
@@ -1078,9 +1113,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     // MARK: - Reconnect and reaping
 
     private mutating func reconnect(now: Instant, _ out: inout Outbox) {
-        if liveCount == 0 {
-            for s in seeds where s != address { dialForJoin(s, now: now, &out) }
-        }
+        if liveCount == 0 && joinTarget == nil { beginJoin(now: now, &out) }
         // Serf's reconnect loop: try one random failed member, so partitions heal and restarted
         // nodes that joined through someone else still merge with everyone.
         let deadOnes = randomMembers(1, excluding: nil) { st, _ in st == .dead }
@@ -1128,6 +1161,58 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     // MARK: - Sending
+
+    /// Starts a join: every seed is dialled and learns of us, but only one at a time is asked for
+    /// its state. The seeds are taken in a random order of this node's own; the first gets a
+    /// push-pull request, the others an announce (our state, not answered). A candidate fails when
+    /// its dial fails or when no push-pull has completed `pushPull.timeout` after it was dialled
+    /// (or after its link came up); the next is then asked at once. A push-pull with anyone ends
+    /// the join (`endJoin`). When all have failed, the reconnect loop starts again while we know
+    /// no one.
+    ///
+    /// memberlist's `Join` pulls the state of every address it is given, and GQUIC did too until
+    /// session 8: while 10,000 nodes joined through 5 seeds, each joiner pulled 5 full states (43%
+    /// of all membership records received in the join phase) and the seeds' uplinks could not
+    /// carry them (83 joiners/s × 5 × a state of up to 500 KB; the backlog grew without bound).
+    /// Pulling from one seed alone is not enough either: gossip cannot carry 83 joins a second to
+    /// 10,000 members (each member sends ~15 new updates a second's worth of retransmissions), so
+    /// the seeds' states are what joiners learn the cluster from, and each seed must hear of every
+    /// joiner itself — hence the announces, one record each.
+    private mutating func beginJoin(now: Instant, _ out: inout Outbox) {
+        var order = seeds.filter { $0 != address }
+        if order.count > 1 {
+            for k in stride(from: order.count - 1, to: 0, by: -1) {
+                order.swapAt(k, Int(rng.next() % UInt64(k + 1)))
+            }
+        }
+        joinCandidates = order
+        joinTarget = nil
+        tryNextJoinCandidate(now: now, &out)
+        for a in order.dropFirst() {
+            announceTo.insert(a)
+            dialForJoin(a, now: now, &out)
+        }
+    }
+
+    private mutating func tryNextJoinCandidate(now: Instant, _ out: inout Outbox) {
+        guard !joinCandidates.isEmpty, !leaving else { endJoin(); return }
+        let a = joinCandidates.removeFirst()
+        joinTarget = a
+        joinDeadline = now + settings.pushPull.timeout
+        if let peer = joinPeers[a], links.contains(peer) {
+            sendPushPull(to: peer, now: now, &out)
+        } else {
+            dialForJoin(a, now: now, &out)
+        }
+    }
+
+    private mutating func endJoin() {
+        joinCandidates = []
+        announceTo = []
+        joinPeers = [:]
+        joinTarget = nil
+        joinDeadline = .distantFuture
+    }
 
     private mutating func dialForJoin(_ a: PeerAddress, now: Instant, _ out: inout Outbox) {
         joinDials.insert(a)
@@ -1207,7 +1292,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         guard started else { return }
         // Gossip rounds wake the node only while there is something to gossip (a round with an
         // empty queue sends nothing; at 10,000 simulated nodes those wake-ups were a third of all events).
-        let next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
+        let next = min(nextProbeAt, broadcasts.isEmpty ? .distantFuture : nextGossipAt, nextPushPullAt, nextReconnectAt,
+                       nextReapAt, joinDeadline)
         refreshTimers()
         out.wake(at: min(next, timersNext))
     }

@@ -306,12 +306,31 @@ public enum MembershipMessage: Hashable, Sendable {
 
     public struct PushPull: Hashable, Sendable, WireFields {
         public var clusterID = ""
-        /// False for a request (join or periodic sync), true for the answer.
-        public var isResponse = false
+        /// What the state is for (one byte on the wire: 0, 1 or 2).
+        public enum Kind: UInt8, Sendable {
+            /// A join or periodic sync: the receiver merges it and answers with its own state.
+            case request = 0
+            /// The answer to a request.
+            case response = 1
+            /// A joiner's state for a seed it does not pull from: merged, not answered (so every
+            /// seed learns each joiner first-hand while only one sends it a full state back).
+            case announce = 2
+        }
+        public var kind: Kind = .request
+        /// True for the answer to a request.
+        public var isResponse: Bool {
+            get { kind == .response }
+            set { kind = newValue ? .response : .request }
+        }
         public var members: [MemberUpdate] = []
         public init() {}
         public mutating func wireFields(_ c: inout some WireCoder) throws(WireError) {
-            try c.string(&clusterID, max: 255); try c.bool(&isResponse); try c.array(&members, max: 65_536)
+            try c.string(&clusterID, max: 255)
+            var raw = kind.rawValue
+            try c.uint(&raw)
+            guard let k = Kind(rawValue: raw) else { throw .malformed("push-pull kind must be 0, 1 or 2, got \(raw)", at: 0) }
+            kind = k
+            try c.array(&members, max: 65_536)
         }
     }
 
@@ -523,7 +542,7 @@ extension MembershipMessage.PushPull {
     /// The fields before the members.
     func encodeHead(to w: inout WireWriter) {
         w.string(clusterID)
-        w.u8(isResponse ? 1 : 0)
+        w.u8(kind.rawValue)
     }
 
     public init(from r: inout WireReader) throws(WireError) {
@@ -536,10 +555,8 @@ extension MembershipMessage.PushPull {
         self.init()
         clusterID = try r.string(maxLength: 255)
         let at = r.position
-        switch try r.u8() {
-        case 0: isResponse = false
-        case 1: isResponse = true
-        case let b: throw .malformed("boolean byte must be 0 or 1, got \(b)", at: at)
-        }
+        let b = try r.u8()
+        guard let k = Kind(rawValue: b) else { throw .malformed("push-pull kind must be 0, 1 or 2, got \(b)", at: at) }
+        kind = k
     }
 }

@@ -22,6 +22,56 @@ import MembershipLab
         for i in w.hosts.indices { #expect(w.core(i)?.liveMemberCount == 23) }
     }
 
+    /// The push-pull kinds host `from` sent, recorded as they are delivered.
+    func pushPulls(in w: MembershipWorld) -> () -> [(from: Int, to: Int, kind: MembershipMessage.PushPull.Kind, at: Duration)] {
+        var seen: [(from: Int, to: Int, kind: MembershipMessage.PushPull.Kind, at: Duration)] = []
+        let t0 = w.now
+        w.onDeliver = { from, to, msg in
+            if case .pushPull(let pp)? = try? MembershipMessage(frame: msg.frame, maxPushPullBytes: 1 << 24) {
+                seen.append((from, to, pp.kind, w.now - t0))
+            }
+        }
+        return { seen }
+    }
+
+    @Test func aJoinerPullsOneSeedsStateAndAnnouncesItselfToTheRest() {
+        // Every seed must hear of each joiner first-hand (gossip alone cannot carry a fast join to a
+        // large cluster), but only one sends the joiner its full state.
+        for seed in UInt64(1)...6 {
+            let w = MembershipWorld(count: 5, seed: seed, seedHosts: [0, 1, 2, 3])
+            w.startFormed(count: 4)
+            let sent = pushPulls(in: w)
+            w.start(4)
+            w.run(for: .seconds(1))
+            let mine = sent().filter { $0.from == 4 }
+            #expect(mine.filter { $0.kind == .request }.count == 1, "seed \(seed): \(mine)")
+            #expect(Set(mine.filter { $0.kind == .announce }.map(\.to)).count == 3, "seed \(seed): \(mine)")
+            #expect(sent().filter { $0.to == 4 && $0.kind == .response }.count == 1)
+            for s in 0..<4 { #expect(w.status(of: 4, at: s) == .alive, "seed \(s) did not learn of the joiner") }
+            #expect(w.core(4)?.liveMemberCount == 4)
+        }
+    }
+
+    @Test func aJoinerAsksTheNextSeedWhenOneIsDownOrSilent() {
+        // Host 2 never runs (its dial fails after 1 s); host 1 is up but 10 s away each way, so
+        // nothing from it arrives within the 5 s push-pull timeout. Whatever order the joiner
+        // tries them in, it must have joined through host 0 within 6 s, not wait for host 1.
+        var silentFirst = 0
+        for seed in UInt64(1)...12 {
+            let w = MembershipWorld(count: 4, seed: seed, seedHosts: [0, 1, 2])
+            w.startFormed(count: 2)
+            w.slow(1, by: .seconds(10))
+            let sent = pushPulls(in: w)
+            w.start(3)
+            let t = w.run(until: { w.core(3)?.joined == true }, limit: .seconds(6))
+            #expect(t != nil, "seed \(seed): not joined in 6 s; \(sent())")
+            let requests = sent().filter { $0.from == 3 && $0.kind == .request }
+            #expect(requests.map(\.to) == [0], "seed \(seed): \(requests)")
+            if let t, t >= .seconds(5) { silentFirst += 1 }
+        }
+        #expect(silentFirst > 0, "no run tried the silent seed first; the timeout path went untested")
+    }
+
     @Test func aMemberForgingAnotherMembersRecordIsRefuted() throws {
         // Records are not signed (docs/protocol.md says why): a member can claim a live member is
         // dead, has left, or moved — at a higher incarnation than the subject's own. The subject hears

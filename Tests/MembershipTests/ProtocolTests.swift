@@ -46,6 +46,18 @@ import MembershipLab
         do { _ = try core.handle(message(.pushPull(pp), from: outsider), now: w.now); Issue.record("accepted") } catch {
             #expect(error.code == .notAMember)
         }
+        // So is an announce without it, and an announce (with it) is merged but not answered.
+        pp.kind = .announce
+        do { _ = try core.handle(message(.pushPull(pp), from: outsider), now: w.now); Issue.record("accepted") } catch {
+            #expect(error.code == .notAMember)
+        }
+        var announce = pp
+        announce.members = [update(outsider, .alive)]
+        var other = core
+        let answer = try other.handle(message(.pushPull(announce), from: outsider), now: w.now)
+        #expect(answer.messages.isEmpty, "an announce was answered")
+        #expect(other.member(outsider)?.status == .alive)
+        pp.kind = .request
         // A join request for another cluster is refused.
         pp.clusterID = "other"
         pp.members.append(update(outsider, .alive))
@@ -55,7 +67,7 @@ import MembershipLab
         #expect(core.view == before)
         #expect(core.member(Self.id("phantom")) == nil)
         #expect(core.member(victim)?.status == .alive)
-        #expect(core.stats.messagesRefused[.notAMember] == 7) // 3 kinds × 2 attempts + 1 join
+        #expect(core.stats.messagesRefused[.notAMember] == 8) // 3 kinds × 2 attempts + 1 join + 1 announce
     }
 
     @Test func intermediaryRelaysAnAckThatComesLate() throws {
@@ -253,6 +265,21 @@ import MembershipLab
         #expect(restarted > old)
     }
 
+    @Test func pushPullKindsRoundTripAndAnUnknownKindIsRefused() throws {
+        for kind in [MembershipMessage.PushPull.Kind.request, .response, .announce] {
+            var pp = MembershipMessage.PushPull()
+            pp.clusterID = "c"
+            pp.kind = kind
+            pp.members = [update(Self.id("a"), .alive)]
+            let frame = MembershipMessage.pushPull(pp).frame
+            #expect(try MembershipMessage(frame: frame) == .pushPull(pp))
+            #expect(frame.payload[2] == kind.rawValue, "the kind is the byte after the cluster ID")
+            var bad = frame
+            bad.payload[2] = 3
+            #expect(throws: MembershipError.self) { _ = try MembershipMessage(frame: bad) }
+        }
+    }
+
     @Test func messagesRoundTrip() throws {
         var ack = MembershipMessage.Ack()
         ack.sequence = 77
@@ -332,18 +359,18 @@ extension ProtocolTests {
             try check(MembershipMessage.Gossip(updates: updates(n)))
             var pp = MembershipMessage.PushPull()
             pp.clusterID = n == 0 ? "" : "cluster-\(n)"
-            pp.isResponse = n % 2 == 1
+            pp.kind = [.request, .response, .announce][n % 3]
             pp.members = updates(n * 4)
             try check(pp)
         }
         var nack = MembershipMessage.Nack()
         nack.sequence = 1 << 40
         try check(nack)
-        // A wrong boolean or optional tag is refused the same way by both.
+        // A wrong push-pull kind is refused the same way by both.
         var pp = MembershipMessage.PushPull()
         pp.clusterID = "c"
         var bytes = pp.wireBytes()
-        bytes[2] = 2
+        bytes[2] = 3
         #expect(throws: WireError.self) { try MembershipMessage.PushPull(wireBytes: bytes) }
         var dec = WireDecodingCoder(reader: WireReader(bytes))
         var back = MembershipMessage.PushPull()
