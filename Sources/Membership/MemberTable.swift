@@ -225,6 +225,40 @@ struct NodeIDSet {
     }
 }
 
+/// A core's open links: a bit per node number for peers in the directory (a 10,000-node directory
+/// is 1.25 KB of bits), and a `NodeIDSet` for the few that are not (yet). A 32-byte-cell set of every
+/// linked peer was 54 KB a node at 5,000 simulated members, growing with the cluster (13% of the
+/// simulator's heap). Callers pass the peer's node number if the directory has one
+/// (`MemberDirectory.existing`); a peer linked before it was interned is found in the other set.
+struct LinkSet {
+    private var bits: [UInt64] = []
+    private var others = NodeIDSet()
+
+    func contains(_ id: NodeID, number n: UInt32?) -> Bool {
+        if let n {
+            let w = Int(n >> 6)
+            if w < bits.count && bits[w] & (1 << UInt64(n & 63)) != 0 { return true }
+        }
+        return others.count > 0 && others.contains(id)
+    }
+
+    /// - Parameter nodes: the directory's size, so the bits grow to it at once.
+    mutating func insert(_ id: NodeID, number n: UInt32?, nodes: @autoclosure () -> Int) {
+        guard let n else { others.insert(id); return }
+        let w = Int(n >> 6)
+        if w >= bits.count {
+            bits.reserveCapacity(Swift.max(w + 1, (nodes() + 63) >> 6))
+            bits.append(contentsOf: repeatElement(0, count: w + 1 - bits.count))
+        }
+        bits[w] |= 1 << UInt64(n & 63)
+    }
+
+    mutating func remove(_ id: NodeID, number n: UInt32?) {
+        if let n, Int(n >> 6) < bits.count { bits[Int(n >> 6)] &= ~(1 << UInt64(n & 63)) }
+        if others.count > 0 { others.remove(id) }
+    }
+}
+
 /// One core's members: a slot per member, ~21 bytes a member.
 ///
 /// Slot fields: the interned endpoint (node, generation, address), when the status last changed
@@ -282,8 +316,8 @@ struct MemberTable {
             statuses[Int(s)] = status.rawValue
         } else {
             s = Int32(records.count)
-            Self.grow(&records); records.append(r)
-            Self.grow(&statuses); statuses.append(status.rawValue)
+            Self.grow(&records, limit: nodes); records.append(r)
+            Self.grow(&statuses, limit: nodes); statuses.append(status.rawValue)
         }
         set(s, incarnation: incarnation)
         let i = Int(node)
@@ -320,9 +354,14 @@ struct MemberTable {
     }
 
     /// Grows by a quarter instead of doubling: at 10^8 records in one process, doubling's slack
-    /// alone would be gigabytes.
-    @inline(__always) private static func grow<T>(_ a: inout [T]) {
-        if a.count == a.capacity { a.reserveCapacity(a.count + a.count / 4 + 16) }
+    /// alone would be gigabytes. `limit` (the directory's size: a table holds interned members
+    /// only) caps a growth step, so a table that fills the directory ends with no slack.
+    @inline(__always) static func grow<T>(_ a: inout [T], limit: @autoclosure () -> Int = 0) {
+        if a.count == a.capacity {
+            let quarter = a.count + a.count / 4 + 16
+            let cap = limit()
+            a.reserveCapacity(cap > a.count ? Swift.min(quarter, cap) : quarter)
+        }
     }
 }
 

@@ -133,7 +133,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var nextReconnectAt: Instant = .distantFuture
     private var nextReapAt: Instant = .distantFuture
 
-    private var links = NodeIDSet()
+    private var links = LinkSet()
     private var queued: [NodeID: [(message: PeerMessage, until: Instant)]] = [:]
     private var lastDial: [PeerAddress: Instant] = [:]
     private var joinDials: Set<PeerAddress> = []
@@ -304,7 +304,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let from = message.peer
         if from == me { return }
         // A message arrived, so the shell has an authenticated link to its sender.
-        links.insert(from)
+        links.insert(from, number: directory.existing(from), nodes: directory.count)
         if case .pushPull(let pp) = decoded {
             try onPushPull(pp, members: updates, from: from, now: now, &out)
             return
@@ -407,7 +407,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         switch event {
         case .up(let peer, let addr):
             guard peer != me else { return }
-            links.insert(peer)
+            links.insert(peer, number: directory.existing(peer), nodes: directory.count)
             // (Emptiness checked first: most links come up with nothing queued and no join dial
             // outstanding, and hashing an ID or an address for nothing was a tenth of this.)
             if !queued.isEmpty, let pending = queued.removeValue(forKey: peer) {
@@ -428,7 +428,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
                 if addr == joinTarget { joinDeadline = now + settings.pushPull.timeout }
             }
         case .down(let peer):
-            links.remove(peer)
+            links.remove(peer, number: directory.existing(peer))
         case .dialFailed(let addr):
             joinDials.remove(addr)
             if addr == joinTarget {
@@ -740,6 +740,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
     }
 
+    private func isLinked(_ peer: NodeID) -> Bool { links.contains(peer, number: directory.existing(peer)) }
+
     private func slot(of node: NodeID) -> Int32? {
         directory.existing(node).flatMap { table.slot(ofNode: $0) }
     }
@@ -961,6 +963,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // members, 1% of a 10,000-node simulation). The member displaced to the end is probed at
         // the end of this round.
         let at = Int(rng.next() % UInt64(probeOrder.count + 1))
+        MemberTable.grow(&probeOrder, limit: directory.count)
         probeOrder.append(slot)
         probeOrder.swapAt(at, probeOrder.count - 1)
     }
@@ -1118,7 +1121,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // nodes that joined through someone else still merge with everyone.
         let deadOnes = randomMembers(1, excluding: nil) { st, _ in st == .dead }
         if let d = deadOnes.first, let a = address(of: d) {
-            if links.contains(d) {
+            if isLinked(d) {
                 sendPushPull(to: d, now: now, &out)
             } else {
                 dialForJoin(a, now: now, &out)
@@ -1199,7 +1202,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let a = joinCandidates.removeFirst()
         joinTarget = a
         joinDeadline = now + settings.pushPull.timeout
-        if let peer = joinPeers[a], links.contains(peer) {
+        if let peer = joinPeers[a], isLinked(peer) {
             sendPushPull(to: peer, now: now, &out)
         } else {
             dialForJoin(a, now: now, &out)
@@ -1230,7 +1233,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private mutating func send(_ frame: Frame, to peer: NodeID, reliable stream: Bool = false, now: Instant, _ out: inout Outbox) {
         let reliable = stream || frame.type == MembershipMessage.FrameType.pushPull
         let msg = PeerMessage(peer: peer, traffic: .control, frame: frame, unreliable: !reliable)
-        if links.contains(peer) {
+        if isLinked(peer) {
             emit(msg, &out)
             return
         }

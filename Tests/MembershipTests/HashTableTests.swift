@@ -57,6 +57,49 @@ import MeshCore
         }
     }
 
+    @Test func linkSetAgreesWithASetWhileNodesGetNumbers() {
+        // A peer may link before the directory has a number for it and be interned later; the
+        // set must answer for it under either key, and forget it under the one it has now.
+        var rng = SeededRandom(seed: 23)
+        let ids = (0..<900).map { NodeID(digest: Digest.of(Array("l\($0)".utf8))) }
+        var numbered = Array(repeating: false, count: ids.count)
+        var set = LinkSet()
+        var model = Set<NodeID>()
+        func number(_ k: Int) -> UInt32? { numbered[k] ? UInt32(k * 7 % 1_000) : nil }
+        for step in 0..<40_000 {
+            let k = Int(rng.next() % UInt64(ids.count))
+            switch rng.next() % 7 {
+            case 0: numbered[k] = true
+            case 1, 2: set.remove(ids[k], number: number(k)); model.remove(ids[k])
+            default: set.insert(ids[k], number: number(k), nodes: 1_000); model.insert(ids[k])
+            }
+            if step % 997 == 0 {
+                for j in ids.indices where set.contains(ids[j], number: number(j)) != model.contains(ids[j]) {
+                    Issue.record("step \(step): link to \(j) differs")
+                    return
+                }
+            }
+        }
+    }
+
+    @Test func broadcastQueueStorageFollowsItsItems() {
+        // Items climb one bucket per transmission, so a full queue sent round after round passes
+        // through every bucket; the buckets' storage must follow the queue, not the most each
+        // bucket ever held, and an empty queue holds none.
+        var q = BroadcastQueue(capacity: 2_048)
+        for k in 0..<2_048 { q.enqueue(Int32(k)) }
+        var rounds = 0
+        while q.count > 1_500 {
+            _ = q.take(byteBudget: 1_000, maxCount: 256, limit: 20) { _, _ in 50 }
+            rounds += 1
+        }
+        #expect(rounds > 1_000, "the queue must have been sent through most buckets (\(rounds) takes)")
+        #expect(q.storedEntries <= 4 * q.count + 3 * 1_024,
+                "\(q.storedEntries) entries of storage for \(q.count) items")
+        while !q.isEmpty { _ = q.take(byteBudget: 100_000, maxCount: 256, limit: 20) { _, _ in 50 } }
+        #expect(q.storedEntries == 0)
+    }
+
     @Test func nodeNumbersFindWhatWasInserted() {
         var numbers = NodeNumbers()
         let ids = (0..<5_000).map { NodeID(digest: Digest.of(Array("m\($0)".utf8))) }
