@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
         .executableTarget(name: "gquic-sim", dependencies: [
             "Membership", "Swarm",
-            "MeshSimulator", "MeshCore",
+            "MeshSimulator", "MeshCore", "CLinuxIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "gquic-relay", dependencies: [

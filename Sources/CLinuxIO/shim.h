@@ -1,5 +1,6 @@
 /* CLinuxIO: Linux file calls that Swift's Glibc module does not export (they are _GNU_SOURCE-only
- * declarations, and syscall(2) is variadic). Used by ContentStore's pack files. */
+ * declarations, and syscall(2) is variadic). Used by ContentStore's pack files, MeshPeer's allocator
+ * settings and gquic-sim's heap trimming. */
 #ifndef GQUIC_CLINUXIO_SHIM_H
 #define GQUIC_CLINUXIO_SHIM_H
 #include <errno.h>
@@ -24,6 +25,8 @@ static inline int gq_start_writeback(int fd, long long offset, long long length)
 static inline int gq_keep_freed_memory(int trim, int pad, int mmap_threshold) {
     return mallopt(M_TRIM_THRESHOLD, trim) && mallopt(M_TOP_PAD, pad) && mallopt(M_MMAP_THRESHOLD, mmap_threshold);
 }
+/* Hands freed heap pages back to the kernel (malloc_trim(0)); returns 1 if any memory was released. */
+static inline int gq_return_freed_memory(void) { return malloc_trim(0); }
 /* O_DIRECT (glibc defines __O_DIRECT for every architecture; O_DIRECT itself only under _GNU_SOURCE). */
 static inline int gq_o_direct(void) { return __O_DIRECT; }
 #endif

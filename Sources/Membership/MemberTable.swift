@@ -247,7 +247,7 @@ struct LinkSet {
         guard let n else { others.insert(id); return }
         let w = Int(n >> 6)
         if w >= bits.count {
-            bits.reserveCapacity(Swift.max(w + 1, (nodes() + 63) >> 6))
+            bits.reserveCapacity(Swift.max(w + 1, bits.count + bits.count / 4 + 4, (nodes() + 63) >> 6))
             bits.append(contentsOf: repeatElement(0, count: w + 1 - bits.count))
         }
         bits[w] |= 1 << UInt64(n & 63)
@@ -355,12 +355,15 @@ struct MemberTable {
 
     /// Grows by a quarter instead of doubling: at 10^8 records in one process, doubling's slack
     /// alone would be gigabytes. `limit` (the directory's size: a table holds interned members
-    /// only) caps a growth step, so a table that fills the directory ends with no slack.
+    /// only) caps a growth step, so a table that fills the directory ends with little slack; a step
+    /// is still at least a sixteenth (a simulated directory grows one joiner at a time, just ahead
+    /// of the tables, and growing to it exactly copied a table per member inserted).
     @inline(__always) static func grow<T>(_ a: inout [T], limit: @autoclosure () -> Int = 0) {
         if a.count == a.capacity {
             let quarter = a.count + a.count / 4 + 16
+            let least = a.count + a.count / 16 + 16
             let cap = limit()
-            a.reserveCapacity(cap > a.count ? Swift.min(quarter, cap) : quarter)
+            a.reserveCapacity(cap > a.count ? Swift.max(least, Swift.min(quarter, cap)) : quarter)
         }
     }
 }

@@ -742,6 +742,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private func isLinked(_ peer: NodeID) -> Bool { links.contains(peer, number: directory.existing(peer)) }
 
+    /// Ends a suspicion if one runs. (Assigning nil to an absent key still runs `suspicions`'
+    /// `didSet`, and the next wake-up then scans every running suspicion: while 10,000 nodes join,
+    /// hundreds per member, once per alive record received — 8% of a simulation's CPU.)
+    @inline(__always) private mutating func dropSuspicion(_ s: Int32) {
+        if suspicions[s] != nil { suspicions[s] = nil }
+    }
+
     private func slot(of node: NodeID) -> Int32? {
         directory.existing(node).flatMap { table.slot(ofNode: $0) }
     }
@@ -859,7 +866,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             }
             table.set(s, incarnation: u.version.incarnation)
             setStatus(s, .alive, now: now, old: oldStatus, node: u.node)
-            suspicions[s] = nil
+            dropSuspicion(s)
             if oldStatus != .alive && oldStatus != .suspect { addToProbeOrder(s) }
             broadcasts.enqueue(s)
             if changed { record(s, now: now) }
@@ -886,7 +893,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .dead, .left:
             return
         case .suspect where u.version == current:
-            if suspicions[s]?.confirm(suspector) == true {
+            if suspicions[s] != nil, suspicions[s]!.confirm(suspector) {
                 broadcasts.enqueue(s, from: suspectorNumber)
             }
         case .alive, .suspect:
@@ -930,7 +937,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             table.set(s, incarnation: u.version.incarnation)
         }
         setStatus(s, u.status, now: now, old: status, node: u.node)
-        suspicions[s] = nil
+        dropSuspicion(s)
         broadcasts.enqueue(s, from: u.from.flatMap { directory.intern($0) }.map { $0 &+ 1 } ?? 0)
         record(s, now: now)
     }

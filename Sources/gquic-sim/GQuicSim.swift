@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinuxIO
 import Foundation
 import MeshCore
 import MeshSimulator
@@ -134,8 +135,14 @@ struct Run: ParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
         var lastShown = start
-        if tty {
-            world.progress = { w in
+        var calls = 0
+        world.progress = { w in
+            // Give freed heap pages back every ~1 M events: tens of thousands of member tables grow
+            // by copying while a large cluster forms, and glibc keeps the pages the old copies
+            // freed (see docs/benchmarks.md, sim, session 8, for what it saves at 10,000 nodes).
+            calls += 1
+            if calls % 16 == 0 { _ = gq_return_freed_memory() }
+            if tty {
                 let t = clock.now
                 guard (t - lastShown) >= .milliseconds(250) else { return }
                 lastShown = t
