@@ -25,6 +25,11 @@ struct BroadcastQueue: Sendable {
         var from: UInt32
     }
     private var buckets: [[Entry]] = []
+    /// Bit t set: `buckets[t]` is not empty (for t < 64; buckets past 63 are always looked at).
+    /// `take` skips the empty buckets without touching their storage: each is an array of its
+    /// own, and reading the count of every bucket up to the transmit limit was a cache miss each,
+    /// half of `take`'s time at 1,000 nodes (most buckets are empty).
+    private var filled: UInt64 = 0
     private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0, from: 0))
     /// Tokens tell a bucket entry from a stale one; they wrap after 2^32 placements, and an entry
     /// would have to sit unread through all of them to be mistaken.
@@ -52,11 +57,27 @@ struct BroadcastQueue: Sendable {
         var t = buckets.count - 1
         while t >= 0 {
             while let e = buckets[t].popLast() {
-                if let item = live[e.slot], item.token == e.token { _ = live.removeValue(forKey: e.slot); return }
+                if let item = live[e.slot], item.token == e.token {
+                    _ = live.removeValue(forKey: e.slot)
+                    if buckets[t].isEmpty { markEmpty(t) }
+                    return
+                }
                 stale -= 1
             }
+            markEmpty(t)
             t -= 1
         }
+    }
+
+    @inline(__always) private mutating func markEmpty(_ t: Int) { if t < 64 { filled &= ~(1 << UInt64(t)) } }
+    @inline(__always) private mutating func markFilled(_ t: Int) { if t < 64 { filled |= 1 << UInt64(t) } }
+
+    /// The first bucket at or after `t` that may hold entries (`buckets.count` if none).
+    @inline(__always) private func nextFilled(from t: Int) -> Int {
+        guard t < 64 else { return t }
+        let rest = filled >> UInt64(t)
+        if rest != 0 { return t + rest.trailingZeroBitCount }
+        return buckets.count > 64 ? 64 : buckets.count
     }
 
     mutating func remove(_ slot: Int32) {
@@ -69,6 +90,7 @@ struct BroadcastQueue: Sendable {
         live[slot] = Live(token: counter, transmits: UInt16(clamping: transmits), from: from)
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
+        markFilled(transmits)
     }
 
     /// Picks updates that fit `byteBudget` (`size` gives one update's encoded size), counting one
@@ -90,7 +112,7 @@ struct BroadcastQueue: Sendable {
         // that did not fit (a message is full; scanning on for a smaller update costs more than
         // the few bytes it would fill).
         var misses = 0
-        var t = 0
+        var t = nextFilled(from: 0)
         while t < buckets.count && chosen.count < maxCount && byteBudget - used >= 40 && misses < 4 {
             var j = buckets[t].count
             var kept: [Entry] = []
@@ -107,7 +129,8 @@ struct BroadcastQueue: Sendable {
             }
             buckets[t].removeSubrange(j...)
             buckets[t].append(contentsOf: kept.reversed())
-            t += 1
+            if buckets[t].isEmpty { markEmpty(t) }
+            t = nextFilled(from: t + 1)
         }
         for c in chosen {
             if c.transmits + 1 >= limit { _ = live.removeValue(forKey: c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
@@ -119,6 +142,7 @@ struct BroadcastQueue: Sendable {
     private mutating func compact() {
         for t in buckets.indices {
             buckets[t] = buckets[t].filter { e in live[e.slot].map { $0.token == e.token } ?? false }
+            if buckets[t].isEmpty { markEmpty(t) }
         }
         stale = 0
     }

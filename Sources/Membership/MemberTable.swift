@@ -59,6 +59,15 @@ public final class MemberDirectory: Sendable {
 
     func endpoint(_ n: UInt32) -> Endpoint { state.withLock { $0.endpoints[Int(n)] } }
 
+    /// The slot and endpoint `table` holds for `id`, if it holds it, in one lock (a received
+    /// record's check against what a core holds took two: the node number, then the endpoint).
+    func member(_ id: NodeID, in table: MemberTable) -> (slot: Int32, endpoint: Endpoint)? {
+        state.withLock { s in
+            guard let n = s.idIndex.find(id), let slot = table.slot(ofNode: n) else { return nil }
+            return (slot, s.endpoints[Int(table.endpoint(slot))])
+        }
+    }
+
     /// The ID, generation and address of an endpoint, in one lock.
     func resolve(_ n: UInt32) -> (id: NodeID, endpoint: Endpoint) {
         state.withLock { s in

@@ -623,7 +623,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// This node's verdict on a suspect whose suspicion ran out: dead, gossiped as such.
     private mutating func declareDead(_ slot: Int32, now: Instant) {
         stats.membersDeclaredDead += 1
-        applyDead(update(at: slot, status: .dead, from: me), now: now)
+        let u = update(at: slot, status: .dead, from: me)
+        applyDead(u, held: held(u.node), now: now)
     }
 
     /// How long before a suspicion's deadline its last-chance probe starts, and so how long that
@@ -690,7 +691,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             declareDead(ps, now: now)
             return
         }
-        applySuspect(update(at: ps, status: .suspect, from: me), now: now)
+        let u = update(at: ps, status: .suspect, from: me)
+        applySuspect(u, held: held(u.node), now: now)
     }
 
     private mutating func adjustHealth(_ delta: Int) {
@@ -711,6 +713,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private func slot(of node: NodeID) -> Int32? {
         directory.existing(node).flatMap { table.slot(ofNode: $0) }
+    }
+
+    /// The member `node` as we hold it (its slot, endpoint and version), or nil if we hold none:
+    /// one directory lock for what `slot(of:)` and `version(at:)` take two for.
+    @inline(__always) private func held(_ node: NodeID) -> Held? {
+        guard let (s, e) = directory.member(node, in: table) else { return nil }
+        return Held(slot: s, endpoint: e, version: MemberVersion(generation: e.generation, incarnation: table.incarnation(s)))
     }
 
     @inline(__always) private func isLive(_ slot: Int32) -> Bool {
@@ -770,29 +779,39 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// `limits.maxUpdatesPerMessage` of them.
     private mutating func apply(_ updates: some Sequence<RawUpdate>, in bytes: [UInt8], now: Instant) {
         for raw in updates.prefix(settings.limits.maxUpdatesPerMessage) {
-            guard let u = fresh(raw, in: bytes) else { continue }
+            guard let (u, h) = fresh(raw, in: bytes) else { continue }
             switch u.status {
-            case .alive: applyAlive(u, now: now)
-            case .suspect: applySuspect(u, now: now)
-            case .dead, .left: applyDead(u, now: now)
+            case .alive: applyAlive(u, held: h, now: now)
+            case .suspect: applySuspect(u, held: h, now: now)
+            case .dead, .left: applyDead(u, held: h, now: now)
             }
         }
     }
 
-    /// The received update `raw` decoded, or nil if it is about another member that we hold at the
-    /// same version or a newer one (the same or an older one, for a record that says alive): then
-    /// `applyAlive`, `applySuspect` and `applyDead` would return at their version check, having
-    /// changed nothing, so the record is dropped before its address is read. Counted in `stats`.
-    private mutating func fresh(_ raw: RawUpdate, in bytes: [UInt8]) -> MemberUpdate? {
+    /// A member as a core holds it, looked up once per received record (`held(_:)`) and handed
+    /// on to `applyAlive`, `applySuspect` and `applyDead`, which used to look it up again.
+    private struct Held {
+        var slot: Int32
+        var endpoint: MemberDirectory.Endpoint
+        var version: MemberVersion
+    }
+
+    /// The received update `raw` decoded, with the member as we hold it (nil if we hold none, or
+    /// if the record is about us: the apply functions handle that first), or nil if it is about
+    /// another member that we hold at the same version or a newer one (the same or an older one,
+    /// for a record that says alive): then `applyAlive`, `applySuspect` and `applyDead` would
+    /// return at their version check, having changed nothing, so the record is dropped before its
+    /// address is read. Counted in `stats`.
+    private mutating func fresh(_ raw: RawUpdate, in bytes: [UInt8]) -> (MemberUpdate, Held?)? {
         stats.updatesReceived += 1
-        if raw.node != me, let s = slot(of: raw.node) {
-            let current = version(at: s)
-            if raw.status == .alive ? raw.version <= current : raw.version < current {
+        if raw.node != me, let h = held(raw.node) {
+            if raw.status == .alive ? raw.version <= h.version : raw.version < h.version {
                 stats.updatesAlreadyHeld += 1
                 return nil
             }
+            return (raw.update(in: bytes), h)
         }
-        return raw.update(in: bytes)
+        return (raw.update(in: bytes), nil)
     }
 
     private mutating func refute(_ claimed: MemberVersion) {
@@ -809,15 +828,16 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         broadcasts.enqueue(BroadcastQueue.me)
     }
 
-    private mutating func applyAlive(_ u: MemberUpdate, now: Instant) {
+    /// - Parameter held: the member `u` is about as we hold it (`held(u.node)`; nil if we hold
+    ///   none or `u` is about us).
+    private mutating func applyAlive(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me {
             if u.version > version || (u.version == version && u.address != address) { refute(u.version) }
             return
         }
-        if let n = directory.existing(u.node), let s = table.slot(ofNode: n) {
-            let e = directory.endpoint(table.endpoint(s))
-            let current = MemberVersion(generation: e.generation, incarnation: table.incarnation(s))
-            guard u.version > current else { return }
+        if let h = held {
+            let s = h.slot, e = h.endpoint, n = e.node
+            guard u.version > h.version else { return }
             let oldStatus = table.status(s)!
             let changed = oldStatus != .alive || e.address != u.address
             if e.generation != u.version.generation || e.address != u.address {
@@ -842,10 +862,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
     }
 
-    private mutating func applySuspect(_ u: MemberUpdate, now: Instant) {
+    private mutating func applySuspect(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me { refute(u.version); return }
-        guard let s = slot(of: u.node), let status = table.status(s) else { return }
-        let current = version(at: s)
+        guard let h = held, let status = table.status(h.slot) else { return }
+        let s = h.slot, current = h.version
         guard u.version >= current else { return }
         let suspector = u.from ?? me
         let suspectorNumber = directory.intern(suspector).map { $0 &+ 1 } ?? 0
@@ -860,7 +880,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if u.version != current {
                 // Same generation and address as we hold, or a new endpoint.
                 if u.version.generation != current.generation {
-                    guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: .suspect, from: nil)) else { return }
+                    guard let ep = endpoint(h.endpoint.node, MemberUpdate(node: u.node, address: h.endpoint.address, version: u.version, status: .suspect, from: nil)) else { return }
                     table.set(s, endpoint: ep)
                 }
                 table.set(s, incarnation: u.version.incarnation)
@@ -878,20 +898,20 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
     }
 
-    private mutating func applyDead(_ u: MemberUpdate, now: Instant) {
+    private mutating func applyDead(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me {
             if u.status == .left && leaving { return }
             refute(u.version)
             return
         }
-        guard let s = slot(of: u.node), let status = table.status(s) else { return }
-        let current = version(at: s)
+        guard let h = held, let status = table.status(h.slot) else { return }
+        let s = h.slot, current = h.version
         guard u.version >= current else { return }
         if status == .left { return }
         if status == .dead && !(u.status == .left) { return }
         if u.version != current {
             if u.version.generation != current.generation {
-                guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: u.status, from: nil)) else { return }
+                guard let ep = endpoint(h.endpoint.node, MemberUpdate(node: u.node, address: h.endpoint.address, version: u.version, status: u.status, from: nil)) else { return }
                 table.set(s, endpoint: ep)
             }
             table.set(s, incarnation: u.version.incarnation)
@@ -1061,16 +1081,16 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private mutating func merge(_ records: RawUpdates, from: NodeID, now: Instant) {
         for raw in records {
             // (A record we hold at least as new would change nothing, whatever its status: see `fresh`.)
-            guard let r = fresh(raw, in: records.bytes) else { continue }
+            guard let (r, h) = fresh(raw, in: records.bytes) else { continue }
             // The sender's own record is authoritative about itself; an allow-list also gates
             // third parties it introduces.
-            if r.node != from, r.node != me, let allowed = settings.allowedNodes, !allowed.contains(r.node), slot(of: r.node) == nil { continue }
+            if r.node != from, r.node != me, let allowed = settings.allowedNodes, !allowed.contains(r.node), h == nil { continue }
             switch r.status {
-            case .alive: applyAlive(r, now: now)
+            case .alive: applyAlive(r, held: h, now: now)
             // memberlist's mergeState: a remote "dead" becomes a local suspicion we verify ourselves.
             case .suspect, .dead:
-                applySuspect(MemberUpdate(node: r.node, address: r.address, version: r.version, status: .suspect, from: from), now: now)
-            case .left: applyDead(r, now: now)
+                applySuspect(MemberUpdate(node: r.node, address: r.address, version: r.version, status: .suspect, from: from), held: h, now: now)
+            case .left: applyDead(r, held: h, now: now)
             }
         }
     }
