@@ -115,6 +115,7 @@ struct BroadcastQueue: Sendable {
         var t = nextFilled(from: 0)
         while t < buckets.count && chosen.count < maxCount && byteBudget - used >= 40 && misses < 4 {
             var j = buckets[t].count
+            warm(buckets[t].suffix(Swift.min(j, maxCount - chosen.count, 16)))
             var kept: [Entry] = []
             while j > 0 && chosen.count < maxCount && byteBudget - used >= 40 && misses < 4 {
                 j -= 1
@@ -137,6 +138,18 @@ struct BroadcastQueue: Sendable {
         }
         if stale > live.count + 1_024 { compact() }
         return (chosen, used)
+    }
+
+    /// What `warm` read (never used: it only keeps those reads in the program).
+    private var warmed: UInt32 = 0
+
+    /// Reads the live items of `entries` (the next ones `take` looks at) without acting on them:
+    /// each is a cache miss while thousands of cores take turns, and this loop's lookups do not
+    /// wait for one another, so their misses overlap instead of coming one per update taken.
+    @inline(__always) private mutating func warm(_ entries: ArraySlice<Entry>) {
+        var sum: UInt32 = 0
+        for e in entries { sum &+= live.token(e.slot) }
+        warmed &+= sum
     }
 
     private mutating func compact() {
@@ -190,6 +203,11 @@ struct SlotMap<Value: Sendable>: Sendable {
         set {
             if let v = newValue { insert(key, v) } else { _ = removeValue(forKey: key) }
         }
+    }
+
+    /// Reads the cell of `key`; returns a number from it (used only to keep the read).
+    @inline(__always) func token(_ key: Int32) -> UInt32 {
+        find(key).map { UInt32(truncatingIfNeeded: $0) } ?? 0
     }
 
     /// Updates an item in place (nothing happens if it is absent).
