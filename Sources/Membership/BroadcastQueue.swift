@@ -133,6 +133,10 @@ struct BroadcastQueue: Sendable {
             if buckets[t].isEmpty { markEmpty(t) }
             t = nextFilled(from: t + 1)
         }
+        // The buckets the taken items move to, read together first (see `warm`).
+        var sum = 0
+        for c in chosen where c.transmits + 1 < Swift.min(limit, buckets.count) { sum &+= buckets[c.transmits + 1].count }
+        warmed &+= UInt32(truncatingIfNeeded: sum)
         for c in chosen {
             if c.transmits + 1 >= limit { _ = live.removeValue(forKey: c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
         }
