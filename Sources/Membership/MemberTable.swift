@@ -59,6 +59,28 @@ public final class MemberDirectory: Sendable {
 
     func endpoint(_ n: UInt32) -> Endpoint { state.withLock { $0.endpoints[Int(n)] } }
 
+    /// Reads the entries `member(_:in:)` would read for each of `records` (see `MembershipCore.warm`);
+    /// returns a sum of what it read.
+    func touch(_ records: ArraySlice<RawUpdate>, in table: MemberTable) -> UInt32 {
+        state.withLock { s in
+            var sum: UInt32 = 0
+            for r in records {
+                guard let n = s.idIndex.find(r.node), let slot = table.slot(ofNode: n) else { continue }
+                sum &+= s.endpoints[Int(table.endpoint(slot))].node
+            }
+            return sum
+        }
+    }
+
+    /// The slot and endpoint `table` holds for `id`, if it holds it, in one lock (a received
+    /// record's check against what a core holds took two: the node number, then the endpoint).
+    func member(_ id: NodeID, in table: MemberTable) -> (slot: Int32, endpoint: Endpoint)? {
+        state.withLock { s in
+            guard let n = s.idIndex.find(id), let slot = table.slot(ofNode: n) else { return nil }
+            return (slot, s.endpoints[Int(table.endpoint(slot))])
+        }
+    }
+
     /// The ID, generation and address of an endpoint, in one lock.
     func resolve(_ n: UInt32) -> (id: NodeID, endpoint: Endpoint) {
         state.withLock { s in

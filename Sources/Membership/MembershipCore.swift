@@ -134,6 +134,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     private var nextReapAt: Instant = .distantFuture
 
     private var links = LinkSet()
+    /// What `warm` read (never used: it only keeps those reads in the program).
+    private var warmed: UInt32 = 0
     private var queued: [NodeID: [(message: PeerMessage, until: Instant)]] = [:]
     private var lastDial: [PeerAddress: Instant] = [:]
     private var joinDials: Set<PeerAddress> = []
@@ -318,12 +320,12 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             // docs/protocol.md). A node that really left never sends one in the same generation.
             let own = updates.filter { $0.node == from && $0.status == .alive }
             guard !own.isEmpty else { throw .notAMember(from) }
-            apply(own, in: updates.bytes, now: now)
+            apply(own[...], in: updates.bytes, now: now)
             return
         }
         switch decoded {
         case .ping(let ping):
-            apply(updates, in: updates.bytes, now: now)
+            apply(updates.records[...], in: updates.bytes, now: now)
             guard ping.target == me else { return }
             var ack = MembershipMessage.Ack()
             ack.sequence = ping.sequence
@@ -337,7 +339,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             // A ping that came over the stream (the prober's fallback) is answered the same way.
             send(answer.frame, to: from, reliable: !message.unreliable, now: now, &out)
         case .pingReq(let req):
-            apply(updates, in: updates.bytes, now: now)
+            apply(updates.records[...], in: updates.bytes, now: now)
             if req.target == me {
                 var ack = MembershipMessage.Ack()
                 ack.sequence = req.sequence
@@ -360,7 +362,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             ping.target = req.target
             send(frame(MembershipMessage.FrameType.ping) { ping.encodeHead(to: &$0) }.frame, to: req.target, now: now, &out)
         case .ack(let ack):
-            apply(updates, in: updates.bytes, now: now)
+            apply(updates.records[...], in: updates.bytes, now: now)
             if let probe = probes[ack.sequence] {
                 // Only the target itself, or a member we asked to probe it, may answer for it.
                 guard ack.responder == probe.target, from == probe.target || probe.helpers.contains(from) else { return }
@@ -391,7 +393,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .nack(let nack):
             if var probe = probes[nack.sequence] { probe.nacks += 1; probes[nack.sequence] = probe }
         case .gossip:
-            apply(updates, in: updates.bytes, now: now)
+            apply(updates.records[...], in: updates.bytes, now: now)
         case .pushPull:
             break // handled above
         }
@@ -654,7 +656,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// This node's verdict on a suspect whose suspicion ran out: dead, gossiped as such.
     private mutating func declareDead(_ slot: Int32, now: Instant) {
         stats.membersDeclaredDead += 1
-        applyDead(update(at: slot, status: .dead, from: me), now: now)
+        let u = update(at: slot, status: .dead, from: me)
+        applyDead(u, held: held(u.node), now: now)
     }
 
     /// How long before a suspicion's deadline its last-chance probe starts, and so how long that
@@ -721,7 +724,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             declareDead(ps, now: now)
             return
         }
-        applySuspect(update(at: ps, status: .suspect, from: me), now: now)
+        let u = update(at: ps, status: .suspect, from: me)
+        applySuspect(u, held: held(u.node), now: now)
     }
 
     private mutating func adjustHealth(_ delta: Int) {
@@ -751,6 +755,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private func slot(of node: NodeID) -> Int32? {
         directory.existing(node).flatMap { table.slot(ofNode: $0) }
+    }
+
+    /// The member `node` as we hold it (its slot, endpoint and version), or nil if we hold none:
+    /// one directory lock for what `slot(of:)` and `version(at:)` take two for.
+    @inline(__always) private func held(_ node: NodeID) -> Held? {
+        guard let (s, e) = directory.member(node, in: table) else { return nil }
+        return Held(slot: s, endpoint: e, version: MemberVersion(generation: e.generation, incarnation: table.incarnation(s)))
     }
 
     @inline(__always) private func isLive(_ slot: Int32) -> Bool {
@@ -808,31 +819,60 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     /// Applies received updates (`bytes`: the message they were read from), at most
     /// `limits.maxUpdatesPerMessage` of them.
-    private mutating func apply(_ updates: some Sequence<RawUpdate>, in bytes: [UInt8], now: Instant) {
-        for raw in updates.prefix(settings.limits.maxUpdatesPerMessage) {
-            guard let u = fresh(raw, in: bytes) else { continue }
-            switch u.status {
-            case .alive: applyAlive(u, now: now)
-            case .suspect: applySuspect(u, now: now)
-            case .dead, .left: applyDead(u, now: now)
+    private mutating func apply(_ updates: ArraySlice<RawUpdate>, in bytes: [UInt8], now: Instant) {
+        let all = updates.prefix(settings.limits.maxUpdatesPerMessage)
+        var at = all.startIndex
+        while at < all.endIndex {
+            let chunk = all[at..<min(at + Self.warmChunk, all.endIndex)]
+            warm(chunk)
+            for raw in chunk {
+                guard let (u, h) = fresh(raw, in: bytes) else { continue }
+                switch u.status {
+                case .alive: applyAlive(u, held: h, now: now)
+                case .suspect: applySuspect(u, held: h, now: now)
+                case .dead, .left: applyDead(u, held: h, now: now)
+                }
             }
+            at = chunk.endIndex
         }
     }
 
-    /// The received update `raw` decoded, or nil if it is about another member that we hold at the
-    /// same version or a newer one (the same or an older one, for a record that says alive): then
-    /// `applyAlive`, `applySuspect` and `applyDead` would return at their version check, having
-    /// changed nothing, so the record is dropped before its address is read. Counted in `stats`.
-    private mutating func fresh(_ raw: RawUpdate, in bytes: [UInt8]) -> MemberUpdate? {
+    /// How many received records `warm` reads ahead of their checks.
+    private static let warmChunk = 16
+
+    /// Reads what `fresh` will look up for each record — the member's directory number, its slot
+    /// and its table record, all cache misses while thousands of cores take turns — without
+    /// acting on it: one record's loads do not wait for another's, so the processor overlaps the
+    /// misses of the whole chunk instead of waiting for each record's in turn. Changes nothing
+    /// but `warmed` (kept so the reads are not optimised away).
+    @inline(__always) private mutating func warm(_ records: ArraySlice<RawUpdate>) {
+        warmed &+= directory.touch(records, in: table)
+    }
+
+    /// A member as a core holds it, looked up once per received record (`held(_:)`) and handed
+    /// on to `applyAlive`, `applySuspect` and `applyDead`, which used to look it up again.
+    private struct Held {
+        var slot: Int32
+        var endpoint: MemberDirectory.Endpoint
+        var version: MemberVersion
+    }
+
+    /// The received update `raw` decoded, with the member as we hold it (nil if we hold none, or
+    /// if the record is about us: the apply functions handle that first), or nil if it is about
+    /// another member that we hold at the same version or a newer one (the same or an older one,
+    /// for a record that says alive): then `applyAlive`, `applySuspect` and `applyDead` would
+    /// return at their version check, having changed nothing, so the record is dropped before its
+    /// address is read. Counted in `stats`.
+    private mutating func fresh(_ raw: RawUpdate, in bytes: [UInt8]) -> (MemberUpdate, Held?)? {
         stats.updatesReceived += 1
-        if raw.node != me, let s = slot(of: raw.node) {
-            let current = version(at: s)
-            if raw.status == .alive ? raw.version <= current : raw.version < current {
+        if raw.node != me, let h = held(raw.node) {
+            if raw.status == .alive ? raw.version <= h.version : raw.version < h.version {
                 stats.updatesAlreadyHeld += 1
                 return nil
             }
+            return (raw.update(in: bytes), h)
         }
-        return raw.update(in: bytes)
+        return (raw.update(in: bytes), nil)
     }
 
     private mutating func refute(_ claimed: MemberVersion) {
@@ -849,15 +889,16 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         broadcasts.enqueue(BroadcastQueue.me)
     }
 
-    private mutating func applyAlive(_ u: MemberUpdate, now: Instant) {
+    /// - Parameter held: the member `u` is about as we hold it (`held(u.node)`; nil if we hold
+    ///   none or `u` is about us).
+    private mutating func applyAlive(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me {
             if u.version > version || (u.version == version && u.address != address) { refute(u.version) }
             return
         }
-        if let n = directory.existing(u.node), let s = table.slot(ofNode: n) {
-            let e = directory.endpoint(table.endpoint(s))
-            let current = MemberVersion(generation: e.generation, incarnation: table.incarnation(s))
-            guard u.version > current else { return }
+        if let h = held {
+            let s = h.slot, e = h.endpoint, n = e.node
+            guard u.version > h.version else { return }
             let oldStatus = table.status(s)!
             let changed = oldStatus != .alive || e.address != u.address
             if e.generation != u.version.generation || e.address != u.address {
@@ -882,10 +923,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
     }
 
-    private mutating func applySuspect(_ u: MemberUpdate, now: Instant) {
+    private mutating func applySuspect(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me { refute(u.version); return }
-        guard let s = slot(of: u.node), let status = table.status(s) else { return }
-        let current = version(at: s)
+        guard let h = held, let status = table.status(h.slot) else { return }
+        let s = h.slot, current = h.version
         guard u.version >= current else { return }
         let suspector = u.from ?? me
         let suspectorNumber = directory.intern(suspector).map { $0 &+ 1 } ?? 0
@@ -900,7 +941,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             if u.version != current {
                 // Same generation and address as we hold, or a new endpoint.
                 if u.version.generation != current.generation {
-                    guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: .suspect, from: nil)) else { return }
+                    guard let ep = endpoint(h.endpoint.node, MemberUpdate(node: u.node, address: h.endpoint.address, version: u.version, status: .suspect, from: nil)) else { return }
                     table.set(s, endpoint: ep)
                 }
                 table.set(s, incarnation: u.version.incarnation)
@@ -918,20 +959,20 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         }
     }
 
-    private mutating func applyDead(_ u: MemberUpdate, now: Instant) {
+    private mutating func applyDead(_ u: MemberUpdate, held: Held?, now: Instant) {
         if u.node == me {
             if u.status == .left && leaving { return }
             refute(u.version)
             return
         }
-        guard let s = slot(of: u.node), let status = table.status(s) else { return }
-        let current = version(at: s)
+        guard let h = held, let status = table.status(h.slot) else { return }
+        let s = h.slot, current = h.version
         guard u.version >= current else { return }
         if status == .left { return }
         if status == .dead && !(u.status == .left) { return }
         if u.version != current {
             if u.version.generation != current.generation {
-                guard let n = directory.existing(u.node), let ep = endpoint(n, MemberUpdate(node: u.node, address: directory.endpoint(table.endpoint(s)).address, version: u.version, status: u.status, from: nil)) else { return }
+                guard let ep = endpoint(h.endpoint.node, MemberUpdate(node: u.node, address: h.endpoint.address, version: u.version, status: u.status, from: nil)) else { return }
                 table.set(s, endpoint: ep)
             }
             table.set(s, incarnation: u.version.incarnation)
@@ -1104,18 +1145,19 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     private mutating func merge(_ records: RawUpdates, from: NodeID, now: Instant) {
-        for raw in records {
+        for (i, raw) in records.records.enumerated() {
+            if i % Self.warmChunk == 0 { warm(records.records[i..<min(i + Self.warmChunk, records.count)]) }
             // (A record we hold at least as new would change nothing, whatever its status: see `fresh`.)
-            guard let r = fresh(raw, in: records.bytes) else { continue }
+            guard let (r, h) = fresh(raw, in: records.bytes) else { continue }
             // The sender's own record is authoritative about itself; an allow-list also gates
             // third parties it introduces.
-            if r.node != from, r.node != me, let allowed = settings.allowedNodes, !allowed.contains(r.node), slot(of: r.node) == nil { continue }
+            if r.node != from, r.node != me, let allowed = settings.allowedNodes, !allowed.contains(r.node), h == nil { continue }
             switch r.status {
-            case .alive: applyAlive(r, now: now)
+            case .alive: applyAlive(r, held: h, now: now)
             // memberlist's mergeState: a remote "dead" becomes a local suspicion we verify ourselves.
             case .suspect, .dead:
-                applySuspect(MemberUpdate(node: r.node, address: r.address, version: r.version, status: .suspect, from: from), now: now)
-            case .left: applyDead(r, now: now)
+                applySuspect(MemberUpdate(node: r.node, address: r.address, version: r.version, status: .suspect, from: from), held: h, now: now)
+            case .left: applyDead(r, held: h, now: now)
             }
         }
     }

@@ -125,14 +125,12 @@ struct RawUpdate {
     var status: MemberStatus
     var from: NodeID?
 
-    /// Reads an update from `r`, a reader over `bytes`, with the checks `MemberUpdate(from:)` makes
-    /// (`hostChecked`: the host's bytes were checked when the message was read; not again).
+    /// Reads an update from `r`, a reader over `bytes`, with the checks `MemberUpdate(from:)` makes.
     @inline(__always)
-    init(from r: inout WireReader, in bytes: [UInt8], hostChecked: Bool = false) throws(WireError) {
+    init(from r: inout WireReader, in bytes: [UInt8]) throws(WireError) {
         let f = try MemberUpdate.readFields(&r) { r throws(WireError) in
             let at = r.position
             let range = try r.lengthPrefixedRange(maxLength: 255)
-            if hostChecked { return range }
             // `WireReader.string`'s check: ASCII as it is, anything else validated as UTF-8.
             let valid = bytes.withUnsafeBufferPointer { all in
                 let b = UnsafeBufferPointer(rebasing: all[range])
@@ -154,41 +152,37 @@ struct RawUpdate {
 }
 
 /// The updates of a received message (its piggyback, its gossip, a push-pull's members), every one
-/// checked when the message was read — a malformed message is refused before any of it is applied,
-/// as when they were decoded into `[MemberUpdate]` — but left in the message's bytes; iterating
-/// reads them again as `RawUpdate`s.
+/// read and checked when the message was read — a malformed message is refused before any of it is
+/// applied, as when they were decoded into `[MemberUpdate]` — and kept as `RawUpdate`s, their hosts
+/// left in the message's bytes. Each record is parsed once: the apply pass iterates what the check
+/// pass read (it used to read every record a second time from the bytes).
 struct RawUpdates: Sequence {
     let bytes: [UInt8]
-    private let records: Range<Int>
-    let count: Int
+    let records: [RawUpdate]
+    var count: Int { records.count }
+
+    /// The smallest encoded update: a node ID, an empty host, one-byte port, generation,
+    /// incarnation and status, no suspector.
+    private static let minimumSize = 32 + 1 + 1 + 1 + 1 + 1 + 1
 
     static var none: RawUpdates { RawUpdates() }
-    private init() { bytes = []; records = 0..<0; count = 0 }
+    private init() { bytes = []; records = [] }
 
     /// Reads a count (at most `max`, and at most the bytes left) and that many updates from `r`, a
     /// reader over `bytes`.
     init(reading r: inout WireReader, in bytes: [UInt8], max: Int) throws(WireError) {
-        count = try r.length(max: max, unitSize: 1)
-        let start = r.position
-        for _ in 0..<count { _ = try RawUpdate(from: &r, in: bytes) }
-        records = start..<r.position
+        let count = try r.length(max: max, unitSize: 1)
+        var records: [RawUpdate] = []
+        // (Bounded by what the bytes left can hold, not by the count a sender claims.)
+        records.reserveCapacity(Swift.min(count, r.remaining / Self.minimumSize))
+        for _ in 0..<count { records.append(try RawUpdate(from: &r, in: bytes)) }
+        self.records = records
         self.bytes = bytes
     }
 
-    var underestimatedCount: Int { count }
+    var underestimatedCount: Int { records.count }
 
-    struct Iterator: IteratorProtocol {
-        fileprivate var reader: WireReader
-        fileprivate var left: Int
-        fileprivate let bytes: [UInt8]
-        mutating func next() -> RawUpdate? {
-            guard left > 0 else { return nil }
-            left -= 1
-            do { return try RawUpdate(from: &reader, in: bytes, hostChecked: true) } catch { preconditionFailure("updates checked when read failed to read again: \(error)") }
-        }
-    }
-
-    func makeIterator() -> Iterator { Iterator(reader: WireReader(bytes, range: records), left: count, bytes: bytes) }
+    func makeIterator() -> IndexingIterator<[RawUpdate]> { records.makeIterator() }
 
     /// All of them as `MemberUpdate`s.
     var decoded: [MemberUpdate] {

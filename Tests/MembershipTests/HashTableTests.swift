@@ -143,4 +143,64 @@ import MeshCore
         }
         #expect(table.count == model.count)
     }
+
+    /// The broadcast queue takes exactly what its documented order says — least transmitted first,
+    /// newest first among equals, `first` ahead of all; items that do not fit counted as misses (at
+    /// most 4), items at the limit dropped, the most transmitted (newest among them) evicted at
+    /// capacity — checked against a plain model, with transmit limits past 64 buckets (the queue
+    /// skips empty buckets below 64 through a bitmask and looks at every bucket above).
+    @Test func broadcastQueueTakesInTheDocumentedOrder() {
+        struct Item { var transmits: Int; var seq: Int; var from: UInt32 }
+        var rng = SeededRandom(seed: 23)
+        let capacity = 48
+        var queue = BroadcastQueue(capacity: capacity)
+        var model: [Int32: Item] = [:]
+        var seq = 0
+        func size(_ slot: Int32, _ from: UInt32) -> Int { 40 + Int(slot & 31) + (from == 0 ? 0 : 32) }
+        for step in 0..<40_000 {
+            if rng.next() % 3 != 0 {
+                let slot = Int32(rng.next() % 90) - 1
+                let from = rng.next() % 4 == 0 ? UInt32(rng.next() % 100) + 1 : 0
+                if model[slot] == nil, model.count >= capacity {
+                    let victim = model.max { ($0.value.transmits, $0.value.seq) < ($1.value.transmits, $1.value.seq) }!.key
+                    model[victim] = nil
+                }
+                seq += 1
+                model[slot] = Item(transmits: 0, seq: seq, from: from)
+                queue.enqueue(slot, from: from)
+            } else {
+                let limit = [3, 12, 70][Int(rng.next() % 3)]
+                let budget = 60 + Int(rng.next() % 1_400)
+                let maxCount = 1 + Int(rng.next() % 20)
+                let first: Int32? = rng.next() % 4 == 0 ? Int32(rng.next() % 90) - 1 : nil
+                let got = queue.take(byteBudget: budget, maxCount: maxCount, limit: limit, first: first, size: size)
+                // The model.
+                var chosen: [(slot: Int32, from: UInt32, transmits: Int)] = []
+                var used = 0
+                if let f = first, let item = model[f], size(f, item.from) <= budget {
+                    chosen.append((f, item.from, item.transmits)); used = size(f, item.from)
+                }
+                var misses = 0
+                let order = model.filter { $0.key != chosen.first?.slot }
+                    .sorted { ($0.value.transmits, -$0.value.seq) < ($1.value.transmits, -$1.value.seq) }
+                for (slot, item) in order {
+                    guard chosen.count < maxCount, budget - used >= 40, misses < 4 else { break }
+                    if item.transmits >= limit { model[slot] = nil; continue }
+                    let n = size(slot, item.from)
+                    if used + n > budget { misses += 1; continue }
+                    used += n
+                    chosen.append((slot, item.from, item.transmits))
+                }
+                for c in chosen {
+                    if c.transmits + 1 >= limit { model[c.slot] = nil } else { seq += 1; model[c.slot] = Item(transmits: c.transmits + 1, seq: seq, from: c.from) }
+                }
+                guard got.items.map({ [Int($0.slot), Int($0.from), $0.transmits] }) == chosen.map({ [Int($0.slot), Int($0.from), $0.transmits] }),
+                      got.bytes == used else {
+                    Issue.record("step \(step): took \(got.items) (\(got.bytes) bytes), the model \(chosen) (\(used) bytes)")
+                    return
+                }
+            }
+            #expect(queue.count == model.count)
+        }
+    }
 }
