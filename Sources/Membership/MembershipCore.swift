@@ -212,6 +212,14 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// Members currently alive or suspect (the cluster size estimate minus one).
     public var liveMemberCount: Int { liveCount }
 
+    /// How many members this node holds in each status (indexed by `MemberStatus.rawValue`), and
+    /// how many suspicion timers run. A scan of the table: for sampling, not for every input.
+    public var statusCounts: (byStatus: [Int], suspicionTimers: Int) {
+        var counts = [0, 0, 0, 0]
+        for st in table.statuses where Int(st) < counts.count { counts[Int(st)] += 1 }
+        return (counts, suspicions.count)
+    }
+
     /// Estimated cluster size: live members plus this node.
     public var clusterSize: Int { liveCount + 1 }
 

@@ -52,6 +52,8 @@ public struct SimReport {
         rows.append(("wall time", "\(Self.fmt(wallSeconds, 2)) s (\(Self.fmt(virtual / max(wallSeconds, 1e-9), 1))x real time)"))
         if cpuSeconds > 0 { rows.append(("cpu time", "\(Self.fmt(cpuSeconds, 2)) s")) }
         rows.append(("events", "\(s.events) (\(Self.fmt(Double(s.events) / max(wallSeconds, 1e-9) / 1e6, 2)) M/s)"))
+        let kinds = zip(SimWorld.eventKindNames, s.eventsByKind).filter { $1 > 0 }.sorted { $0.1 > $1.1 }.prefix(6)
+        rows.append(("  by kind", kinds.map { "\($0) \($1)" }.joined(separator: ", ")))
         if peakRSSBytes > 0 { rows.append(("peak RSS", Self.bytes(Double(peakRSSBytes)))) }
         rows.append(("live nodes at end", "\(world.liveCount)"))
         rows.append(("messages sent / delivered", "\(s.sent) / \(s.delivered)"))
@@ -106,6 +108,7 @@ public struct SimReport {
         o.append("\"cpu_seconds\": \(Self.num(cpuSeconds))")
         o.append("\"events\": \(s.events)")
         o.append("\"events_per_second\": \(Self.num(Double(s.events) / max(wallSeconds, 1e-9)))")
+        o.append("\"events_by_kind\": {" + zip(SimWorld.eventKindNames, s.eventsByKind).map { "\(Self.json($0)): \($1)" }.joined(separator: ", ") + "}")
         o.append("\"peak_rss_bytes\": \(peakRSSBytes)")
         o.append("\"trace_hash\": \(Self.json(world.traceHash?.hex ?? ""))")
         o.append("\"live_at_end\": \(world.liveCount)")
@@ -130,7 +133,8 @@ public struct SimReport {
                 .joined(separator: ", ")
             let done = (k < s.completionsSoFar.count ? s.completionsSoFar[k] : [:]).sorted { $0.key < $1.key }
                 .map { "\(Self.json($0.key)): \($0.value)" }.joined(separator: ", ")
-            samples.append("    {\"t\": \(Self.num(sample.t)), \"live\": \(sample.live), \"agreement\": {\(agree)}, \"completions\": {\(done)}, \"gauges\": {\(gauges)}}")
+            let kinds = zip(SimWorld.eventKindNames, sample.eventsByKind).map { "\(Self.json($0)): \($1)" }.joined(separator: ", ")
+            samples.append("    {\"t\": \(Self.num(sample.t)), \"live\": \(sample.live), \"agreement\": {\(agree)}, \"completions\": {\(done)}, \"gauges\": {\(gauges)}, \"events_so_far\": {\(kinds)}}")
         }
         o.append("\"samples\": [\n\(samples.joined(separator: ",\n"))\n  ]")
         o.append("\"bytes_sent_per_node\": [\(s.bytesUp.map(String.init).joined(separator: ","))]")

@@ -14,9 +14,13 @@ public struct SimStats: Sendable {
         public var agreement: [String: Double]
         /// Per `core.gauge`: min, mean, max over live nodes.
         public var gauges: [String: GaugeSummary]
+        /// `SimStats.eventsByKind` at the time of the sample.
+        public var eventsByKind: [UInt64] = []
     }
 
     public var events: UInt64 = 0
+    /// Events handled, by kind (`SimWorld.eventKindNames`, same order).
+    public var eventsByKind: [UInt64] = Array(repeating: 0, count: SimWorld.eventKindNames.count)
     public var sent: UInt64 = 0
     public var delivered: UInt64 = 0
     /// Indexed by `SimWorld.DropReason.rawValue`.

@@ -21,7 +21,28 @@ public struct SimWorld {
         case workload(spec: Int32, node: Int32, repetition: Int32)
         case sample
         case idleSweep
+
+        var kind: Int {
+            switch self {
+            case .join: 0
+            case .deliver: 1
+            case .arrive: 2
+            case .tick: 3
+            case .linkUp: 4
+            case .linkDown: 5
+            case .dialFailed: 6
+            case .dialArrive: 7
+            case .fault: 8
+            case .workload: 9
+            case .sample: 10
+            case .idleSweep: 11
+            }
+        }
     }
+
+    /// Names of the event kinds, in `Event.kind` order (`SimStats.eventsByKind`).
+    public static let eventKindNames = ["join", "deliver", "arrive", "tick", "link-up", "link-down", "dial-failed",
+                                        "dial-arrive", "fault", "workload", "sample", "idle-sweep"]
 
     struct InFlight {
         var from: Int32
@@ -224,6 +245,7 @@ public struct SimWorld {
             if e.time != now { clock.advance(to: Instant(nanoseconds: e.time)) }
             now = e.time
             stats.events += 1
+            stats.eventsByKind[e.payload.kind] += 1
             try dispatch(e.payload)
             if stats.events % progressEvery == 0 { progress?(self) }
         }
@@ -640,7 +662,7 @@ public struct SimWorld {
     // MARK: Sampling
 
     private mutating func takeSample() {
-        var sample = SimStats.Sample(t: Double(now) / 1e9, live: 0, agreement: [:], gauges: [:])
+        var sample = SimStats.Sample(t: Double(now) / 1e9, live: 0, agreement: [:], gauges: [:], eventsByKind: stats.eventsByKind)
         var digests: [[Digest]] = Array(repeating: [], count: coreSpecs.count)
         var gaugeAcc: [String: (min: Double, sum: Double, max: Double, count: Int)] = [:]
         var gaugeOrder: [String] = []

@@ -56,7 +56,20 @@ struct MembershipSimCore: SimObservableCore {
         let s = core.stats
         return [SimGauge("live-members", Double(core.liveMemberCount)), SimGauge("messages-sent", Double(s.messagesSent)),
                 SimGauge("updates-sent", Double(s.updatesSent)), SimGauge("updates-received", Double(s.updatesReceived)),
-                SimGauge("updates-already-held", Double(s.updatesAlreadyHeld))]
+                SimGauge("updates-already-held", Double(s.updatesAlreadyHeld)),
+                SimGauge("probes-sent", Double(s.probesSent)), SimGauge("probes-failed", Double(s.probesFailed)),
+                SimGauge("indirect-probes-sent", Double(s.indirectProbesSent)),
+                SimGauge("suspicions-started", Double(s.suspicionsStarted)), SimGauge("refutations", Double(s.refutations)),
+                SimGauge("local-health", Double(core.localHealth))]
+            + statusGauges()
+    }
+
+    /// Members held suspect and dead, and running suspicion timers.
+    private func statusGauges() -> [SimGauge] {
+        let c = core.statusCounts
+        return [SimGauge("members-suspect", Double(c.byStatus[Int(MemberStatus.suspect.rawValue)])),
+                SimGauge("members-dead", Double(c.byStatus[Int(MemberStatus.dead.rawValue)])),
+                SimGauge("suspicion-timers", Double(c.suspicionTimers))]
     }
 
     mutating func drainCompletions() -> [SimCompletion] { [] }

@@ -169,6 +169,16 @@ import Glibc
         for key in ["\"trace_hash\": \"\(world.traceHash!.hex)\"", "\"completions\"", "\"samples\"", "\"bytes_sent_per_node\""] {
             #expect(json.contains(key), "missing \(key)")
         }
+        // Events by kind add up to all events, and the churn scenario has joins, faults, messages and links.
+        let s = world.stats
+        #expect(s.eventsByKind.reduce(0, +) == s.events)
+        for kind in ["join", "deliver", "arrive", "tick", "link-up", "fault", "sample"] {
+            let k = try #require(SimWorld.eventKindNames.firstIndex(of: kind))
+            #expect(s.eventsByKind[k] > 0, "no \(kind) events counted")
+        }
+        #expect(s.eventsByKind[SimWorld.eventKindNames.firstIndex(of: "join")!] == 24)
+        #expect(json.contains("\"events_by_kind\": {\"join\": 24, "))
+        #expect(s.samples.last?.eventsByKind.reduce(0, +) ?? 0 > 0)
         let plots = report.plots()
         #expect(plots.map(\.0) == ["cdf.svg", "convergence.svg", "bytes.svg"])
         for (_, svg) in plots {
