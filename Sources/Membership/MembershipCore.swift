@@ -41,6 +41,8 @@ public struct MembershipStats: Sendable {
     public var updatesAlreadyHeld = 0
     /// Updates sent piggybacked or gossiped (the records of push-pull states are not counted).
     public var updatesSent = 0
+    /// Pings answered from nodes not (yet) in our view (see `handleBody`).
+    public var strangerPingsAnswered = 0
 }
 
 /// The sans-IO SWIM + Lifeguard core. One value per node; the shell (daemon or simulator) feeds it
@@ -320,8 +322,27 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             return
         }
         // Everything but a join request must come from a member: a node outside the cluster cannot
-        // inject members or suspicions, whatever it says.
-        guard let sender = slot(of: from) else { throw .notAMember(from) }
+        // inject members or suspicions, whatever it says. One exception: a ping to us from a node
+        // we do not know yet is answered (and its own alive record, if it carries one, applied as
+        // a join's would be), nothing else in it is. A node that joined a moment ago probes members
+        // its alive has not reached yet; refused, its probe failed on a live member and the
+        // suspicion went to every member (at 6,000 joining members: ~40 a second, each answered
+        // by thousands of last-chance probes; docs/benchmarks.md, sim, session 8). The sender is
+        // authenticated by its link, and an ack tells it nothing a member would not.
+        guard let sender = slot(of: from) else {
+            guard case .ping(let ping) = decoded, ping.target == me,
+                  settings.allowedNodes.map({ $0.contains(from) }) ?? true else { throw .notAMember(from) }
+            let own = updates.filter { $0.node == from && $0.status == .alive }
+            if !own.isEmpty { apply(own[...], in: updates.bytes, now: now) }
+            stats.strangerPingsAnswered += 1
+            var ack = MembershipMessage.Ack()
+            ack.sequence = ping.sequence
+            ack.responder = me
+            ack.coordinate = vivaldi.coordinate
+            let answer = frame(MembershipMessage.FrameType.ack, headBound: ack.headBound) { ack.encodeHead(to: &$0) }
+            send(answer.frame, to: from, reliable: !message.unreliable, now: now, &out)
+            return
+        }
         if table.status(sender) == .left {
             // A member we hold as left may still speak for itself, and only that: a newer alive
             // of its own refutes a `left` another member forged (records are not signed; see

@@ -29,7 +29,10 @@ import MembershipLab
         ping.target = core.me
         ping.updates = [update(Self.id("phantom"), .alive), update(victim, .suspect, inc: 99, from: outsider),
                         update(victim, .dead, inc: 99, from: outsider)]
-        for m in [MembershipMessage.ping(ping), .gossip(.init(updates: ping.updates)), .pingReq(.init(target: victim, updates: ping.updates))] {
+        // A ping to us is answered (a newcomer's probe must not fail; see
+        // aPingFromANodeNotYetKnownIsAnsweredAndNothingElseInItApplied), but nothing in it is applied.
+        _ = try core.handle(message(.ping(ping), from: outsider), now: w.now)
+        for m in [MembershipMessage.gossip(.init(updates: ping.updates)), .pingReq(.init(target: victim, updates: ping.updates))] {
             #expect(throws: MembershipError.self) { _ = try core.handle(message(m, from: outsider), now: w.now) }
             do { _ = try core.handle(message(m, from: outsider), now: w.now) } catch { #expect(error.code == .notAMember) }
         }
@@ -67,7 +70,7 @@ import MembershipLab
         #expect(core.view == before)
         #expect(core.member(Self.id("phantom")) == nil)
         #expect(core.member(victim)?.status == .alive)
-        #expect(core.stats.messagesRefused[.notAMember] == 8) // 3 kinds × 2 attempts + 1 join + 1 announce
+        #expect(core.stats.messagesRefused[.notAMember] == 6) // 2 kinds × 2 attempts + 1 join + 1 announce
     }
 
     @Test func intermediaryRelaysAnAckThatComesLate() throws {
@@ -263,6 +266,54 @@ import MembershipLab
         let old = MemberVersion(generation: 1, incarnation: 40)
         let restarted = MemberVersion(generation: 2, incarnation: 0)
         #expect(restarted > old)
+    }
+
+    @Test func aPingFromANodeNotYetKnownIsAnsweredAndNothingElseInItApplied() throws {
+        // A member that joined a moment ago probes members its alive has not reached: they answer,
+        // so its probe does not fail on a live member; only its own alive record is taken from it.
+        let w = MembershipWorld(count: 5, seed: 12)
+        w.startAll(spread: .milliseconds(500))
+        w.run(until: { w.converged }, limit: .seconds(20))
+        var core = try #require(w.core(0))
+        let newcomer = Self.id("newcomer")
+        let victim = w.hosts[1].id
+        var ping = MembershipMessage.Ping()
+        ping.sequence = 4_242
+        ping.target = core.me
+        ping.updates = [update(Self.id("phantom"), .alive), update(victim, .suspect, inc: 99, from: newcomer)]
+        let out = try core.handle(message(.ping(ping), from: newcomer), now: w.now)
+        let ack = try #require(out.messages.first { $0.peer == newcomer })
+        guard case .ack(let a)? = try? MembershipMessage(frame: ack.frame) else { Issue.record("not an ack"); return }
+        #expect(a.sequence == 4_242 && a.responder == core.me)
+        #expect(core.member(Self.id("phantom")) == nil, "a third party's record from a stranger was applied")
+        #expect(core.member(victim)?.status == .alive)
+        #expect(core.member(newcomer) == nil)
+        #expect(core.stats.strangerPingsAnswered == 1)
+        // Its own alive record is applied, as a join's would be.
+        ping.updates.append(update(newcomer, .alive))
+        _ = try core.handle(message(.ping(ping), from: newcomer), now: w.now)
+        #expect(core.member(newcomer)?.status == .alive)
+        // A ping meant for someone else, or a ping-req, from a stranger is still refused.
+        var stray = ping
+        stray.target = victim
+        do { _ = try core.handle(message(.ping(stray), from: Self.id("other")), now: w.now); Issue.record("accepted") } catch {
+            #expect(error.code == .notAMember)
+        }
+        do {
+            _ = try core.handle(message(.pingReq(.init(target: victim, updates: [])), from: Self.id("other")), now: w.now)
+            Issue.record("accepted")
+        } catch { #expect(error.code == .notAMember) }
+        // With an allow-list, a stranger not on it gets no answer.
+        var listed = MembershipSettings()
+        listed.allowedNodes = [core.me]
+        var guarded = MembershipCore(me: Self.id("g"), address: PeerAddress(host: "10.0.0.7", port: 7400), generation: 1,
+                                     settings: listed, random: SeededRandom(seed: 3))
+        _ = guarded.start(now: .zero)
+        var p2 = MembershipMessage.Ping()
+        p2.target = guarded.me
+        do { _ = try guarded.handle(message(.ping(p2), from: newcomer), now: .zero); Issue.record("accepted") } catch {
+            #expect(error.code == .notAMember)
+        }
     }
 
     @Test func pushPullKindsRoundTripAndAnUnknownKindIsRefused() throws {
