@@ -16,11 +16,16 @@ import MembershipLab
                      version: MemberVersion(generation: 1, incarnation: inc), status: status, from: from)
     }
 
-    @Test func nonMemberCannotInjectMembersOrSuspicions() throws {
-        let w = MembershipWorld(count: 5, seed: 11)
+    /// A converged 5-member cluster and a copy of member 0's core.
+    func formed(seed: UInt64) throws -> (MembershipWorld, MembershipCore) {
+        let w = MembershipWorld(count: 5, seed: seed)
         w.startAll(spread: .milliseconds(500))
         w.run(until: { w.converged }, limit: .seconds(20))
-        var core = try #require(w.core(0))
+        return (w, try #require(w.core(0)))
+    }
+
+    @Test func nonMemberCannotInjectMembersOrSuspicions() throws {
+        var (w, core) = try formed(seed: 11)
         let outsider = Self.id("outsider")
         let victim = w.hosts[1].id
         let before = core.view
@@ -271,10 +276,7 @@ import MembershipLab
     @Test func aPingFromANodeNotYetKnownIsAnsweredAndNothingElseInItApplied() throws {
         // A member that joined a moment ago probes members its alive has not reached: they answer,
         // so its probe does not fail on a live member; only its own alive record is taken from it.
-        let w = MembershipWorld(count: 5, seed: 12)
-        w.startAll(spread: .milliseconds(500))
-        w.run(until: { w.converged }, limit: .seconds(20))
-        var core = try #require(w.core(0))
+        var (w, core) = try formed(seed: 12)
         let newcomer = Self.id("newcomer")
         let victim = w.hosts[1].id
         var ping = MembershipMessage.Ping()
