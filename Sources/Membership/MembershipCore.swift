@@ -308,6 +308,17 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         return out
     }
 
+    /// Acks a ping to us, our own record first if `accused`. A ping that came over the stream (the
+    /// prober's fallback) is answered the same way (`reliable`).
+    private mutating func answer(_ ping: MembershipMessage.Ping, from: NodeID, accused: Bool, reliable: Bool, now: Instant, _ out: inout Outbox) {
+        var ack = MembershipMessage.Ack()
+        ack.sequence = ping.sequence
+        ack.responder = me
+        ack.coordinate = vivaldi.coordinate
+        let reply = frame(MembershipMessage.FrameType.ack, headBound: ack.headBound, first: accused ? BroadcastQueue.me : nil) { ack.encodeHead(to: &$0) }
+        send(reply.frame, to: from, reliable: reliable, now: now, &out)
+    }
+
     private mutating func handleBody(_ message: PeerMessage, now: Instant, _ out: inout Outbox) throws(MembershipError) {
         guard started else { return }
         // The updates stay in the message's bytes, checked: most are records we already hold, and
@@ -316,7 +327,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let from = message.peer
         if from == me { return }
         // A message arrived, so the shell has an authenticated link to its sender.
-        links.insert(from, number: directory.existing(from), nodes: directory.count)
+        let fromNumber = directory.existing(from)
+        links.insert(from, number: fromNumber, nodes: directory.count)
         if case .pushPull(let pp) = decoded {
             try onPushPull(pp, members: updates, from: from, now: now, &out)
             return
@@ -329,18 +341,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         // suspicion went to every member (at 6,000 joining members: ~40 a second, each answered
         // by thousands of last-chance probes; docs/benchmarks.md, sim, session 8). The sender is
         // authenticated by its link, and an ack tells it nothing a member would not.
-        guard let sender = slot(of: from) else {
+        guard let sender = fromNumber.flatMap({ table.slot(ofNode: $0) }) else {
             guard case .ping(let ping) = decoded, ping.target == me,
                   settings.allowedNodes.map({ $0.contains(from) }) ?? true else { throw .notAMember(from) }
             let own = updates.filter { $0.node == from && $0.status == .alive }
             if !own.isEmpty { apply(own[...], in: updates.bytes, now: now) }
             stats.strangerPingsAnswered += 1
-            var ack = MembershipMessage.Ack()
-            ack.sequence = ping.sequence
-            ack.responder = me
-            ack.coordinate = vivaldi.coordinate
-            let answer = frame(MembershipMessage.FrameType.ack, headBound: ack.headBound) { ack.encodeHead(to: &$0) }
-            send(answer.frame, to: from, reliable: !message.unreliable, now: now, &out)
+            answer(ping, from: from, accused: false, reliable: !message.unreliable, now: now, &out)
             return
         }
         if table.status(sender) == .left {
@@ -356,17 +363,11 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         case .ping(let ping):
             apply(updates.records[...], in: updates.bytes, now: now)
             guard ping.target == me else { return }
-            var ack = MembershipMessage.Ack()
-            ack.sequence = ping.sequence
-            ack.responder = me
-            ack.coordinate = vivaldi.coordinate
             // The prober suspects us (Lifeguard's buddy system put the suspicion in its ping): our
             // refutation goes first in the answer.
             let accused = updates.contains { $0.node == me && $0.status != .alive }
             if accused { broadcasts.enqueue(BroadcastQueue.me) }
-            let answer = frame(MembershipMessage.FrameType.ack, headBound: ack.headBound, first: accused ? BroadcastQueue.me : nil) { ack.encodeHead(to: &$0) }
-            // A ping that came over the stream (the prober's fallback) is answered the same way.
-            send(answer.frame, to: from, reliable: !message.unreliable, now: now, &out)
+            answer(ping, from: from, accused: accused, reliable: !message.unreliable, now: now, &out)
         case .pingReq(let req):
             apply(updates.records[...], in: updates.bytes, now: now)
             if req.target == me {
