@@ -119,7 +119,7 @@ public struct ClusterSync: MeshProtocolCore {
     public mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
         var out = Outbox()
         switch event {
-        case .up(let peer, _):
+        case .up(let peer, _, _):
             var p = peers[peer] ?? Peer()
             p.up = true
             p.inFlight = nil

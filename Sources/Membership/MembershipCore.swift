@@ -87,6 +87,8 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         var helpers: [NodeID] = []
         /// The target's version when the probe started.
         var version = MemberVersion(generation: 0, incarnation: 0)
+        /// The ping waits for a link to the target (held in `queued` while the dial runs).
+        var awaitingLink = false
     }
     private var probes: [UInt64: PendingProbe] = [:] { didSet { timersDirty = true } }
 
@@ -437,13 +439,25 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
 
     private mutating func linkBody(_ event: LinkEvent, now: Instant, _ out: inout Outbox) {
         switch event {
-        case .up(let peer, let addr):
+        case .up(let peer, let addr, let rtt):
             guard peer != me else { return }
-            links.insert(peer, number: directory.existing(peer), nodes: directory.count)
+            let number = directory.existing(peer)
+            links.insert(peer, number: number, nodes: directory.count)
+            // The handshake's RTT is the first we know of a member we never probed (most members:
+            // each is probed by a given member once per N probe periods). Without it a probe of a
+            // member 220 ms away had 300 ms for its ack and 200 ms for the fallback ping's, so one
+            // lost datagram made a live member suspect to every member (docs/benchmarks.md). Kept
+            // only where it lengthens a probe's wait (twice the RTT past the probe timeout): on a
+            // LAN no link adds an entry, and a simulated 10,000-node cluster holds no more of them
+            // than its long paths need.
+            if let rtt, rtt * 2 > settings.probe.timeout, let s = number.flatMap({ table.slot(ofNode: $0) }), rtts[s] == nil {
+                observeRTT(rtt, slot: s)
+            }
             // (Emptiness checked first: most links come up with nothing queued and no join dial
             // outstanding, and hashing an ID or an address for nothing was a tenth of this.)
             if !queued.isEmpty, let pending = queued.removeValue(forKey: peer) {
                 for item in pending where item.until >= now { emit(item.message, &out) }
+                if !probes.isEmpty { startProbeClocks(of: peer, address: addr, measured: rtt != nil, now: now) }
             }
             // A DNS-name seed may come up under its resolved address: while a join dial is
             // outstanding, any link to a node we do not count as live also gets the sync.
@@ -652,17 +666,10 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         let t = id(at: slot)
         sequence &+= 1
         let seq = sequence
-        // A member that answers slowly gets a longer wait, up to `probe.maxAdaptiveWait`: late acks
-        // taught us its RTT. A crashed member's RTT does not grow, so detection is not slowed.
-        let timeout = scaled(settings.probe.timeout)
-        let indirect = scaled(settings.probe.indirectWait)
-        let expected = expectedRTTWait(slot)
-        // The indirect phase gets the same allowance: its path also runs through the slow member.
-        let direct = max(timeout, expected)
-        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: now + direct,
-                                   periodEndAt: now + max(direct + max(indirect, expected), final ? lastChanceLead : .zero),
-                                   final: final,
-                                   version: version(at: slot))
+        let (timeoutAt, periodEndAt) = probeDeadlines(slot, final: final, from: now)
+        probes[seq] = PendingProbe(target: t, sentAt: now, timeoutAt: timeoutAt, periodEndAt: periodEndAt,
+                                   final: final, version: version(at: slot))
+        if !isLinked(t) { probes[seq]?.awaitingLink = true }
         send(makePing(seq: seq, target: t, slot: slot), to: t, now: now, &out)
         stats.probesSent += 1
         if final && settings.probe.streamFallback {
@@ -673,6 +680,45 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             send(.ping(ping), to: t, reliable: true, now: now, &out)
             stats.fallbackProbesSent += 1
         }
+    }
+
+    /// The link to `peer` came up and the pings held for it left: a probe of `peer` that waited for
+    /// the dial counts its time from now, as if the link had been there. A probe's timeouts are
+    /// round trips on a link, and a dial costs one more (the QUIC handshake): between regions
+    /// 220 ms apart a probe that needed a dial could not be answered within the 300 ms timeout,
+    /// nor its stream fallback within the indirect phase, and a live member was suspected by
+    /// every member (at 3,000 members, ~2 a second after the join). A crashed target never
+    /// completes the handshake, so its probe keeps its schedule and detection is not slowed. Only
+    /// a probe still in its direct phase restarts (a later link-up would find its ping expired).
+    private mutating func startProbeClocks(of peer: NodeID, address: PeerAddress, measured: Bool, now: Instant) {
+        for seq in probes.keys.sorted() {
+            guard let p = probes[seq], p.awaitingLink, p.target == peer else { continue }
+            probes[seq]!.awaitingLink = false
+            guard !p.indirectSent, now > p.sentAt, let s = slot(of: peer) else { continue }
+            if !measured, rtts[s] == nil {
+                // A shell that gives no handshake RTT: the dial (ours, or one already running when
+                // the probe started) took about one round trip.
+                let dialed = lastDial[address].map { min($0, p.sentAt) } ?? p.sentAt
+                observeRTT(now - dialed, slot: s)
+            }
+            let (timeoutAt, periodEndAt) = probeDeadlines(s, final: p.final, from: now)
+            probes[seq]!.sentAt = now
+            probes[seq]!.timeoutAt = timeoutAt
+            probes[seq]!.periodEndAt = periodEndAt
+        }
+    }
+
+    /// When a probe of the member at `slot` whose ping leaves at `now` moves to its indirect phase,
+    /// and when it fails. A member that answers slowly gets a longer wait, up to
+    /// `probe.maxAdaptiveWait`: late acks (or the handshake) taught us its RTT. A crashed member's
+    /// RTT does not grow, so detection is not slowed. The indirect phase gets the same allowance:
+    /// its paths also run through that member.
+    private func probeDeadlines(_ slot: Int32, final: Bool, from now: Instant) -> (timeoutAt: Instant, periodEndAt: Instant) {
+        let timeout = scaled(settings.probe.timeout)
+        let indirect = scaled(settings.probe.indirectWait)
+        let expected = expectedRTTWait(slot)
+        let direct = max(timeout, expected)
+        return (now + direct, now + max(direct + max(indirect, expected), final ? lastChanceLead : .zero))
     }
 
     /// A ping of `target` (at `slot`, if it is a member), its piggyback led by its own suspicion.
@@ -710,7 +756,12 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     }
 
     private mutating func observeRTT(_ sample: Duration, for node: NodeID) {
-        guard sample >= .zero, let slot = slot(of: node) else { return }
+        guard let slot = slot(of: node) else { return }
+        observeRTT(sample, slot: slot)
+    }
+
+    private mutating func observeRTT(_ sample: Duration, slot: Int32) {
+        guard sample >= .zero else { return }
         let us = UInt32(clamping: sample.nanosecondsClamped / 1_000)
         if let r = rtts[slot] {
             rtts[slot] = RTT(smoothed: UInt32((UInt64(r.smoothed) * 7 + UInt64(us)) / 8), last: us)

@@ -280,8 +280,8 @@ public final class MembershipWorld {
                 continue
             }
             let rtt = oneWay(i, to) + oneWay(to, i)
-            schedule(.link(to, .up(peer: hosts[i].id, address: hosts[i].address)), at: now + rtt)
-            schedule(.link(i, .up(peer: hosts[to].id, address: addr)), at: now + rtt)
+            schedule(.link(to, .up(peer: hosts[i].id, address: hosts[i].address, rtt: rtt)), at: now + rtt)
+            schedule(.link(i, .up(peer: hosts[to].id, address: addr, rtt: rtt)), at: now + rtt)
         }
         if let w = out.wakeAt, hosts[i].running, w != hosts[i].wakeAt {
             hosts[i].wakeToken += 1

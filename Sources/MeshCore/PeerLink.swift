@@ -88,8 +88,11 @@ public struct Outbox: Sendable {
 
 /// What the shell tells a core about its links.
 public enum LinkEvent: Hashable, Sendable {
-    /// An authenticated link to `peer` at `address` is up (dialled by us or accepted).
-    case up(peer: NodeID, address: PeerAddress)
+    /// An authenticated link to `peer` at `address` is up (dialled by us or accepted). `rtt` is the
+    /// round trip the transport measured during the handshake, if it has a sample (the daemon: the
+    /// QUIC connection's minimum RTT; the simulator: the path's round trip); a core may use it as
+    /// its first estimate of how long the peer takes to answer.
+    case up(peer: NodeID, address: PeerAddress, rtt: Duration? = nil)
     /// The link to `peer` is gone (closed, timed out, or the peer failed authentication).
     case down(peer: NodeID)
     /// A dial to `address` failed before any identity was learned.

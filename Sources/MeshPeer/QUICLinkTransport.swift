@@ -164,7 +164,7 @@ public final class QUICLinkTransport: LinkTransport, Sendable {
                 sink?.deliver(.down(peer: link.peer))
             }
         }
-        sink?.deliver(.up(peer: link.peer, address: link.remoteAddress))
+        sink?.deliver(.up(peer: link.peer, address: link.remoteAddress, rtt: link.handshakeRTT))
     }
 
     private func readFrames(_ stream: QUICStream, from peer: NodeID) async {

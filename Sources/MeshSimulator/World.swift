@@ -322,7 +322,8 @@ public struct SimWorld {
             guard nodes[i].alive, nodes[i].gen == g, links[i][peer] != nil else { return }
             if deferForCPU(i, event) { return }
             trace(.linkUp, node, peer)
-            let ev = LinkEvent.up(peer: directory.ids[Int(peer)], address: SimDirectory.address(of: Int(peer)))
+            let rtt = Duration.nanoseconds(Int64(clamping: linkLayer.latency(from: i, to: Int(peer)) &+ linkLayer.latency(from: Int(peer), to: i)))
+            let ev = LinkEvent.up(peer: directory.ids[Int(peer)], address: SimDirectory.address(of: Int(peer)), rtt: rtt)
             notifyLink(i, ev)
         case .linkDown(let node, let peer, let peerGen):
             let i = Int(node), p = Int(peer)

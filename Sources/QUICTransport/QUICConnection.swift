@@ -473,6 +473,13 @@ public final class QUICConnection {
         return liveStreams.reduce(lostOnClosedStreams) { $0 + UInt64(ngtcp2_conn_get_stream_loss_count(conn, $1)) }
     }
 
+    /// The smallest RTT sampled so far, nil before the first sample (ngtcp2 starts `smoothed_rtt`
+    /// at its 333 ms initial guess, which is no measurement).
+    var sampledMinRTT: Duration? {
+        let m = rtt.min
+        return m > .zero ? m : nil
+    }
+
     /// The RTT figures alone (cheap; the scheduler reads them on every bulk acknowledgement).
     var rtt: (latest: Duration, min: Duration, smoothed: Duration) {
         var st = ngtcp2_conn_stat()

@@ -148,7 +148,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 startDial(remote: remote, alpn: [QUICEndpoint.meshALPN], serverName: nil, expecting: expecting,
                           resumption: resumption, tickets: tickets,
                           makeApplication: { conn in
-                              let l = QUICLink(peer: conn.peerNodeID!, remoteAddress: address, executor: self)
+                              let l = QUICLink(peer: conn.peerNodeID!, remoteAddress: address, handshakeRTT: conn.sampledMinRTT, executor: self)
                               link = l
                               let app = self.makeMesh(conn, link: l)
                               if let firstMessage { app.queueFirstMessage(firstMessage) }
@@ -358,7 +358,7 @@ public final class QUICEndpoint: LoopExecutor, @unchecked Sendable {
                 conn.applicationFactory = { [unowned self] (c: QUICConnection) throws(QUICError) -> QUICApplication in
                     switch c.negotiatedALPN {
                     case QUICEndpoint.meshALPN?:
-                        let link = QUICLink(peer: c.peerNodeID!, remoteAddress: c.remote.peerAddress, executor: self)
+                        let link = QUICLink(peer: c.peerNodeID!, remoteAddress: c.remote.peerAddress, handshakeRTT: c.sampledMinRTT, executor: self)
                         return self.makeMesh(c, link: link)
                     case QUICEndpoint.http3ALPN?:
                         guard let factory else { throw QUICError.invalidArgument("h3 not served here") }

@@ -7,6 +7,8 @@ public final class QUICLink: Sendable {
     /// The node the peer proved to be.
     public let peer: NodeID
     public let remoteAddress: PeerAddress
+    /// The connection's smallest RTT sample when the link was set up (nil if the handshake gave none).
+    public let handshakeRTT: Duration?
     /// Streams the peer opened, in order of their first byte arriving.
     public let incomingStreams: AsyncStream<QUICStream>
     /// DATAGRAM frames from the peer (the newest 1024 are kept if nobody reads).
@@ -28,9 +30,10 @@ public final class QUICLink: Sendable {
     /// The control stream that carried `connect`'s `firstMessage` (already finished): read the reply here.
     public var firstStream: QUICStream? { handshake.withLock { $0.firstStream } }
 
-    init(peer: NodeID, remoteAddress: PeerAddress, executor: LoopExecutor) {
+    init(peer: NodeID, remoteAddress: PeerAddress, handshakeRTT: Duration? = nil, executor: LoopExecutor) {
         self.peer = peer
         self.remoteAddress = remoteAddress
+        self.handshakeRTT = handshakeRTT
         self.executor = executor
         (incomingStreams, incomingContinuation) = AsyncStream.makeStream(of: QUICStream.self)
         (datagrams, datagramContinuation) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(1024))

@@ -56,7 +56,7 @@ public final class SansIOQUIC: LoopExecutor, @unchecked Sendable {
     private func prepare(_ conn: QUICConnection, remote: SocketAddress) {
         conn.keepsEvents = false
         conn.applicationFactory = { [unowned self] c in
-            let link = QUICLink(peer: c.peerNodeID!, remoteAddress: remote.peerAddress, executor: self)
+            let link = QUICLink(peer: c.peerNodeID!, remoteAddress: remote.peerAddress, handshakeRTT: c.sampledMinRTT, executor: self)
             return MeshStreams.attach(c, link: link, executor: self, wake: {})
         }
     }

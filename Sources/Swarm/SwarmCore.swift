@@ -388,7 +388,7 @@ public struct SwarmCore: MeshProtocolCore, Sendable {
     public mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
         var out = Outbox()
         switch event {
-        case .up(let peer, _):
+        case .up(let peer, _, _):
             links.insert(peer)
             for d in blobOrder where blobs[d]!.downloading {
                 out.send(to: peer, .interactive, SwarmMessage.interested(blob: d).frame)

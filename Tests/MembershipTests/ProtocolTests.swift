@@ -142,6 +142,70 @@ import MembershipLab
         #expect(!ack.unreliable)
     }
 
+    /// A probe that has to dial first counts its time from the link coming up, and waits for the
+    /// round trip the handshake measured: between regions 220 ms apart a probe that needed a dial
+    /// could not be acked within the 300 ms timeout, nor its stream fallback within the 200 ms
+    /// indirect phase, so one lost datagram made a live member suspect to every member.
+    @Test func aProbeThatWaitsForALinkCountsFromItAndAllowsTheHandshakesRoundTrip() throws {
+        let w = MembershipWorld(count: 6, seed: 14)
+        w.startAll(spread: .milliseconds(300))
+        #expect(w.run(until: { w.converged }, limit: .seconds(20)) != nil)
+        var prober = try #require(w.core(0))
+        var t = w.now
+        // Every link closes (idle): the next probe must dial.
+        for h in w.hosts.dropFirst() { _ = prober.linkChanged(.down(peer: h.id), now: t) }
+        // Tick until a probe starts (its ping is held, and its target dialled, if not dialled a
+        // moment ago already).
+        var dialed: [PeerAddress] = []
+        let sent = prober.stats.probesSent
+        while prober.stats.probesSent == sent && t < w.now + .seconds(5) {
+            t = t + .milliseconds(10)
+            let out = prober.tick(now: t)
+            #expect(!out.messages.contains { $0.frame.type == MembershipMessage.FrameType.ping }, "a ping left without a link")
+            dialed += out.dials
+        }
+        if dialed.isEmpty { dialed = w.hosts.dropFirst().map(\.address) }
+        #expect(!dialed.isEmpty)
+        // The handshakes take 220 ms; the held ping leaves when its target's link is up.
+        t = t + .milliseconds(220)
+        var probed: (target: NodeID, ping: PeerMessage)?
+        for address in dialed {
+            let peer = try #require(w.hosts.first { $0.address == address }).id
+            let up = prober.linkChanged(.up(peer: peer, address: address, rtt: .milliseconds(220)), now: t)
+            if let ping = up.messages.first(where: { $0.peer == peer && $0.frame.type == MembershipMessage.FrameType.ping }) { probed = (peer, ping) }
+        }
+        let (target, ping) = try #require(probed, "no dial was the probe's")
+        guard case .ping(let p) = try MembershipMessage(frame: ping.frame) else { Issue.record("not a ping"); return }
+        // The datagram is lost. Until twice the RTT has passed since the ping left, nothing more goes
+        // out for this probe (before, the ping-reqs and the stream ping left 300 ms after the dial).
+        let linkUp = t
+        var fallback: PeerMessage?
+        var reqs = 0, firstRetry: Duration?
+        while fallback == nil && t < linkUp + .seconds(2) {
+            t = t + .milliseconds(10)
+            let out = prober.tick(now: t).messages
+            let r = out.filter { $0.frame.type == MembershipMessage.FrameType.pingReq }.count
+            if r > 0 && firstRetry == nil { firstRetry = t - linkUp }
+            reqs += r
+            fallback = out.first { $0.peer == target && $0.frame.type == MembershipMessage.FrameType.ping && !$0.unreliable }
+        }
+        _ = try #require(fallback, "no stream ping")
+        #expect(reqs > 0)
+        #expect(t - linkUp >= .milliseconds(440), "the fallback left \(t - linkUp) after the link came up")
+        #expect(firstRetry.map { $0 >= .milliseconds(440) } ?? false)
+        // The stream ping's ack comes back one round trip later, in time: no suspicion.
+        var ack = MembershipMessage.Ack()
+        ack.sequence = p.sequence
+        ack.responder = target
+        var reply = message(.ack(ack), from: target)
+        reply.unreliable = false
+        t = t + .milliseconds(220)
+        _ = try prober.handle(reply, now: t)
+        // (The probes after it, of members whose links stay down, fail; their targets are others.)
+        for _ in 0..<100 { t = t + .milliseconds(10); _ = prober.tick(now: t) }
+        #expect(prober.member(target)?.status == .alive)
+    }
+
     @Test func allowListRefusesOtherJoiners() throws {
         var settings = MembershipSettings()
         let friend = Self.id("friend")

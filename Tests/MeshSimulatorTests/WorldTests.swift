@@ -41,7 +41,7 @@ struct RecorderCore: MeshProtocolCore, SimPersistentCore {
 
     mutating func linkChanged(_ event: LinkEvent, now: Instant) -> Outbox {
         switch event {
-        case .up(let p, _): log.append("up \(p.short)")
+        case .up(let p, _, _): log.append("up \(p.short)")
         case .down(let p): log.append("down \(p.short)")
         case .dialFailed(let a): log.append("dialFailed \(a)")
         }
