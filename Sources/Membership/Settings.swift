@@ -63,7 +63,8 @@ public struct MembershipSettings: Sendable {
         /// sends a nack to the requester (Lifeguard §4.3 and memberlist: 80%).
         public var nackFraction: Double = 0.8
         /// Upper bound of the per-member adaptive wait: a member whose acks arrive late (we keep
-        /// listening for late acks) is given up to twice its observed RTT, at most this long,
+        /// listening for late acks), or whose link's handshake took longer than half `timeout`,
+        /// is given up to twice its observed RTT, at most this long,
         /// before the probe counts as failed. Default 2 s (four periods). A GQUIC addition: SWIM
         /// and memberlist wait one fixed period, so a live node slower than that is suspected on
         /// every probe.
