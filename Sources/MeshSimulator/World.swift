@@ -108,7 +108,7 @@ public struct SimWorld {
     private let coreCount: Int
     private var pendingToken: [UInt64]
     private var pendingTime: [UInt64]
-    private var links: [[Int32: UInt64]]
+    private var links: [PeerTimes]
     private var persisted: [[[UInt8]?]]
     private var nodeRandom: [SeededRandom]
     private var group: [UInt16] = []
@@ -171,7 +171,7 @@ public struct SimWorld {
         cores = Array(repeating: nil, count: n * scenario.cores.count)
         pendingToken = Array(repeating: 0, count: n * scenario.cores.count)
         pendingTime = Array(repeating: 0, count: n * scenario.cores.count)
-        links = Array(repeating: [:], count: n)
+        links = Array(repeating: PeerTimes(), count: n)
         persisted = Array(repeating: Array(repeating: nil, count: scenario.cores.count), count: n)
         observable = Array(repeating: false, count: scenario.cores.count)
         stats = SimStats(nodes: n, coreNames: scenario.cores.map(\.name))
@@ -449,10 +449,10 @@ public struct SimWorld {
         let oldGen = nodes[i].gen
         nodes[i].gen &+= 1
         for c in 0..<coreCount { cores[i * coreCount + c] = nil }
-        for peer in links[i].keys.sorted() {
+        for peer in links[i].sortedKeys() {
             queue.push(at: now + ns(scenario.link.linkTimeout), .linkDown(node: peer, peer: Int32(i), peerGen: oldGen))
         }
-        links[i] = [:]
+        links[i] = PeerTimes()
     }
 
     private mutating func notifyLink(_ i: Int, _ event: LinkEvent) {
@@ -605,7 +605,7 @@ public struct SimWorld {
         let idle = ns(scenario.link.idleTimeout)
         guard now >= idle else { return }
         for a in 0..<n where !links[a].isEmpty {
-            let expired = links[a].filter { $0.key > Int32(a) && $0.value + idle <= now }.keys.sorted()
+            let expired = links[a].sortedKeys { $0 > Int32(a) && $1 + idle <= now }
             for b in expired {
                 links[a][b] = nil
                 trace(.idle, Int32(a), b)
@@ -629,7 +629,7 @@ public struct SimWorld {
             stats.partitions += 1
             let timeout = now + ns(scenario.link.linkTimeout)
             for a in 0..<n where !links[a].isEmpty {
-                for b in links[a].keys.sorted() where g[a] != g[Int(b)] {
+                for b in links[a].sortedKeys() where g[a] != g[Int(b)] {
                     queue.push(at: timeout, .linkDown(node: Int32(a), peer: b, peerGen: nodes[Int(b)].gen))
                 }
             }
