@@ -85,7 +85,7 @@ struct BroadcastQueue: Sendable {
     }
 
     mutating func remove(_ slot: Int32) {
-        if live.removeValue(forKey: slot) { stale += 1 }
+        if live.removeValue(forKey: slot) != nil { stale += 1 }
         if live.isEmpty { release() }
     }
 
@@ -200,98 +200,5 @@ struct BroadcastQueue: Sendable {
         var held = 0, entries = 0
         for b in buckets { held += b.capacity; entries += b.count }
         if held > 2 * entries + 512 { compact() }
-    }
-}
-
-/// `Int32` member slot → value, for the broadcast queue's live items: open addressing with linear
-/// probing and backward-shift deletion, hashed by one multiply. `Dictionary<Int32, _>` hashed every
-/// lookup with SipHash, and the queue looks items up several times per update it sends (~9% of a
-/// 10,000-node simulation). The keys are a core's own slot numbers, not peer input, so a keyless
-/// hash is safe. Nothing iterates it, so its layout cannot change what a core does.
-struct SlotMap<Value: Sendable>: Sendable {
-    private struct Cell: Sendable {
-        var key: Int32   // `SlotMap.empty` marks a free cell (its value is the placeholder)
-        var value: Value
-    }
-    private var cells: [Cell] = []
-    private var mask = -1
-    private(set) var count = 0
-    private let placeholder: Value
-    private static var empty: Int32 { Int32.min }
-
-    /// - Parameter placeholder: what free cells hold (values are stored unwrapped, so a cell of
-    ///   the broadcast queue is 16 bytes, not 20).
-    init(placeholder: Value) { self.placeholder = placeholder }
-
-    var isEmpty: Bool { count == 0 }
-
-    @inline(__always) private func home(_ key: Int32) -> Int {
-        Int(truncatingIfNeeded: (UInt64(UInt32(bitPattern: key)) &* 0x9e37_79b9_7f4a_7c15) >> 32) & mask
-    }
-
-    @inline(__always) private func find(_ key: Int32) -> Int? {
-        guard count > 0 else { return nil }
-        var i = home(key)
-        while true {
-            let k = cells[i].key
-            if k == key { return i }
-            if k == Self.empty { return nil }
-            i = (i + 1) & mask
-        }
-    }
-
-    subscript(key: Int32) -> Value? {
-        get { find(key).map { cells[$0].value } }
-        set {
-            if let v = newValue { insert(key, v) } else { _ = removeValue(forKey: key) }
-        }
-    }
-
-    /// Reads the cell of `key`; returns a number from it (used only to keep the read).
-    @inline(__always) func token(_ key: Int32) -> UInt32 {
-        find(key).map { UInt32(truncatingIfNeeded: $0) } ?? 0
-    }
-
-    /// Updates an item in place (nothing happens if it is absent).
-    @inline(__always) mutating func modify(_ key: Int32, _ body: (inout Value) -> Void) {
-        guard let i = find(key) else { return }
-        body(&cells[i].value)
-    }
-
-    private mutating func insert(_ key: Int32, _ value: Value) {
-        precondition(key != Self.empty, "SlotMap key Int32.min is reserved")
-        if let i = find(key) { cells[i].value = value; return }
-        if (count + 1) * 4 > cells.count * 3 { grow() }
-        var i = home(key)
-        while cells[i].key != Self.empty { i = (i + 1) & mask }
-        cells[i] = Cell(key: key, value: value)
-        count += 1
-    }
-
-    private mutating func grow() {
-        let old = cells
-        let size = Swift.max(16, cells.count * 2)
-        cells = Array(repeating: Cell(key: Self.empty, value: placeholder), count: size)
-        mask = size - 1
-        count = 0
-        for c in old where c.key != Self.empty { insert(c.key, c.value) }
-    }
-
-    /// Removes `key`; true if it was present.
-    mutating func removeValue(forKey key: Int32) -> Bool {
-        guard var i = find(key) else { return false }
-        count -= 1
-        var j = i
-        while true {
-            j = (j + 1) & mask
-            let k = cells[j].key
-            if k == Self.empty { break }
-            if !staysInPlace(home: home(k), hole: i, at: j) {
-                cells[i] = cells[j]
-                i = j
-            }
-        }
-        cells[i] = Cell(key: Self.empty, value: placeholder)
-        return true
     }
 }

@@ -108,7 +108,8 @@ public struct SimWorld {
     private let coreCount: Int
     private var pendingToken: [UInt64]
     private var pendingTime: [UInt64]
-    private var links: [PeerTimes]
+    /// Per node: peer index → last use (virtual ns).
+    private var links: [SlotMap<UInt64>]
     private var persisted: [[[UInt8]?]]
     private var nodeRandom: [SeededRandom]
     private var group: [UInt16] = []
@@ -171,7 +172,7 @@ public struct SimWorld {
         cores = Array(repeating: nil, count: n * scenario.cores.count)
         pendingToken = Array(repeating: 0, count: n * scenario.cores.count)
         pendingTime = Array(repeating: 0, count: n * scenario.cores.count)
-        links = Array(repeating: PeerTimes(), count: n)
+        links = Array(repeating: SlotMap(placeholder: 0), count: n)
         persisted = Array(repeating: Array(repeating: nil, count: scenario.cores.count), count: n)
         observable = Array(repeating: false, count: scenario.cores.count)
         stats = SimStats(nodes: n, coreNames: scenario.cores.map(\.name))
@@ -452,7 +453,7 @@ public struct SimWorld {
         for peer in links[i].sortedKeys() {
             queue.push(at: now + ns(scenario.link.linkTimeout), .linkDown(node: peer, peer: Int32(i), peerGen: oldGen))
         }
-        links[i] = PeerTimes()
+        links[i] = SlotMap(placeholder: 0)
     }
 
     private mutating func notifyLink(_ i: Int, _ event: LinkEvent) {

@@ -18,7 +18,7 @@ import MeshCore
             case 0, 1:
                 map[key] = UInt64(step); model[key] = UInt64(step)
             case 2:
-                #expect(map.removeValue(forKey: key) == (model.removeValue(forKey: key) != nil))
+                #expect(map.removeValue(forKey: key) == model.removeValue(forKey: key))
             case 3:
                 map.modify(key) { $0 += 1 }
                 if model[key] != nil { model[key]! += 1 }

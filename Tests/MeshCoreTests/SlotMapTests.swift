@@ -1,14 +1,14 @@
 import Testing
 import MeshCore
-@testable import MeshSimulator
 
-/// The world's per-node link map answers what a dictionary would, through growth and deletions
-/// that shift entries back across the table's wrap-around.
-@Suite struct PeerTimesTests {
+/// `SlotMap` (the broadcast queue's items, the simulated world's links) answers what a dictionary
+/// would, through growth and deletions that shift entries back across the table's wrap-around.
+/// (MembershipTests' `HashTableTests` drive it as the queue does: modify, negative keys.)
+@Suite struct SlotMapTests {
     @Test func agreesWithADictionaryUnderRandomUpdatesAndRemovals() {
         var rng = SeededRandom(seed: 7)
         for round in 0..<20 {
-            var map = PeerTimes()
+            var map = SlotMap<UInt64>(placeholder: 0)
             var reference: [Int32: UInt64] = [:]
             // Few distinct keys in rounds 0..<10 (dense clusters of collisions), many after.
             let keySpace = UInt64(round < 10 ? 40 : 5_000)
