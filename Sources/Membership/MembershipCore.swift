@@ -694,7 +694,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         for seq in probes.keys.sorted() {
             guard let p = probes[seq], p.awaitingLink, p.target == peer else { continue }
             probes[seq]!.awaitingLink = false
-            guard !p.indirectSent, now > p.sentAt, let s = slot(of: peer) else { continue }
+            // (A ping held longer than messages are held was dropped, not sent: no restart.)
+            guard !p.indirectSent, now > p.sentAt, now - p.sentAt <= Self.holdTime(settings),
+                  let s = slot(of: peer) else { continue }
             if !measured, rtts[s] == nil {
                 // A shell that gives no handshake RTT: the dial (ours, or one already running when
                 // the probe started) took about one round trip.
@@ -1354,6 +1356,9 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         out.dial(a)
     }
 
+    /// How long a message waits for a link to its peer before it is dropped: two probe periods.
+    private static func holdTime(_ settings: MembershipSettings) -> Duration { settings.probe.interval * 2 }
+
     /// Sends `m` to `peer`: over the reliable stream if `reliable` (push-pull always), else as a DATAGRAM.
     private mutating func send(_ m: MembershipMessage, to peer: NodeID, reliable stream: Bool = false, now: Instant, _ out: inout Outbox) {
         send(m.frame, to: peer, reliable: stream, now: now, &out)
@@ -1372,7 +1377,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         guard let addr = address(of: peer) else { emit(msg, &out); return }
         var list = queued[peer, default: []]
         if list.count >= 8 { list.removeFirst() }
-        list.append((msg, now + settings.probe.interval * 2))
+        list.append((msg, now + Self.holdTime(settings)))
         queued[peer] = list
         if lastDial[addr].map({ now - $0 >= .seconds(2) }) ?? true {
             lastDial[addr] = now
