@@ -126,12 +126,6 @@ struct NodeIDHash {
     a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
 }
 
-/// Backward-shift deletion in a linear-probing table (`NodeIDSet`; MeshCore's `SlotMap` has its own): with a hole at `hole`,
-/// the cell at `at` (later in the same probe run) may move into it unless its home slot lies
-/// cyclically in (hole, at]. Moving cells this way means lookups never need tombstones.
-@inline(__always) func staysInPlace(home h: Int, hole i: Int, at j: Int) -> Bool {
-    i <= j ? (h > i && h <= j) : (h > i || h <= j)
-}
 
 /// NodeID → directory number, insert-only: open addressing with linear probing, the whole ID in the
 /// cell (one cache line per probe), hashed by `NodeIDHash`.

@@ -457,7 +457,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
             // outstanding, and hashing an ID or an address for nothing was a tenth of this.)
             if !queued.isEmpty, let pending = queued.removeValue(forKey: peer) {
                 for item in pending where item.until >= now { emit(item.message, &out) }
-                if !probes.isEmpty { startProbeClocks(of: peer, address: addr, measured: rtt != nil, now: now) }
+                if !probes.isEmpty { startProbeClocks(of: peer, now: now) }
             }
             // A DNS-name seed may come up under its resolved address: while a join dial is
             // outstanding, any link to a node we do not count as live also gets the sync.
@@ -690,19 +690,13 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
     /// every member (at 3,000 members, ~2 a second after the join). A crashed target never
     /// completes the handshake, so its probe keeps its schedule and detection is not slowed. Only
     /// a probe still in its direct phase restarts (a later link-up would find its ping expired).
-    private mutating func startProbeClocks(of peer: NodeID, address: PeerAddress, measured: Bool, now: Instant) {
+    private mutating func startProbeClocks(of peer: NodeID, now: Instant) {
         for seq in probes.keys.sorted() {
             guard let p = probes[seq], p.awaitingLink, p.target == peer else { continue }
             probes[seq]!.awaitingLink = false
             // (A ping held longer than messages are held was dropped, not sent: no restart.)
             guard !p.indirectSent, now > p.sentAt, now - p.sentAt <= Self.holdTime(settings),
                   let s = slot(of: peer) else { continue }
-            if !measured, rtts[s] == nil {
-                // A shell that gives no handshake RTT: the dial (ours, or one already running when
-                // the probe started) took about one round trip.
-                let dialed = lastDial[address].map { min($0, p.sentAt) } ?? p.sentAt
-                observeRTT(now - dialed, slot: s)
-            }
             let (timeoutAt, periodEndAt) = probeDeadlines(s, final: p.final, from: now)
             probes[seq]!.sentAt = now
             probes[seq]!.timeoutAt = timeoutAt

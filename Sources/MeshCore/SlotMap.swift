@@ -1,3 +1,11 @@
+/// Backward-shift deletion in a linear-probing table (`SlotMap`, Membership's `NodeIDSet`): with a
+/// hole at `hole`, the cell at `at` (later in the same probe run) may move into it unless its home
+/// slot lies cyclically in (hole, at]. Moving cells this way means lookups never need tombstones.
+@inlinable @inline(__always)
+public func staysInPlace(home h: Int, hole i: Int, at j: Int) -> Bool {
+    i <= j ? (h > i && h <= j) : (h > i || h <= j)
+}
+
 /// `Int32` key → value: open addressing with linear probing and backward-shift deletion, hashed by
 /// one multiply. `Dictionary<Int32, _>` hashes every lookup with SipHash; the membership core's
 /// broadcast queue looks items up several times per update it sends (~9% of a 10,000-node
@@ -97,10 +105,7 @@
             j = (j + 1) & mask
             let k = cells[j].key
             if k == Self.empty { break }
-            // The entry at j may fill the hole at i unless its home lies cyclically in (i, j].
-            let h = home(k)
-            let stays = i <= j ? (h > i && h <= j) : (h > i || h <= j)
-            if !stays {
+            if !staysInPlace(home: home(k), hole: i, at: j) {
                 cells[i] = cells[j]
                 i = j
             }
