@@ -18,11 +18,21 @@ struct BroadcastQueue: Sendable {
         var slot: Int32
         var token: UInt32
     }
+    /// 8 bytes, so a `SlotMap` cell is 12 (a queue holds up to `capacity` of them in a table
+    /// twice that size; with 10,000 cores forming a cluster, 4 bytes an item was ~160 MB).
     private struct Live: Sendable {
         var token: UInt32
-        var transmits: UInt16
-        /// Node number + 1 of the suspector (0: none).
-        var from: UInt32
+        /// Transmissions so far in the top byte (limits are far below 255; the count saturates),
+        /// the suspector's node number + 1 in the low 24 bits (0: none; `Live.wide`: the number is
+        /// in `wideFrom`, for directories past 16 M node IDs).
+        var word: UInt32
+        static let wide: UInt32 = 0xFF_FFFF
+        init(token: UInt32, transmits: Int, from24: UInt32) {
+            self.token = token
+            word = UInt32(UInt8(clamping: transmits)) << 24 | from24
+        }
+        var transmits: Int { Int(word >> 24) }
+        var from24: UInt32 { word & Live.wide }
     }
     private var buckets: [[Entry]] = []
     /// Bit t set: `buckets[t]` is not empty (for t < 64; buckets past 63 are always looked at).
@@ -30,7 +40,9 @@ struct BroadcastQueue: Sendable {
     /// own, and reading the count of every bucket up to the transmit limit was a cache miss each,
     /// half of `take`'s time at 1,000 nodes (most buckets are empty).
     private var filled: UInt64 = 0
-    private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0, from: 0))
+    private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0, from24: 0))
+    /// Suspector numbers that do not fit `Live`'s 24 bits (empty unless a directory holds that many).
+    private var wideFrom = SlotMap<UInt32>(placeholder: 0)
     /// Tokens tell a bucket entry from a stale one; they wrap after 2^32 placements, and an entry
     /// would have to sit unread through all of them to be mistaken.
     private var counter: UInt32 = 0
@@ -94,14 +106,16 @@ struct BroadcastQueue: Sendable {
     private mutating func release() {
         buckets = []
         filled = 0
-        live = SlotMap(placeholder: Live(token: 0, transmits: 0, from: 0))
+        live = SlotMap(placeholder: Live(token: 0, transmits: 0, from24: 0))
+        wideFrom = SlotMap(placeholder: 0)
         stale = 0
     }
 
     private mutating func place(_ slot: Int32, transmits: Int, from: UInt32) {
         counter &+= 1
         if counter == 0 { counter = 1 } // 0 marks an item being moved
-        live[slot] = Live(token: counter, transmits: UInt16(clamping: transmits), from: from)
+        if from >= Live.wide { wideFrom[slot] = from } else if !wideFrom.isEmpty { wideFrom[slot] = nil }
+        live[slot] = Live(token: counter, transmits: transmits, from24: Swift.min(from, Live.wide))
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
         markFilled(transmits)
@@ -115,12 +129,13 @@ struct BroadcastQueue: Sendable {
     mutating func take(byteBudget: Int, maxCount: Int, limit: Int, first: Int32? = nil,
                        size: (Int32, UInt32) -> Int) -> (items: [(slot: Int32, from: UInt32, transmits: Int)], bytes: Int) {
         guard !live.isEmpty, byteBudget > 0, maxCount > 0 else { return ([], 0) }
+        let limit = Swift.min(limit, Int(UInt8.max)) // `Live` counts transmissions in a byte
         var chosen: [(slot: Int32, from: UInt32, transmits: Int)] = []
         chosen.reserveCapacity(16)
         var used = 0
         if let f = first, let item = live[f] {
-            let n = size(f, item.from)
-            if n <= byteBudget { chosen.append((f, item.from, Int(item.transmits))); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
+            let n = size(f, from(item, f))
+            if n <= byteBudget { chosen.append((f, from(item, f), item.transmits)); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
         }
         // The smallest update is ~45 bytes; stop looking once not even that fits, or after a few
         // that did not fit (a message is full; scanning on for a smaller update costs more than
@@ -136,10 +151,10 @@ struct BroadcastQueue: Sendable {
                 let e = buckets[t][j]
                 guard let item = live[e.slot], item.token == e.token else { stale -= 1; continue }
                 if t >= limit { _ = live.removeValue(forKey: e.slot); continue }
-                let n = size(e.slot, item.from)
+                let n = size(e.slot, from(item, e.slot))
                 if used + n > byteBudget { kept.append(e); misses += 1; continue }
                 used += n
-                chosen.append((e.slot, item.from, Int(item.transmits)))
+                chosen.append((e.slot, from(item, e.slot), item.transmits))
                 live.modify(e.slot) { $0.token = 0 } // moved below
             }
             buckets[t].removeSubrange(j...)
@@ -163,6 +178,10 @@ struct BroadcastQueue: Sendable {
             if takesSinceTrim >= 256 { trimIfSlack() }
         }
         return (chosen, used)
+    }
+
+    @inline(__always) private func from(_ item: Live, _ slot: Int32) -> UInt32 {
+        item.from24 == Live.wide ? wideFrom[slot] ?? 0 : item.from24
     }
 
     /// What `warm` read (never used: it only keeps those reads in the program).

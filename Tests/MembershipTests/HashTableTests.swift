@@ -100,6 +100,29 @@ import MeshCore
         #expect(q.storedEntries == 0)
     }
 
+    @Test func broadcastQueueKeepsEverySuspectorAndCountsTransmissions() {
+        // An item packs its transmit count and the suspector's number into one word; numbers that
+        // do not fit 24 bits live beside it. Each comes back whole, and an item goes exactly
+        // `limit` times (a limit past what a byte counts is taken as 255).
+        let froms: [UInt32] = [0, 1, 0xFF_FFFE, 0xFF_FFFF, 0x100_0000, UInt32.max]
+        for limit in [3, 300] {
+            var q = BroadcastQueue(capacity: 64)
+            for (k, f) in froms.enumerated() { q.enqueue(Int32(k), from: f) }
+            q.enqueue(2, from: 7) // a replaced item drops its wide number
+            q.enqueue(4, from: 0x200_0000)
+            var sent: [Int32: [Int]] = [:]
+            while !q.isEmpty {
+                let (items, _) = q.take(byteBudget: 10_000, maxCount: 64, limit: limit) { _, _ in 50 }
+                for i in items {
+                    let expected: UInt32 = i.slot == 2 ? 7 : i.slot == 4 ? 0x200_0000 : froms[Int(i.slot)]
+                    #expect(i.from == expected, "slot \(i.slot)")
+                    sent[i.slot, default: []].append(i.transmits)
+                }
+            }
+            for k in froms.indices { #expect(sent[Int32(k)] == Array(0..<min(limit, 255)), "slot \(k), limit \(limit)") }
+        }
+    }
+
     @Test func nodeNumbersFindWhatWasInserted() {
         var numbers = NodeNumbers()
         let ids = (0..<5_000).map { NodeID(digest: Digest.of(Array("m\($0)".utf8))) }
