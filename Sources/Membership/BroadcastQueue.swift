@@ -18,21 +18,19 @@ struct BroadcastQueue: Sendable {
         var slot: Int32
         var token: UInt32
     }
-    /// 8 bytes, so a `SlotMap` cell is 12 (a queue holds up to `capacity` of them in a table
-    /// twice that size; with 10,000 cores forming a cluster, 4 bytes an item was ~160 MB).
+    /// 4 bytes, so a `SlotMap` cell is 8 (a queue holds up to `capacity` items in a table twice
+    /// that size; with 10,000 cores forming a cluster, each 4 bytes an item is ~160 MB): the
+    /// transmissions so far in the top byte (`take` caps limits at 255), the token in the low 24
+    /// bits. Suspectors, rare, live beside it in `suspectors`.
     private struct Live: Sendable {
-        var token: UInt32
-        /// Transmissions so far in the top byte (limits are far below 255; the count saturates),
-        /// the suspector's node number + 1 in the low 24 bits (0: none; `Live.wide`: the number is
-        /// in `wideFrom`, for directories past 16 M node IDs).
         var word: UInt32
-        static let wide: UInt32 = 0xFF_FFFF
-        init(token: UInt32, transmits: Int, from24: UInt32) {
-            self.token = token
-            word = UInt32(UInt8(clamping: transmits)) << 24 | from24
-        }
+        static let tokenMask: UInt32 = 0xFF_FFFF
+        init(token: UInt32, transmits: Int) { word = UInt32(UInt8(clamping: transmits)) << 24 | token }
         var transmits: Int { Int(word >> 24) }
-        var from24: UInt32 { word & Live.wide }
+        var token: UInt32 {
+            get { word & Live.tokenMask }
+            set { word = word & ~Live.tokenMask | newValue }
+        }
     }
     private var buckets: [[Entry]] = []
     /// Bit t set: `buckets[t]` is not empty (for t < 64; buckets past 63 are always looked at).
@@ -40,19 +38,26 @@ struct BroadcastQueue: Sendable {
     /// own, and reading the count of every bucket up to the transmit limit was a cache miss each,
     /// half of `take`'s time at 1,000 nodes (most buckets are empty).
     private var filled: UInt64 = 0
-    private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0, from24: 0))
-    /// Suspector numbers that do not fit `Live`'s 24 bits (empty unless a directory holds that many).
-    private var wideFrom = SlotMap<UInt32>(placeholder: 0)
-    /// Tokens tell a bucket entry from a stale one; they wrap after 2^32 placements, and an entry
-    /// would have to sit unread through all of them to be mistaken.
+    private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0))
+    /// The suspector's node number + 1 of the queued items that have one (suspicions, deaths).
+    private var suspectors = SlotMap<UInt32>(placeholder: 0)
+    /// Tokens tell a bucket entry from a stale one. They run from 1 to `tokenLimit` − 1; when they
+    /// wrap, the buckets are compacted first, so no stale entry outlives a round of tokens and
+    /// none can be mistaken for a live item that drew its token again.
     private var counter: UInt32 = 0
+    private let tokenLimit: UInt32
     private var stale = 0
     /// `take`s since the buckets' storage was last checked (see `trimIfSlack`).
     private var takesSinceTrim = 0
     /// Most updates held; see `enqueue`.
     let capacity: Int
 
-    init(capacity: Int = 4_096) { self.capacity = capacity }
+    /// - Parameter tokenLimit: tokens are below it (at most 2^24; smaller only in tests, to wrap).
+    init(capacity: Int = 4_096, tokenLimit: UInt32 = 1 << 24) {
+        precondition(tokenLimit >= 2 && tokenLimit <= Live.tokenMask + 1)
+        self.capacity = capacity
+        self.tokenLimit = tokenLimit
+    }
 
     var count: Int { live.count }
     /// Entries the buckets have storage for (for tests).
@@ -74,7 +79,7 @@ struct BroadcastQueue: Sendable {
         while t >= 0 {
             while let e = buckets[t].popLast() {
                 if let item = live[e.slot], item.token == e.token {
-                    _ = live.removeValue(forKey: e.slot)
+                    drop(e.slot)
                     if buckets[t].isEmpty { markEmpty(t) }
                     return
                 }
@@ -97,7 +102,7 @@ struct BroadcastQueue: Sendable {
     }
 
     mutating func remove(_ slot: Int32) {
-        if live.removeValue(forKey: slot) != nil { stale += 1 }
+        if live[slot] != nil { drop(slot); stale += 1 }
         if live.isEmpty { release() }
     }
 
@@ -106,16 +111,19 @@ struct BroadcastQueue: Sendable {
     private mutating func release() {
         buckets = []
         filled = 0
-        live = SlotMap(placeholder: Live(token: 0, transmits: 0, from24: 0))
-        wideFrom = SlotMap(placeholder: 0)
+        live = SlotMap(placeholder: Live(token: 0, transmits: 0))
+        suspectors = SlotMap(placeholder: 0)
         stale = 0
     }
 
     private mutating func place(_ slot: Int32, transmits: Int, from: UInt32) {
-        counter &+= 1
-        if counter == 0 { counter = 1 } // 0 marks an item being moved
-        if from >= Live.wide { wideFrom[slot] = from } else if !wideFrom.isEmpty { wideFrom[slot] = nil }
-        live[slot] = Live(token: counter, transmits: transmits, from24: Swift.min(from, Live.wide))
+        counter += 1
+        if counter == tokenLimit {
+            counter = 1 // 0 marks an item being moved
+            compact()
+        }
+        if from != 0 { suspectors[slot] = from } else if !suspectors.isEmpty { suspectors[slot] = nil }
+        live[slot] = Live(token: counter, transmits: transmits)
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
         markFilled(transmits)
@@ -134,8 +142,8 @@ struct BroadcastQueue: Sendable {
         chosen.reserveCapacity(16)
         var used = 0
         if let f = first, let item = live[f] {
-            let n = size(f, from(item, f))
-            if n <= byteBudget { chosen.append((f, from(item, f), item.transmits)); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
+            let n = size(f, from(f))
+            if n <= byteBudget { chosen.append((f, from(f), item.transmits)); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
         }
         // The smallest update is ~45 bytes; stop looking once not even that fits, or after a few
         // that did not fit (a message is full; scanning on for a smaller update costs more than
@@ -150,11 +158,11 @@ struct BroadcastQueue: Sendable {
                 j -= 1
                 let e = buckets[t][j]
                 guard let item = live[e.slot], item.token == e.token else { stale -= 1; continue }
-                if t >= limit { _ = live.removeValue(forKey: e.slot); continue }
-                let n = size(e.slot, from(item, e.slot))
+                if t >= limit { drop(e.slot); continue }
+                let n = size(e.slot, from(e.slot))
                 if used + n > byteBudget { kept.append(e); misses += 1; continue }
                 used += n
-                chosen.append((e.slot, from(item, e.slot), item.transmits))
+                chosen.append((e.slot, from(e.slot), item.transmits))
                 live.modify(e.slot) { $0.token = 0 } // moved below
             }
             buckets[t].removeSubrange(j...)
@@ -167,7 +175,7 @@ struct BroadcastQueue: Sendable {
         for c in chosen where c.transmits + 1 < Swift.min(limit, buckets.count) { sum &+= buckets[c.transmits + 1].count }
         warmed &+= UInt32(truncatingIfNeeded: sum)
         for c in chosen {
-            if c.transmits + 1 >= limit { _ = live.removeValue(forKey: c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
+            if c.transmits + 1 >= limit { drop(c.slot) } else { place(c.slot, transmits: c.transmits + 1, from: c.from) }
         }
         if live.isEmpty {
             release()
@@ -180,8 +188,14 @@ struct BroadcastQueue: Sendable {
         return (chosen, used)
     }
 
-    @inline(__always) private func from(_ item: Live, _ slot: Int32) -> UInt32 {
-        item.from24 == Live.wide ? wideFrom[slot] ?? 0 : item.from24
+    @inline(__always) private func from(_ slot: Int32) -> UInt32 {
+        suspectors.isEmpty ? 0 : suspectors[slot] ?? 0
+    }
+
+    /// Removes the item of `slot` (its bucket entry, if any, becomes stale).
+    @inline(__always) private mutating func drop(_ slot: Int32) {
+        _ = live.removeValue(forKey: slot)
+        if !suspectors.isEmpty { suspectors[slot] = nil }
     }
 
     /// What `warm` read (never used: it only keeps those reads in the program).

@@ -123,6 +123,39 @@ import MeshCore
         }
     }
 
+    @Test func broadcastQueueCountsRightThroughTokenWraps() {
+        // Tokens tell a bucket entry from a stale one and wrap (here after 15); a stale entry left
+        // from an earlier round must never pass for the item that drew its token again. Against a
+        // model: every item comes back with its own count and suspector, least-transmitted first,
+        // and goes exactly `limit` times unless replaced.
+        var q = BroadcastQueue(capacity: 64, tokenLimit: 16)
+        var model: [Int32: (transmits: Int, from: UInt32)] = [:]
+        var rng = SeededRandom(seed: 5)
+        let limit = 6
+        for step in 0..<20_000 {
+            if rng.next() % 3 == 0 {
+                let slot = Int32(rng.next() % 40), from = rng.next() % 4 == 0 ? UInt32(rng.next() % 1_000 + 1) : 0
+                q.enqueue(slot, from: from)
+                model[slot] = (0, from)
+            } else {
+                let before = model
+                let (items, _) = q.take(byteBudget: 50 * Int(rng.next() % 6 + 1), maxCount: 256, limit: limit) { _, _ in 50 }
+                for i in items {
+                    guard let m = model[i.slot] else { Issue.record("step \(step): slot \(i.slot) is not queued"); return }
+                    #expect(i.transmits == m.transmits && i.from == m.from,
+                            "step \(step): slot \(i.slot) came with \(i.transmits)/\(i.from), expected \(m.transmits)/\(m.from)")
+                    model[i.slot] = m.transmits + 1 >= limit ? nil : (m.transmits + 1, m.from)
+                }
+                let taken = Set(items.map(\.slot))
+                let most = items.map(\.transmits).max() ?? 0
+                let least = before.filter { !taken.contains($0.key) }.map(\.value.transmits).min() ?? Int.max
+                #expect(items.isEmpty || least >= most, "step \(step): sent an item at \(most) before one at \(least)")
+            }
+            #expect(q.count == model.count, "step \(step): \(q.count) queued, expected \(model.count)")
+            if q.count != model.count { return }
+        }
+    }
+
     @Test func nodeNumbersFindWhatWasInserted() {
         var numbers = NodeNumbers()
         let ids = (0..<5_000).map { NodeID(digest: Digest.of(Array("m\($0)".utf8))) }
