@@ -101,9 +101,10 @@ import MeshCore
     }
 
     @Test func broadcastQueueKeepsEverySuspectorAndCountsTransmissions() {
-        // An item packs its transmit count and the suspector's number into one word; numbers that
-        // do not fit 24 bits live beside it. Each comes back whole, and an item goes exactly
-        // `limit` times (a limit past what a byte counts is taken as 255).
+        // An item packs its transmit count into a byte beside its token, and its suspector's
+        // number lives in a side table (cleared when the item is replaced by one without). Each
+        // comes back whole, and an item goes exactly `limit` times (a limit past what a byte
+        // counts is taken as 255).
         let froms: [UInt32] = [0, 1, 0xFF_FFFE, 0xFF_FFFF, 0x100_0000, UInt32.max]
         for limit in [3, 300] {
             var q = BroadcastQueue(capacity: 64)
