@@ -60,6 +60,8 @@ struct BroadcastQueue: Sendable {
     }
 
     var count: Int { live.count }
+    /// Entries in the buckets, stale ones included (for tests).
+    var entryCount: Int { buckets.reduce(0) { $0 + $1.count } }
     /// Entries the buckets have storage for (for tests).
     var storedEntries: Int { buckets.reduce(0) { $0 + $1.capacity } }
     var isEmpty: Bool { live.isEmpty }
@@ -118,12 +120,13 @@ struct BroadcastQueue: Sendable {
 
     private mutating func place(_ slot: Int32, transmits: Int, from: UInt32) {
         counter += 1
-        if counter == tokenLimit {
-            counter = 1 // 0 marks an item being moved
-            compact()
-        }
+        let wrapped = counter == tokenLimit
+        if wrapped { counter = 1 } // 0 marks an item being moved
         if from != 0 { suspectors[slot] = from } else if !suspectors.isEmpty { suspectors[slot] = nil }
         live[slot] = Live(token: counter, transmits: transmits)
+        // Compacted once the item holds its new token, so the entry it replaces goes too (compacted
+        // before, that entry still matched and stayed, and could have met its token again).
+        if wrapped { compact() }
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
         markFilled(transmits)

@@ -124,6 +124,18 @@ import MeshCore
         }
     }
 
+    @Test func aTokenWrapLeavesNoStaleEntryBehind() {
+        // Tokens 1 and 2, then a wrap. The third placement replaces a queued item and wraps: the
+        // compaction must already see the item's new token, or the entry it replaced (token 2)
+        // stays, to pass for the item when it draws token 2 again.
+        var q = BroadcastQueue(capacity: 8, tokenLimit: 3)
+        q.enqueue(7)                                                                    // token 1
+        _ = q.take(byteBudget: 50, maxCount: 1, limit: 20) { _, _ in 50 }               // token 2, sent once
+        q.enqueue(7)                                                                    // wrap: token 1
+        #expect(q.count == 1)
+        #expect(q.entryCount == 1, "\(q.entryCount) bucket entries for one item")
+    }
+
     @Test func broadcastQueueCountsRightThroughTokenWraps() {
         // Tokens tell a bucket entry from a stale one and wrap (here after 15); a stale entry left
         // from an earlier round must never pass for the item that drew its token again. Against a
