@@ -110,9 +110,15 @@ public struct SimWorld {
     private var pendingTime: [UInt64]
     /// Per node: peer index → last use, in virtual milliseconds rounded up (4 bytes, so a cell is
     /// 8, not 16: a node that gossips holds ~1,000 links while a cluster forms, ~0.3 GB of cells at
-    /// 10,000 nodes). The idle sweep runs at whole milliseconds, where `ceil(t) + idle <= now` is
-    /// exactly `t + idle <= now`.
+    /// 10,000 nodes). The idle sweep runs at whole milliseconds with a whole-millisecond timeout
+    /// (`idleTimeout`), where `ceil(t) + idle <= now` is exactly `t + idle <= now`.
     private var links: [SlotMap<UInt32>]
+    /// Link idle times have millisecond resolution: the idle timeout is rounded up to whole
+    /// milliseconds and the sweeps run at whole milliseconds (first at the timeout, then every
+    /// half of it, rounded up), so the sweep's test on `links`' rounded-up times is exact. A
+    /// timeout that is a whole number of 2 ms (the default 30 s) keeps its sweeps where they were.
+    private var idleTimeout: UInt64 { Self.wholeMilliseconds(ns(scenario.link.idleTimeout)) }
+    private static func wholeMilliseconds(_ ns: UInt64) -> UInt64 { max(1, (ns + 999_999) / 1_000_000) * 1_000_000 }
     /// `now` for `links` (saturates after 49 virtual days: links then never go idle).
     @inline(__always) private var linkNow: UInt32 { UInt32(clamping: (now &+ 999_999) / 1_000_000) }
     private var persisted: [[[UInt8]?]]
@@ -234,7 +240,7 @@ public struct SimWorld {
             }
         }
         queue.push(at: 0, .sample)
-        if scenario.link.idleTimeout > .zero { queue.push(at: ns(scenario.link.idleTimeout), .idleSweep) }
+        if scenario.link.idleTimeout > .zero { queue.push(at: idleTimeout, .idleSweep) }
     }
 
     /// Each scheduled fault firing: its scenario line and its resolved node sets.
@@ -379,7 +385,7 @@ public struct SimWorld {
             if next <= endTime { queue.push(at: next, .sample) }
         case .idleSweep:
             idleSweep()
-            queue.push(at: now + max(1, ns(scenario.link.idleTimeout) / 2), .idleSweep)
+            queue.push(at: now + Self.wholeMilliseconds(idleTimeout / 2), .idleSweep)
         }
     }
 
@@ -608,7 +614,7 @@ public struct SimWorld {
     }
 
     private mutating func idleSweep() {
-        let idle = ns(scenario.link.idleTimeout)
+        let idle = idleTimeout
         guard now >= idle else { return }
         for a in 0..<n where !links[a].isEmpty {
             let expired = links[a].sortedKeys { $0 > Int32(a) && UInt64($1) * 1_000_000 + idle <= now }

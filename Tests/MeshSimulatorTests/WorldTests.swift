@@ -114,6 +114,30 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
         #expect(b.nowSeen.contains(Instant(nanoseconds: 30_000_000)))
     }
 
+    @Test func idleLinksCloseAtTheFirstCheckPastTheTimeoutNeverBefore() throws {
+        // Idle links are checked every half timeout (here 1 s, from 2 s on) at millisecond
+        // resolution. Used at 0 ms, a link is idle for 2 s at the 2 s check; used at 0.4 ms, it is
+        // not yet, and closes at the 3 s check (its last use rounds up, never down).
+        let sc = try scenario("""
+            nodes 3
+            core recorder
+            duration 5s
+            region r
+            latency r r 10ms
+            link idle-timeout=2s
+            join at=0s nodes=1
+            join at=0s nodes=0
+            join at=400us nodes=2
+            """)
+        let ids = try SimWorld(scenario: sc, registry: recorderRegistry { _ in .init() }).directory.ids
+        var world = try SimWorld(scenario: sc, registry: recorderRegistry { i in i == 1 ? .init() : .init(sendTo: [ids[1]]) })
+        try world.run()
+        let a = world.core(of: 0) as! RecorderCore, b = world.core(of: 1) as! RecorderCore, c = world.core(of: 2) as! RecorderCore
+        #expect(a.log.last == "down \(ids[1].short)" && a.nowSeen.last == Instant(nanoseconds: 2_000_000_000))
+        #expect(c.log.last == "down \(ids[1].short)" && c.nowSeen.last == Instant(nanoseconds: 3_000_000_000))
+        #expect(b.log.filter { $0.hasPrefix("down") }.count == 2)
+    }
+
     @Test func crashedPeersLinksGoDownAfterTheLinkTimeout() throws {
         let sc = try scenario("""
             nodes 2
