@@ -41,9 +41,10 @@ struct BroadcastQueue: Sendable {
     private var live = SlotMap<Live>(placeholder: Live(token: 0, transmits: 0))
     /// The suspector's node number + 1 of the queued items that have one (suspicions, deaths).
     private var suspectors = SlotMap<UInt32>(placeholder: 0)
-    /// Tokens tell a bucket entry from a stale one. They run from 1 to `tokenLimit` − 1; when they
-    /// wrap, the buckets are compacted first, so no stale entry outlives a round of tokens and
-    /// none can be mistaken for a live item that drew its token again.
+    /// Tokens tell a bucket entry from a stale one; each placement draws the next. They stay below
+    /// `tokenLimit`: at the limit the buckets are compacted and their entries (one per item)
+    /// renumbered 1...n, and drawing goes on from n + 1 (`renumber`). So a token drawn is above
+    /// every token in the buckets, and no stale entry can ever match its item again.
     private var counter: UInt32 = 0
     private let tokenLimit: UInt32
     private var stale = 0
@@ -52,9 +53,12 @@ struct BroadcastQueue: Sendable {
     /// Most updates held; see `enqueue`.
     let capacity: Int
 
-    /// - Parameter tokenLimit: tokens are below it (at most 2^24; smaller only in tests, to wrap).
+    /// - Parameters:
+    ///   - capacity: most items held (at most `tokenLimit` − 2).
+    ///   - tokenLimit: tokens are below it (at most 2^24; smaller only in tests, to wrap often).
     init(capacity: Int = 4_096, tokenLimit: UInt32 = 1 << 24) {
-        precondition(tokenLimit >= 2 && tokenLimit <= Live.tokenMask + 1)
+        precondition(tokenLimit <= Live.tokenMask + 1 && capacity >= 1 && capacity <= Int(tokenLimit) - 2,
+                     "a broadcast queue needs a token for each item and one more")
         self.capacity = capacity
         self.tokenLimit = tokenLimit
     }
@@ -72,8 +76,10 @@ struct BroadcastQueue: Sendable {
     /// what gossip misses. (While 10,000 nodes join, updates arrive faster than λ·log N transmissions
     /// can drain them, and an unbounded queue held ~8,000 updates per node.)
     mutating func enqueue(_ slot: Int32, from: UInt32 = 0) {
-        if live[slot] != nil { stale += 1 } else if live.count >= capacity { evictOne() }
+        let replaced = live[slot] != nil
+        if !replaced && live.count >= capacity { evictOne() }
         place(slot, transmits: 0, from: from)
+        if replaced { stale += 1 } // (counted after `place`, which may compact the buckets)
     }
 
     private mutating func evictOne() {
@@ -119,14 +125,10 @@ struct BroadcastQueue: Sendable {
     }
 
     private mutating func place(_ slot: Int32, transmits: Int, from: UInt32) {
+        if counter + 1 == tokenLimit { renumber() }
         counter += 1
-        let wrapped = counter == tokenLimit
-        if wrapped { counter = 1 } // 0 marks an item being moved
         if from != 0 { suspectors[slot] = from } else if !suspectors.isEmpty { suspectors[slot] = nil }
         live[slot] = Live(token: counter, transmits: transmits)
-        // Compacted once the item holds its new token, so the entry it replaces goes too (compacted
-        // before, that entry still matched and stayed, and could have met its token again).
-        if wrapped { compact() }
         while buckets.count <= transmits { buckets.append([]) }
         buckets[transmits].append(Entry(slot: slot, token: counter))
         markFilled(transmits)
@@ -211,6 +213,44 @@ struct BroadcastQueue: Sendable {
         var sum: UInt32 = 0
         for e in entries { sum &+= live.token(e.slot) }
         warmed &+= sum
+    }
+
+    /// The end of a round of tokens: drops the stale entries and gives the live ones (one per item
+    /// outside a `take`) tokens 1...n in bucket order, their items the same; drawing goes on from
+    /// n + 1 (n ≤ `capacity` < `tokenLimit` − 1). Items being moved by a `take` keep token 0.
+    private mutating func renumber() {
+        compact()
+        var n: UInt32 = 0
+        for t in buckets.indices {
+            for k in buckets[t].indices {
+                n += 1
+                buckets[t][k].token = n
+                live.modify(buckets[t][k].slot) { $0.token = n }
+            }
+        }
+        counter = n
+    }
+
+    /// What is wrong with the queue's bookkeeping, or nil (for tests): outside a `take`, each item
+    /// has exactly one bucket entry with its token, `stale` counts the others, only queued items
+    /// have a suspector, and every non-empty bucket below 64 is marked filled.
+    func inconsistency() -> String? {
+        var matching: [Int32: Int] = [:]
+        var entries = 0
+        for b in buckets {
+            for e in b {
+                entries += 1
+                if let item = live[e.slot], item.token == e.token { matching[e.slot, default: 0] += 1 }
+            }
+        }
+        let items = live.sortedKeys()
+        for s in items where matching[s] != 1 { return "slot \(s) has \(matching[s] ?? 0) entries with its token" }
+        if stale != entries - items.count { return "stale is \(stale) with \(entries) entries for \(items.count) items" }
+        for s in suspectors.sortedKeys() where live[s] == nil { return "a suspector is kept for slot \(s), which is not queued" }
+        for t in buckets.indices where t < 64 && !buckets[t].isEmpty && filled & (1 << UInt64(t)) == 0 {
+            return "bucket \(t) holds entries but is not marked filled"
+        }
+        return nil
     }
 
     /// Drops stale entries; each bucket keeps exactly the storage its live entries need.

@@ -136,7 +136,7 @@ public struct MembershipSettings: Sendable {
         /// (push-pull repairs what gossip then misses). memberlist's queue is unbounded; while
         /// 10,000 nodes join within two minutes, updates arrive faster than λ·log N transmissions
         /// drain them and an unbounded queue held ~8,000 per node (~0.5 MB each, 5 GB across a
-        /// simulated cluster). Default 2,048: ~60 KB per node.
+        /// simulated cluster). Default 2,048: ~40 KB per node. At most 2^24 − 2.
         public var maxQueuedUpdates: Int = 2_048
         public init() {}
     }

@@ -119,7 +119,7 @@ public struct SimWorld {
     /// timeout that is a whole number of 2 ms (the default 30 s) keeps its sweeps where they were.
     private var idleTimeout: UInt64 { Self.wholeMilliseconds(ns(scenario.link.idleTimeout)) }
     private static func wholeMilliseconds(_ ns: UInt64) -> UInt64 { max(1, (ns + 999_999) / 1_000_000) * 1_000_000 }
-    /// `now` for `links` (saturates after 49 virtual days: links then never go idle).
+    /// `now` for `links` (a run lasts less than 2^32 ms, 49.7 days: `init` refuses longer ones).
     @inline(__always) private var linkNow: UInt32 { UInt32(clamping: (now &+ 999_999) / 1_000_000) }
     private var persisted: [[[UInt8]?]]
     private var nodeRandom: [SeededRandom]
@@ -162,6 +162,10 @@ public struct SimWorld {
         factories = f
         coreSpecs = scenario.cores
         endTime = UInt64(max(0, scenario.duration.nanosecondsClamped))
+        // Link times are 32-bit milliseconds (`links`).
+        guard endTime < UInt64(UInt32.max) * 1_000_000 else {
+            throw .invalid(0, "duration \(scenario.duration) is longer than the simulator's 49 days")
+        }
 
         var master = SeededRandom(seed: seed)
         var ids: [NodeID] = []

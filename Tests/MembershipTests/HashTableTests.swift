@@ -102,9 +102,8 @@ import MeshCore
 
     @Test func broadcastQueueKeepsEverySuspectorAndCountsTransmissions() {
         // An item packs its transmit count into a byte beside its token, and its suspector's
-        // number lives in a side table (cleared when the item is replaced by one without). Each
-        // comes back whole, and an item goes exactly `limit` times (a limit past what a byte
-        // counts is taken as 255).
+        // number lives in a side table. Each comes back whole (slot 2's replacement has none),
+        // and an item goes exactly `limit` times (a limit past what a byte counts is taken as 255).
         let froms: [UInt32] = [0, 1, 0xFF_FFFE, 0xFF_FFFF, 0x100_0000, UInt32.max]
         for limit in [3, 300] {
             var q = BroadcastQueue(capacity: 64)
@@ -124,24 +123,27 @@ import MeshCore
         }
     }
 
-    @Test func aTokenWrapLeavesNoStaleEntryBehind() {
-        // Tokens 1 and 2, then a wrap. The third placement replaces a queued item and wraps: the
-        // compaction must already see the item's new token, or the entry it replaced (token 2)
-        // stays, to pass for the item when it draws token 2 again.
-        var q = BroadcastQueue(capacity: 8, tokenLimit: 3)
+    @Test func aTokenWrapLeavesNoEntryThatCanMatchAgain() {
+        // Tokens 1 and 2, then a wrap. The third placement replaces a queued item at the wrap: the
+        // item's earlier entry must stay stale (counted, never matching) through the new round.
+        var q = BroadcastQueue(capacity: 1, tokenLimit: 3)
         q.enqueue(7)                                                                    // token 1
         _ = q.take(byteBudget: 50, maxCount: 1, limit: 20) { _, _ in 50 }               // token 2, sent once
-        q.enqueue(7)                                                                    // wrap: token 1
+        q.enqueue(7)                                                                    // the wrap
         #expect(q.count == 1)
-        #expect(q.entryCount == 1, "\(q.entryCount) bucket entries for one item")
+        #expect(q.inconsistency() == nil, "\(q.inconsistency() ?? "")")
+        let (items, _) = q.take(byteBudget: 50, maxCount: 1, limit: 20) { _, _ in 50 }  // another wrap
+        #expect(items.map(\.transmits) == [0], "the replaced item starts its count again")
+        #expect(q.inconsistency() == nil, "\(q.inconsistency() ?? "")")
     }
 
     @Test func broadcastQueueCountsRightThroughTokenWraps() {
-        // Tokens tell a bucket entry from a stale one and wrap (here after 15); a stale entry left
-        // from an earlier round must never pass for the item that drew its token again. Against a
-        // model: every item comes back with its own count and suspector, least-transmitted first,
-        // and goes exactly `limit` times unless replaced.
-        var q = BroadcastQueue(capacity: 64, tokenLimit: 16)
+        // Tokens tell a bucket entry from a stale one and wrap (here every few placements); a stale
+        // entry from an earlier round must never pass for the item that drew its token again.
+        // Against a model, with the queue's own bookkeeping checked after every step: every item
+        // comes back with its own count and suspector, least-transmitted first, and goes exactly
+        // `limit` times unless replaced.
+        var q = BroadcastQueue(capacity: 40, tokenLimit: 42)
         var model: [Int32: (transmits: Int, from: UInt32)] = [:]
         var rng = SeededRandom(seed: 5)
         let limit = 6
@@ -165,6 +167,7 @@ import MeshCore
                 #expect(items.isEmpty || least >= most, "step \(step): sent an item at \(most) before one at \(least)")
             }
             #expect(q.count == model.count, "step \(step): \(q.count) queued, expected \(model.count)")
+            if let wrong = q.inconsistency() { Issue.record("step \(step): \(wrong)"); return }
             if q.count != model.count { return }
         }
     }

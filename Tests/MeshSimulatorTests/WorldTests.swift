@@ -138,6 +138,15 @@ func recorderRegistry(_ script: @escaping @Sendable (Int) -> RecorderCore.Script
         #expect(b.log.filter { $0.hasPrefix("down") }.count == 2)
     }
 
+    @Test func runsLongerThanLinkTimesCanCountAreRefused() throws {
+        // Link times are 32-bit milliseconds: a run past 49.7 days would stamp every link with
+        // the same time. 49 days runs; 50 is refused with a reason.
+        _ = try SimWorld(scenario: try scenario("nodes 1\ncore recorder\nduration 1176h\n"), registry: recorderRegistry { _ in .init() })
+        #expect(throws: ScenarioError.self) {
+            _ = try SimWorld(scenario: try scenario("nodes 1\ncore recorder\nduration 1200h\n"), registry: recorderRegistry { _ in .init() })
+        }
+    }
+
     @Test func crashedPeersLinksGoDownAfterTheLinkTimeout() throws {
         let sc = try scenario("""
             nodes 2
