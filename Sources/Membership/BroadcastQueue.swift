@@ -53,8 +53,11 @@ struct BroadcastQueue: Sendable {
     /// Most updates held; see `enqueue`.
     let capacity: Int
 
+    /// Most items a queue can hold: a token for each, and one more (`renumber`).
+    static let maxCapacity = Int(Live.tokenMask) - 1
+
     /// - Parameters:
-    ///   - capacity: most items held (at most `tokenLimit` − 2).
+    ///   - capacity: most items held (at most `tokenLimit` − 2, so at most `maxCapacity`).
     ///   - tokenLimit: tokens are below it (at most 2^24; smaller only in tests, to wrap often).
     init(capacity: Int = 4_096, tokenLimit: UInt32 = 1 << 24) {
         precondition(tokenLimit <= Live.tokenMask + 1 && capacity >= 1 && capacity <= Int(tokenLimit) - 2,
@@ -64,8 +67,6 @@ struct BroadcastQueue: Sendable {
     }
 
     var count: Int { live.count }
-    /// Entries in the buckets, stale ones included (for tests).
-    var entryCount: Int { buckets.reduce(0) { $0 + $1.count } }
     /// Entries the buckets have storage for (for tests).
     var storedEntries: Int { buckets.reduce(0) { $0 + $1.capacity } }
     var isEmpty: Bool { live.isEmpty }
@@ -110,7 +111,7 @@ struct BroadcastQueue: Sendable {
     }
 
     mutating func remove(_ slot: Int32) {
-        if live[slot] != nil { drop(slot); stale += 1 }
+        if drop(slot) { stale += 1 }
         if live.isEmpty { release() }
     }
 
@@ -147,8 +148,8 @@ struct BroadcastQueue: Sendable {
         chosen.reserveCapacity(16)
         var used = 0
         if let f = first, let item = live[f] {
-            let n = size(f, from(f))
-            if n <= byteBudget { chosen.append((f, from(f), item.transmits)); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
+            let by = from(f), n = size(f, by)
+            if n <= byteBudget { chosen.append((f, by, item.transmits)); used = n; live.modify(f) { $0.token = 0 }; stale += 1 }
         }
         // The smallest update is ~45 bytes; stop looking once not even that fits, or after a few
         // that did not fit (a message is full; scanning on for a smaller update costs more than
@@ -164,10 +165,10 @@ struct BroadcastQueue: Sendable {
                 let e = buckets[t][j]
                 guard let item = live[e.slot], item.token == e.token else { stale -= 1; continue }
                 if t >= limit { drop(e.slot); continue }
-                let n = size(e.slot, from(e.slot))
+                let by = from(e.slot), n = size(e.slot, by)
                 if used + n > byteBudget { kept.append(e); misses += 1; continue }
                 used += n
-                chosen.append((e.slot, from(e.slot), item.transmits))
+                chosen.append((e.slot, by, item.transmits))
                 live.modify(e.slot) { $0.token = 0 } // moved below
             }
             buckets[t].removeSubrange(j...)
@@ -197,10 +198,11 @@ struct BroadcastQueue: Sendable {
         suspectors.isEmpty ? 0 : suspectors[slot] ?? 0
     }
 
-    /// Removes the item of `slot` (its bucket entry, if any, becomes stale).
-    @inline(__always) private mutating func drop(_ slot: Int32) {
-        _ = live.removeValue(forKey: slot)
+    /// Removes the item of `slot` (its bucket entry, if any, becomes stale); false if none was queued.
+    @inline(__always) @discardableResult private mutating func drop(_ slot: Int32) -> Bool {
+        guard live.removeValue(forKey: slot) != nil else { return false }
         if !suspectors.isEmpty { suspectors[slot] = nil }
+        return true
     }
 
     /// What `warm` read (never used: it only keeps those reads in the program).

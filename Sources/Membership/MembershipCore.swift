@@ -190,7 +190,7 @@ public struct MembershipCore: MeshProtocolCore, Sendable {
         self.rng = random
         self.sequence = rng.next() >> 34
         self.vivaldi = VivaldiState(settings: settings.vivaldi)
-        self.broadcasts = BroadcastQueue(capacity: min(max(1, settings.gossip.maxQueuedUpdates), (1 << 24) - 2))
+        self.broadcasts = BroadcastQueue(capacity: min(max(1, settings.gossip.maxQueuedUpdates), BroadcastQueue.maxCapacity))
     }
 
     // MARK: - Public view
