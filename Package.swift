@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(name: "gquic-bench", dependencies: [
             "MeshCore",
             "QUICTransport",
-            "Membership", "MembershipLab",
+            "Membership", "MembershipLab", "MeshSimulator",
             "ClusterState",
             "ContentStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

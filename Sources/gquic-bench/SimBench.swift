@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MeshSimulator
 
 /// MeshSimulator: how fast gquic-sim runs big scenarios, against the issue's target
 /// (10,000-node membership for 10 virtual minutes in ≤ 60 s wall on 2 cores, < 4 GiB).
@@ -16,18 +17,30 @@ struct SimBench: ParsableCommand {
     @Option(help: "The gquic-sim binary.")
     var binary: String = ".build/release/gquic-sim"
 
+    @Option(help: """
+        Events to time for the event-loop floor beside each 10,000-node run (0: no floor). The floor \
+        needs as much memory as the run's peak RSS.
+        """)
+    var floorEvents: Int = 20_000_000
+
+    @Flag(help: """
+        Run no scenario: price the event-loop floor for the shape of the committed full \
+        membership-10k run (simulations/results/membership-10k-full/report.json), in ~1 minute.
+        """)
+    var floorOnly = false
+
     func run() throws {
-        var report = BenchReport(area: "sim")
+        var report = BenchReport(area: floorOnly ? "sim-floor" : "sim")
         report.header()
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
+        guard floorOnly || FileManager.default.isExecutableFile(atPath: binary) else {
             throw ValidationError("no \(binary): build it first (`make bench-sim` does: swift build -c release)")
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?"
         print("machine: \(cores) cores, load average \(load) at start (other work shares the CPU: see cpu time)")
-        for name in scenarios {
-            let out = "simulations/results/tmp/bench-\(name)"
-            let text = try shell("\(binary) run \(name) --quiet --out \(out) 2>&1; echo exit=$?")
+        for name in floorOnly ? ["membership-10k"] : scenarios {
+            let out = floorOnly ? "simulations/results/membership-10k-full" : "simulations/results/tmp/bench-\(name)"
+            let text = floorOnly ? "exit=0" : try shell("\(binary) run \(name) --quiet --out \(out) 2>&1; echo exit=$?")
             guard text.contains("exit=0"),
                   let data = FileManager.default.contents(atPath: out + "/report.json"),
                   let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -41,7 +54,7 @@ struct SimBench: ParsableCommand {
             let virtual = json["virtual_seconds"] as? Double ?? 0
             let rss = (json["peak_rss_bytes"] as? NSNumber)?.doubleValue ?? 0
             let nodes = json["nodes"] as? Int ?? 0
-            let size = "\(nodes) nodes, \(Int(virtual)) s virtual"
+            let size = "\(nodes) nodes, \(Int(virtual)) s virtual" + (floorOnly ? ", committed run" : "")
             // The issue's target applies to the 10,000-node runs.
             let big = nodes >= 10_000
             report.add(BenchRow("\(name): wall time", wall, "s", anchor: big ? "target" : nil, anchorValue: big ? 60 : nil, note: size))
@@ -50,7 +63,19 @@ struct SimBench: ParsableCommand {
             report.add(BenchRow("\(name): virtual/wall", virtual / max(wall, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
             report.add(BenchRow("\(name): virtual/cpu", virtual / max(cpu, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
             report.add(BenchRow("\(name): peak RSS", rss / 1_048_576, "MiB", anchor: big ? "target" : nil, anchorValue: big ? 4096 : nil))
+            guard big, floorEvents > 0, nodes > 0, events > 0 else { continue }
+            // What the run's event count costs with no protocol work at all (see EventLoopFloor). Its
+            // queue holds 19,000–49,000 events; the smaller heap keeps the floor at its lowest.
+            for reads in [0, 1] {
+                let floor = EventLoopFloor(nodes: nodes, stateBytes: Int(rss) / nodes, pending: 20_000, dependentReads: reads)
+                let ns = floor.nanosecondsPerEvent(timing: floorEvents)
+                report.add(BenchRow("\(name): floor\(reads == 0 ? "" : " +\(reads) read")", ns * events / 1e9, "cpu-s",
+                                    anchor: "target (cpu on 2 cores)", anchorValue: 120,
+                                    note: "\(String(format: "%.0f", ns)) ns/event x \(Int(events)) events: heap pop + push, one node's state touched"
+                                        + (reads == 0 ? "" : " after \(reads) chained read\(reads == 1 ? "" : "s")") + ", no protocol"))
+            }
         }
         try report.write()
     }
 }
+
