@@ -1,18 +1,23 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
-/// Set only to keep `EventLoopFloor`'s reads from being optimised away.
-nonisolated(unsafe) private var blackHole: UInt64 = 0
-
-/// The least CPU any world of a run's shape can take; `gquic-bench sim` prints it beside each
-/// 10,000-node run. For each event: pop the earliest of `pending` events from the simulator's own
-/// `EventQueue`, touch one random node's `stateBytes` of state (a read-modify-write, after
-/// `dependentReads` reads each at an address the last one gave, the way a lookup chains through a
-/// table), and schedule one event 1–200 ms later at a random node. Nothing else: no protocol, no
-/// links, no trace. The 10,000-node membership run spreads ~3.7 GiB over its nodes and each event
-/// lands on a node whose state has gone cold, so this prices the event count alone, on this
-/// machine, against the target.
+/// What a run's event count costs if every event takes one cold touch of its node's state and does
+/// nothing else; `gquic-bench sim` prints it beside each 10,000-node run. For each event: pop the
+/// earliest of `pending` events from the simulator's own `EventQueue`, make one read-modify-write at
+/// a random place in a random node's `stateBytes` (after `dependentReads` reads, each at an address
+/// the last one gave, the way a lookup chains through a table), and schedule one event 1–200 ms
+/// later at a random node. No protocol, no links, no trace.
+///
+/// With `stateBytes` = the run's peak RSS per node, this is the floor under a world that hosts the
+/// real cores: each of 10,000 membership cores holds a view of 10,000 members (3.75 GiB in all), and
+/// an event lands on a node whose state has gone cold. It is not a floor for every conceivable
+/// simulator: one with less state per node pays less per touch (docs/benchmarks.md, sim, session 11).
+///
+/// Benchmark code, kept in this module so that `EventQueue` is specialised here as it is for the
+/// world; called across modules, the generic heap cost three times as much.
 public struct EventLoopFloor: Sendable {
     public var nodes: Int
     public var stateBytes: Int
@@ -20,35 +25,48 @@ public struct EventLoopFloor: Sendable {
     public var dependentReads: Int
 
     public init(nodes: Int, stateBytes: Int, pending: Int, dependentReads: Int) {
-        self.nodes = max(1, nodes); self.stateBytes = stateBytes; self.pending = pending; self.dependentReads = dependentReads
+        precondition(nodes >= 1 && stateBytes >= 8 && pending >= 1 && dependentReads >= 0,
+                     "EventLoopFloor needs a node, 8 bytes of state, a pending event and no negative read count")
+        self.nodes = nodes; self.stateBytes = stateBytes; self.pending = pending; self.dependentReads = dependentReads
     }
 
-    /// CPU nanoseconds per event over `events` events (after the state is filled).
-    public func nanosecondsPerEvent(timing events: Int) -> Double {
-        let words = max(1, stateBytes / 8)
+    /// A timing: CPU nanoseconds per event, and a checksum of the state the events changed (reported
+    /// so that no optimiser can drop the work).
+    public struct Timing: Sendable {
+        public var nanosecondsPerEvent: Double
+        public var checksum: UInt64
+    }
+
+    /// Fills the state once, then times `events` events `repetitions` times; the fastest timing is
+    /// the floor (the others paid for something else on the machine).
+    public func measure(events: Int, repetitions: Int = 3) -> Timing {
+        precondition(events >= 1 && repetitions >= 1)
+        let words = stateBytes / 8
         var rng = XorShift()
         var state = [UInt64](repeating: 0, count: nodes * words)
         for i in state.indices { state[i] = rng.next() }
         var queue = EventQueue<Int32>()
         for _ in 0..<pending { queue.push(at: rng.next() % 200_000_000, Int32(rng.next() % UInt64(nodes))) }
+        var best = Double.infinity
         var sink: UInt64 = 0
-        let start = cpuSeconds()
-        for _ in 0..<events {
-            guard let e = queue.pop() else { break }
-            let base = Int(e.payload) * words
-            var at = Int(e.time % UInt64(words))
-            for _ in 0..<dependentReads {
-                let v = state[base + at]
-                sink &+= v
-                at = Int(v % UInt64(words))
+        for _ in 0..<repetitions {
+            let start = cpuSeconds()
+            for _ in 0..<events {
+                guard let e = queue.pop() else { break }
+                let base = Int(e.payload) * words
+                var at = Int(e.time % UInt64(words))
+                for _ in 0..<dependentReads {
+                    let v = state[base + at]
+                    sink &+= v
+                    at = Int(v % UInt64(words))
+                }
+                state[base + at] &+= 1
+                queue.push(at: e.time + 1_000_000 + rng.next() % 199_000_000, Int32(rng.next() % UInt64(nodes)))
             }
-            state[base + at] &+= 1
-            queue.push(at: e.time + 1_000_000 + rng.next() % 199_000_000, Int32(rng.next() % UInt64(nodes)))
+            best = min(best, (cpuSeconds() - start) * 1e9 / Double(events))
         }
-        let seconds = cpuSeconds() - start
-        // Keep the reads: the sum decides nothing, but the optimiser cannot drop the loop.
-        if sink == 1 { blackHole = sink }
-        return seconds * 1e9 / Double(events)
+        for w in state { sink &+= w }
+        return Timing(nanosecondsPerEvent: best, checksum: sink)
     }
 
     private struct XorShift {
