@@ -114,10 +114,10 @@ struct ContentBench: ParsableCommand {
                 var o = ContentStore.Options()
                 o.durable = durable
                 let store = try ContentStore.open(path: scratch + "/store", options: o)
-                let cpu0 = cpuSeconds(), start = ContinuousClock.now
+                let cpu0 = processCPUSeconds(), start = ContinuousClock.now
                 _ = try store.importFile(at: path)
                 let t = (ContinuousClock.now - start).seconds
-                let cpu = cpuSeconds() - cpu0
+                let cpu = processCPUSeconds() - cpu0
                 let ratio = bytes / Double(store.usedBytes)
                 store.close()
                 return (t, cpu / t, ratio, cpu)
@@ -190,13 +190,6 @@ struct ContentBench: ParsableCommand {
     private func mapped<R>(_ path: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         return try bytes.withUnsafeBytes { try body($0) }
-    }
-
-    /// User + system CPU time of this process so far.
-    private func cpuSeconds() -> Double {
-        var u = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
-        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
     }
 
     /// User + system CPU time of finished child processes (the anchors run by `shell`).

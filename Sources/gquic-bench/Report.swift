@@ -77,6 +77,13 @@ func measure(minSeconds: Double = 0.5, _ body: () throws -> Void) rethrows -> Do
     return elapsed / Double(iterations)
 }
 
+/// User + system CPU time of this process so far.
+func processCPUSeconds() -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+}
+
 /// Runs a shell command and returns its standard output (for anchors such as `openssl speed`).
 ///
 /// Spawned with posix_spawn and an empty signal mask: Foundation's `Process` leaves signals such as

@@ -40,13 +40,17 @@ struct SimBench: ParsableCommand {
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?"
         print("machine: \(cores) cores, load average \(load) at start (other work shares the CPU: see cpu time)")
         for name in floorOnly ? ["membership-10k"] : scenarios {
+            // --floor-only reads the committed full run; otherwise the scenario runs now.
             let out = floorOnly ? "simulations/results/membership-10k-full" : "simulations/results/tmp/bench-\(name)"
-            let text = floorOnly ? "exit=0\nError: no committed report at \(out)/report.json"
-                : try shell("\(binary) run \(name) --quiet --out \(out) 2>&1; echo exit=$?")
-            guard text.contains("exit=0"),
+            var failure: String?
+            if !floorOnly {
+                let text = try shell("\(binary) run \(name) --quiet --out \(out) 2>&1; echo exit=$?")
+                if !text.contains("exit=0") { failure = text.split(separator: "\n").first { $0.hasPrefix("Error") }.map(String.init) ?? text }
+            }
+            guard failure == nil,
                   let data = FileManager.default.contents(atPath: out + "/report.json"),
                   let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                let why = text.split(separator: "\n").first { $0.hasPrefix("Error") }.map(String.init) ?? text
+                let why = failure ?? "no report at \(out)/report.json"
                 report.add(BenchRow("\(name)", 0, "-", note: "did not run: \(why.prefix(160))"))
                 continue
             }
@@ -65,17 +69,18 @@ struct SimBench: ParsableCommand {
             report.add(BenchRow("\(name): virtual/wall", virtual / max(wall, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
             report.add(BenchRow("\(name): virtual/cpu", virtual / max(cpu, 1e-9), "x", anchor: big ? "target" : nil, anchorValue: big ? 10 : nil))
             report.add(BenchRow("\(name): peak RSS", rss / 1_048_576, "MiB", anchor: big ? "target" : nil, anchorValue: big ? 4096 : nil))
-            guard big, floorEvents > 0, nodes > 0, events > 0 else { continue }
+            guard big, floorEvents > 0, events > 0, rss > 0 else { continue }
             // What the run's event count costs if each event touches its node's state once and does
             // nothing else (see EventLoopFloor). The run's queue holds 19,000–49,000 events; the
             // smaller heap keeps the floor at its lowest.
-            for reads in [0, 1] {
-                let floor = EventLoopFloor(nodes: nodes, stateBytes: max(8, Int(rss) / nodes), pending: 20_000, dependentReads: reads)
-                let ns = floor.measure(events: floorEvents).nanosecondsPerEvent
-                report.add(BenchRow("\(name): floor\(reads == 0 ? "" : " +\(reads) read")", ns * events / 1e9, "cpu-s",
+            let reads = [0, 1]
+            let floor = EventLoopFloor(nodes: nodes, stateBytes: max(8, Int(rss) / nodes), pending: 20_000)
+            let timings = floor.measure(events: floorEvents, dependentReads: reads, cpuSeconds: processCPUSeconds)
+            for (r, ns) in zip(reads, timings.nanosecondsPerEvent) {
+                report.add(BenchRow("\(name): floor\(r == 0 ? "" : " +\(r) read")", ns * events / 1e9, "cpu-s",
                                     anchor: "target (cpu on 2 cores)", anchorValue: 120,
                                     note: "\(String(format: "%.0f", ns)) ns/event x \(Int(events)) events: heap pop + push, one node's state touched"
-                                        + (reads == 0 ? "" : " after \(reads) chained read\(reads == 1 ? "" : "s")") + ", no protocol"))
+                                        + (r == 0 ? "" : " after \(r) chained read\(r == 1 ? "" : "s")") + ", no protocol"))
             }
         }
         try report.write()
